@@ -1,0 +1,37 @@
+"""Base types for events, requests and replies, and the header names on the wire."""
+
+from __future__ import annotations
+
+import msgspec
+
+HDR_EVENT_TYPE = "Ledger-Event-Type"
+HDR_CORRELATION = "Ledger-Correlation-Id"
+HDR_CAUSATION = "Ledger-Causation-Id"
+HDR_ACTOR = "Ledger-Actor"
+HDR_TOKEN = "Ledger-Consistency-Token"
+HDR_MSG_ID = "Nats-Msg-Id"
+
+MAX_REQUEST_BYTES = 256 * 1024
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
+    """Base of every event; each context tags its own union (the tag is the class name)."""
+
+
+class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Base of every request body."""
+
+
+class Reply(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of every reply body. Commands carry the consistency token of their last event."""
+
+
+class CommandReply(Reply, frozen=True, kw_only=True):
+    """Reply of a command: the stream sequence of its last event (0 if it emitted none)."""
+
+    token: int = 0
+
+
+def event_type(event: Event) -> str:
+    """The tag of an event (its class name)."""
+    return type(event).__name__

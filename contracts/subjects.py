@@ -1,0 +1,72 @@
+"""Every subject of the system is built here, and only here.
+
+Events: ``evt.<context>.<aggregate>.<id>.<EventType>`` (always five tokens).
+Requests: ``<context>.<operation>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+
+EVENT_ROOT = "evt"
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+class SubjectError(ValueError):
+    """A subject token would break the subject (dot, wildcard, space, empty, too long)."""
+
+
+def token(value: str) -> str:
+    """The value itself when it is a safe subject token; raises SubjectError otherwise."""
+    if not _TOKEN.match(value):
+        raise SubjectError(f"not a subject token: {value!r} (letters, digits, _ and - only)")
+    return value
+
+
+def encode_id(text: str) -> str:
+    """A subject-safe, reversible token for user text (account names, openids)."""
+    raw = base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii")
+    return "b" + raw.rstrip("=")
+
+
+def decode_id(tok: str) -> str:
+    """Inverse of `encode_id`."""
+    body = tok[1:]
+    return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8")
+
+
+def event_subject(context: str, aggregate: str, agg_id: str, event_type: str) -> str:
+    """Subject of one event of one aggregate instance."""
+    parts = (context, aggregate, agg_id, event_type)
+    return ".".join((EVENT_ROOT, *(token(p) for p in parts)))
+
+
+def aggregate_subjects(context: str, aggregate: str, agg_id: str) -> str:
+    """Filter matching every event of one aggregate instance (the OCC scope)."""
+    return ".".join((EVENT_ROOT, token(context), token(aggregate), token(agg_id), "*"))
+
+
+def context_subjects(context: str, aggregate: str | None = None) -> str:
+    """Filter matching every event of a context, or of one aggregate type in it."""
+    if aggregate is None:
+        return f"{EVENT_ROOT}.{token(context)}.>"
+    return f"{EVENT_ROOT}.{token(context)}.{token(aggregate)}.*.*"
+
+
+def all_events() -> str:
+    """Filter matching the whole log."""
+    return f"{EVENT_ROOT}.>"
+
+
+def request_subject(context: str, operation: str) -> str:
+    """Subject of a request-reply operation, e.g. ``sharing.grant``."""
+    return f"{token(context)}.{token(operation)}"
+
+
+def split_event_subject(subject: str) -> tuple[str, str, str, str]:
+    """(context, aggregate, id, event type) of an event subject."""
+    parts = subject.split(".")
+    if len(parts) != 5 or parts[0] != EVENT_ROOT:
+        raise SubjectError(f"not an event subject: {subject!r}")
+    return parts[1], parts[2], parts[3], parts[4]

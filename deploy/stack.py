@@ -1,0 +1,256 @@
+"""The local stack: start, probe, report and stop NATS, PostgreSQL and S3 as child processes.
+
+State lives in ``<home>/stack.json``: the endpoints (read by `runtime.settings`) and the
+pid of each part, so a second `up` finds the first and `down` can stop it from another
+shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from deploy.parts import LOOPBACK, Part, StackPorts, nats_part, postgres_part, s3_part
+from runtime.settings import Settings
+
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 30.0
+
+
+class StackError(Exception):
+    """The stack cannot be brought up or down as asked; the message says why."""
+
+
+class PartStatus(msgspec.Struct, frozen=True, kw_only=True):
+    """One part's process and health."""
+
+    name: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    endpoint: str
+    detail: str = ""
+
+
+class Stack:
+    """The three servers under one home folder."""
+
+    def __init__(self, settings: Settings, ports: StackPorts, *, fast: bool = False,
+                 only: tuple[str, ...] = ("nats", "postgres", "s3")) -> None:
+        self.settings = settings
+        self.ports = ports
+        self.home = Path(settings.home).resolve()
+        self.data = self.home / "data"
+        self.logs = self.home / "logs"
+        every = [
+            nats_part(settings, ports, self.data),
+            postgres_part(settings, ports, self.data, fast),
+            s3_part(settings, ports, self.data),
+        ]
+        self.parts = [p for p in every if p.name in only]
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @classmethod
+    def local(cls, base: Settings, ports: StackPorts, *, fast: bool = False,
+              only: tuple[str, ...] = ("nats", "postgres", "s3")) -> Stack:
+        """A stack whose settings point at the given ports on 127.0.0.1."""
+        return cls(settings_for(base, ports), ports, fast=fast, only=only)
+
+    @property
+    def state_file(self) -> Path:
+        return self.home / "stack.json"
+
+    def endpoints(self) -> dict[str, str]:
+        """Where each part answers (the fields settings read from stack.json)."""
+        s = self.settings
+        return {
+            "nats_url": s.nats_url, "pg_dsn": s.pg_dsn, "s3_endpoint": s.s3_endpoint,
+            "s3_bucket": s.s3_bucket, "s3_access_key": s.s3_access_key,
+            "s3_secret_key": s.s3_secret_key,
+        }
+
+    def pids(self) -> dict[str, int]:
+        """Pids recorded by the last `up`, whether alive or not."""
+        if not self.state_file.exists():
+            return {}
+        state: dict[str, Any] = msgspec.json.decode(self.state_file.read_bytes())
+        return {str(k): int(v) for k, v in state.get("pids", {}).items()}
+
+    def running(self) -> dict[str, int]:
+        """Parts whose recorded process is still alive."""
+        return {name: pid for name, pid in self.pids().items() if _alive(pid)}
+
+    def up(self, *, detach: bool = True, progress: Any = print) -> None:
+        """Start every part and wait until each answers; refuse twins and taken ports."""
+        alive = self.running()
+        if alive:
+            raise StackError(_already_running(alive))
+        self._check_ports()
+        self.logs.mkdir(parents=True, exist_ok=True)
+        pids: dict[str, int] = {}
+        try:
+            for part in self.parts:
+                pids[part.name] = self._start(part, detach)
+                self._write_state(pids)
+                self._wait_ready(part, pids[part.name])
+                progress(f"{part.name:<9} ready  {self._endpoint(part.name)}")
+        except BaseException:
+            self._stop_pids(pids)
+            raise
+
+    def down(self, *, progress: Any = print) -> list[str]:
+        """Stop what `up` started; returns the names of the parts stopped."""
+        alive = self.running()
+        self._stop_pids(alive)
+        for name in alive:
+            progress(f"{name:<9} stopped")
+        return list(alive)
+
+    def status(self) -> list[PartStatus]:
+        """Each part's pid, liveness and whether it really answers now."""
+        pids = self.pids()
+        return [self._part_status(part, pids.get(part.name)) for part in self.parts]
+
+    def _part_status(self, part: Part, pid: int | None) -> PartStatus:
+        running = pid is not None and _alive(pid)
+        healthy, detail = False, "not running"
+        if running:
+            healthy, detail = _probe_once(part)
+        return PartStatus(
+            name=part.name, pid=pid, running=running, healthy=healthy,
+            endpoint=self._endpoint(part.name), detail=detail,
+        )
+
+    def _endpoint(self, name: str) -> str:
+        s = self.settings
+        return {"nats": s.nats_url, "postgres": s.pg_dsn, "s3": s.s3_endpoint}[name]
+
+    def _check_ports(self) -> None:
+        names = {p.name for p in self.parts}
+        for owner, port in self.ports.named().items():
+            if owner.split()[0] in names and not port_free(port):
+                raise StackError(
+                    f"port {port} on {LOOPBACK} is already in use (needed by {owner}); "
+                    f"stop what holds it or choose another port (LEDGERSHARE_* settings)"
+                )
+
+    def _start(self, part: Part, detach: bool) -> int:
+        part.prepare()
+        log = (self.logs / f"{part.name}.log").open("ab")
+        proc = subprocess.Popen(
+            part.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=detach, user=part.user, env={**os.environ, **part.env},
+        )
+        log.close()
+        self._procs[proc.pid] = proc
+        return proc.pid
+
+    def _wait_ready(self, part: Part, pid: int) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        last = ""
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                raise StackError(f"{part.name} exited during start-up; see {self._log(part)}")
+            ok, last = _probe_once(part)
+            if ok:
+                return
+            time.sleep(0.05)
+        raise StackError(f"{part.name} did not answer within {READY_TIMEOUT_S:.0f}s ({last})")
+
+    def _log(self, part: Part) -> Path:
+        return self.logs / f"{part.name}.log"
+
+    def _stop_pids(self, pids: dict[str, int]) -> None:
+        by_name = {p.name: p for p in self.parts}
+        for name, pid in reversed(list(pids.items())):
+            _terminate(pid, by_name[name].stop_signal)
+            proc = self._procs.pop(pid, None)
+            if proc is not None:
+                proc.wait()
+        self.state_file.unlink(missing_ok=True)
+
+    def _write_state(self, pids: dict[str, int]) -> None:
+        state = {"endpoints": self.endpoints(), "pids": pids}
+        self.state_file.write_bytes(msgspec.json.format(msgspec.json.encode(state)))
+        self.state_file.chmod(0o600)
+
+
+def settings_for(base: Settings, ports: StackPorts) -> Settings:
+    """Settings whose endpoints are the stack's ports on loopback."""
+    return base.with_overrides(
+        nats_url=f"nats://{LOOPBACK}:{ports.nats}",
+        pg_dsn=f"postgresql://postgres@{LOOPBACK}:{ports.pg}/ledgershare",
+        s3_endpoint=f"http://{LOOPBACK}:{ports.s3}",
+    )
+
+
+def port_free(port: int) -> bool:
+    """True when nothing listens on (or holds) the port on loopback."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return False
+            raise
+    return True
+
+
+def _probe_once(part: Part) -> tuple[bool, str]:
+    try:
+        asyncio.run(asyncio.wait_for(part.probe(), timeout=3.0))
+    except Exception as err:
+        return False, f"{type(err).__name__}: {err}"[:200]
+    return True, "ok"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def _terminate(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not _alive(pid):
+            return
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    _reap(pid)
+
+
+def _reap(pid: int) -> None:
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _already_running(alive: dict[str, int]) -> str:
+    parts = ", ".join(f"{name} (pid {pid})" for name, pid in alive.items())
+    return f"the stack is already running: {parts}; use `ledgershare status` or `down`"

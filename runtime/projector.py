@@ -1,0 +1,275 @@
+"""Projector: a durable pull consumer that keeps a PostgreSQL read model in step with the log.
+
+Each fetched batch is applied in one transaction together with the checkpoint
+``(projection, last_seq)``; events at or below the checkpoint are skipped; the batch is
+acknowledged only after commit. An event that cannot be decoded or applied is parked in
+``dead_letters`` with the reason, and the rest go on. One instance per projection works at
+a time (a PostgreSQL advisory lock); others stand by and take over if it dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import asyncpg
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contracts.base import HDR_EVENT_TYPE
+from runtime.eventstore import StoredEvent
+
+log = logging.getLogger("ledgershare.projector")
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.SerializationError,
+    asyncpg.DeadlockDetectedError,
+)
+
+
+class Projection(Protocol):
+    """What a service gives the projector: its tables and how one event changes them."""
+
+    name: str
+    subjects: Sequence[str]
+
+    async def setup(self, conn: asyncpg.Connection, schema: str) -> None:
+        """Create the read-model tables in ``schema`` if missing."""
+
+    async def apply(self, conn: asyncpg.Connection, schema: str, event: StoredEvent) -> None:
+        """Apply one event; raise to have it dead-lettered."""
+
+
+class ProjectionLag(Exception):
+    """The projection did not reach a consistency token in time."""
+
+
+async def setup_bookkeeping(conn: asyncpg.Connection, schema: str) -> None:
+    """The checkpoint and dead-letter tables every projection schema has."""
+    await conn.execute(f"""
+        CREATE SCHEMA IF NOT EXISTS {schema};
+        CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
+            projection text PRIMARY KEY, last_seq bigint NOT NULL DEFAULT 0);
+        CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
+            projection text NOT NULL, stream_seq bigint NOT NULL, subject text NOT NULL,
+            event_type text NOT NULL, reason text NOT NULL, payload bytea NOT NULL,
+            parked_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (projection, stream_seq));
+    """)
+
+
+class Projector:
+    """Runs one projection into one schema from one durable consumer."""
+
+    def __init__(self, nc: NATS, pool: asyncpg.Pool, projection: Projection, *,
+                 schema: str, stream: str = "EVENTS", consumer: str | None = None,
+                 batch: int = 256) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.pool = pool
+        self.projection = projection
+        self.schema = schema
+        self.stream = stream
+        self.consumer = consumer or f"proj_{schema}_{projection.name}"
+        self.batch = batch
+        self.position = 0
+        self._clear_to = 0
+        self._advanced = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.active = False
+
+    async def start(self) -> None:
+        """Create tables and consumer, then run in the background."""
+        async with self.pool.acquire() as conn:
+            await setup_bookkeeping(conn, self.schema)
+            await self.projection.setup(conn, self.schema)
+            await conn.execute(
+                f"INSERT INTO {self.schema}.checkpoints (projection) VALUES ($1) "
+                "ON CONFLICT DO NOTHING", self.projection.name)
+            self.position = await self._read_checkpoint(conn)
+        await self.js.add_consumer(self.stream, self._consumer_config())
+        self._task = asyncio.create_task(self._run(), name=f"projector:{self.consumer}")
+
+    def _consumer_config(self) -> ConsumerConfig:
+        return ConsumerConfig(
+            durable_name=self.consumer,
+            filter_subjects=list(self.projection.subjects),
+            ack_policy=AckPolicy.ALL,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=60,
+            max_ack_pending=self.batch * 4,
+        )
+
+    async def stop(self) -> None:
+        """Finish the batch in hand, then stop (the durable consumer stays)."""
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._lead()
+            except TRANSIENT as err:
+                log.warning("projector %s: %s; retrying", self.consumer, err)
+                await self._sleep(0.5)
+
+    async def _lead(self) -> None:
+        async with self.pool.acquire() as lock_conn:
+            if not await lock_conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))",
+                                            f"{self.schema}.{self.projection.name}"):
+                await self._sleep(1.0)
+                return
+            try:
+                self.active = True
+                await self._consume()
+            finally:
+                self.active = False
+                with contextlib.suppress(*TRANSIENT):
+                    await lock_conn.execute("SELECT pg_advisory_unlock_all()")
+
+    async def _consume(self) -> None:
+        psub = await self.js.pull_subscribe_bind(self.consumer, self.stream)
+        try:
+            while not self._stopping.is_set():
+                msgs = await self._fetch(psub)
+                if msgs:
+                    await self._handle(msgs)
+        finally:
+            with contextlib.suppress(Exception):
+                await psub.unsubscribe()
+
+    async def _fetch(self, psub: Any) -> list[Msg]:
+        try:
+            msgs: list[Msg] = await psub.fetch(self.batch, timeout=0.5)
+        except NatsTimeout:
+            return []
+        return msgs
+
+    async def _handle(self, msgs: list[Msg]) -> None:
+        events = [to_stored(m) for m in msgs]
+        async with self.pool.acquire() as conn:
+            try:
+                last = await self._apply_batch(conn, events, careful=False)
+            except TRANSIENT:
+                raise
+            except Exception:
+                last = await self._apply_batch(conn, events, careful=True)
+        await msgs[-1].ack()
+        self._advance(last)
+
+    async def _apply_batch(self, conn: asyncpg.Connection, events: list[StoredEvent],
+                           *, careful: bool) -> int:
+        async with conn.transaction():
+            last = await self._read_checkpoint(conn, lock=True)
+            fresh = [e for e in events if e.seq > last]
+            for event in fresh:
+                if careful:
+                    await self._apply_or_park(conn, event)
+                else:
+                    await self.projection.apply(conn, self.schema, event)
+            if fresh:
+                last = fresh[-1].seq
+                await conn.execute(
+                    f"UPDATE {self.schema}.checkpoints SET last_seq = $2 WHERE projection = $1",
+                    self.projection.name, last)
+        return last
+
+    async def _apply_or_park(self, conn: asyncpg.Connection, event: StoredEvent) -> None:
+        try:
+            async with conn.transaction():
+                await self.projection.apply(conn, self.schema, event)
+        except TRANSIENT:
+            raise
+        except Exception as err:
+            log.error("projector %s: parking event %d (%s): %r",
+                      self.consumer, event.seq, event.subject, err)
+            await conn.execute(
+                f"INSERT INTO {self.schema}.dead_letters "
+                "(projection, stream_seq, subject, event_type, reason, payload) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                self.projection.name, event.seq, event.subject, event.type,
+                f"{type(err).__name__}: {err}"[:2000], event.data)
+
+    async def _read_checkpoint(self, conn: asyncpg.Connection, *, lock: bool = False) -> int:
+        suffix = " FOR UPDATE" if lock else ""
+        value = await conn.fetchval(
+            f"SELECT last_seq FROM {self.schema}.checkpoints WHERE projection = $1{suffix}",
+            self.projection.name)
+        return int(value or 0)
+
+    def _advance(self, last: int) -> None:
+        self.position = max(self.position, last)
+        self._advanced.set()
+        self._advanced = asyncio.Event()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def wait_until(self, token: int, timeout: float = 5.0) -> None:
+        """Return once every event this projection cares about up to ``token`` is applied."""
+        deadline = time.monotonic() + timeout
+        while not await self._reached(token):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ProjectionLag(
+                    f"{self.projection.name} is at {self.position}, not yet at {token}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._advanced.wait(), min(remaining, 0.05))
+
+    async def _reached(self, token: int) -> bool:
+        if token <= max(self.position, self._clear_to):
+            return True
+        if not self.active:
+            await self._refresh_position()
+        nxt = await self._next_relevant(self.position + 1)
+        if nxt is None or nxt > token:
+            self._clear_to = max(self._clear_to, token)
+            return True
+        return False
+
+    async def _refresh_position(self) -> None:
+        # A standby instance learns the leader's progress from the shared checkpoint.
+        async with self.pool.acquire() as conn:
+            self.position = max(self.position, await self._read_checkpoint(conn))
+
+    async def _next_relevant(self, start: int) -> int | None:
+        found = [await self._next_on(subject, start) for subject in self.projection.subjects]
+        seqs = [s for s in found if s is not None]
+        return min(seqs) if seqs else None
+
+    async def _next_on(self, subject: str, start: int) -> int | None:
+        reply = await self.nc.request(
+            f"$JS.API.DIRECT.GET.{self.stream}",
+            json.dumps({"seq": start, "next_by_subj": subject}).encode(), timeout=2.0)
+        if reply.headers and reply.headers.get("Status"):
+            return None
+        return int((reply.headers or {})["Nats-Sequence"])
+
+
+def to_stored(msg: Msg) -> StoredEvent:
+    """A JetStream message as a StoredEvent."""
+    meta = msg.metadata
+    headers = dict(msg.headers or {})
+    return StoredEvent(
+        seq=int(meta.sequence.stream),
+        subject=msg.subject,
+        type=headers.get(HDR_EVENT_TYPE, msg.subject.rsplit(".", 1)[-1]),
+        data=msg.data,
+        headers=headers,
+        time=meta.timestamp,
+    )

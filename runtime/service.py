@@ -1,0 +1,176 @@
+"""Service runtime: a `nats.micro` service whose endpoints take and give msgspec Structs.
+
+Requests are served concurrently (nats-py runs one subscription's callbacks in order, so
+each request becomes a task, bounded by ``max_in_flight``). Decode and domain errors go
+back as typed `ErrorReply`s; anything unexpected as ``internal`` with a correlation id,
+logged with its traceback and never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.micro import add_service
+from nats.micro.request import Request as MicroRequest
+from nats.micro.service import EndpointConfig, EndpointStats, Service
+
+from contracts.base import HDR_CORRELATION, MAX_REQUEST_BYTES, Reply, Request
+from contracts.client import ERROR_CODE_HEADER
+from contracts.errors import BadRequest, ErrorReply, Internal, LedgerError, TooLarge
+
+log = logging.getLogger("ledgershare.service")
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class Call:
+    """What a handler knows about the request besides its body."""
+
+    correlation_id: str
+    received_at: datetime
+    headers: dict[str, str]
+
+
+Handler = Callable[[Any, Call], Awaitable[Reply]]
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One operation: ``<context>.<operation>`` taking ``request_type``."""
+
+    operation: str
+    request_type: type[Request]
+    handler: Handler
+    decoder: msgspec.json.Decoder[Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decoder", msgspec.json.Decoder(self.request_type))
+
+
+@dataclass
+class Counters:
+    """Per-endpoint figures reported through ``$SRV.STATS``."""
+
+    requests: int = 0
+    errors: int = 0
+    internal_errors: int = 0
+    total_ns: int = 0
+    last_error: str = ""
+
+    def as_data(self) -> dict[str, Any]:
+        avg = self.total_ns // self.requests if self.requests else 0
+        return {"requests": self.requests, "errors": self.errors,
+                "internal_errors": self.internal_errors, "average_ns": avg,
+                "last_error": self.last_error}
+
+
+class ServiceHost:
+    """Hosts the endpoints of one context as a discoverable micro service."""
+
+    def __init__(self, nc: NATS, *, name: str, version: str, description: str,
+                 endpoints: Sequence[Endpoint], max_in_flight: int = 256) -> None:
+        self.nc = nc
+        self.name = name
+        self.version = version
+        self.description = description
+        self.endpoints = list(endpoints)
+        self.counters = {ep.operation: Counters() for ep in self.endpoints}
+        self._slots = asyncio.Semaphore(max_in_flight)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._service: Service | None = None
+
+    async def start(self) -> None:
+        """Subscribe every endpoint under the service's queue group."""
+        self._service = await add_service(
+            self.nc, name=self.name, version=self.version, description=self.description,
+            queue_group=self.name, stats_handler=self._stats_data)
+        for ep in self.endpoints:
+            await self._service.add_endpoint(EndpointConfig(
+                name=ep.operation, subject=f"{self.name}.{ep.operation}",
+                handler=self._dispatcher(ep)))
+
+    def _stats_data(self, stats: EndpointStats) -> dict[str, Any]:
+        counters = self.counters.get(stats.name)
+        return counters.as_data() if counters else {}
+
+    def _dispatcher(self, ep: Endpoint) -> Callable[[MicroRequest], Awaitable[None]]:
+        async def dispatch(req: MicroRequest) -> None:
+            await self._slots.acquire()
+            task = asyncio.create_task(self._serve(ep, req))
+            self._tasks.add(task)
+            task.add_done_callback(self._done)
+        return dispatch
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+
+    async def _serve(self, ep: Endpoint, req: MicroRequest) -> None:
+        headers = {str(k): v for k, v in (req.headers or {}).items()}
+        call = Call(correlation_id=headers.get(HDR_CORRELATION) or uuid.uuid4().hex,
+                    received_at=datetime.now(UTC), headers=headers)
+        started = time.perf_counter_ns()
+        counters = self.counters[ep.operation]
+        counters.requests += 1
+        try:
+            body = await self._answer(ep, req.data, call)
+        except LedgerError as err:
+            body = self._failure(counters, err, call)
+        except Exception as err:
+            body = self._crash(counters, ep, err, call)
+        counters.total_ns += time.perf_counter_ns() - started
+        await self._respond(req, body)
+
+    async def _answer(self, ep: Endpoint, data: bytes, call: Call) -> bytes:
+        request = decode_request(ep, data)
+        return _encoder.encode(await ep.handler(request, call))
+
+    def _failure(self, counters: Counters, err: LedgerError, call: Call) -> ErrorReply:
+        counters.errors += 1
+        counters.last_error = err.code
+        return err.reply(call.correlation_id)
+
+    def _crash(self, counters: Counters, ep: Endpoint, err: Exception, call: Call) -> ErrorReply:
+        counters.errors += 1
+        counters.internal_errors += 1
+        counters.last_error = Internal.code
+        log.error("internal error in %s.%s", self.name, ep.operation, exc_info=err,
+                  extra={"correlation_id": call.correlation_id})
+        return Internal(f"internal error; quote {call.correlation_id} to the operators"
+                        ).reply(call.correlation_id)
+
+    async def _respond(self, req: MicroRequest, body: bytes | ErrorReply) -> None:
+        if not req._msg.reply:
+            return  # a publish without a reply subject: nobody to answer
+        if isinstance(body, ErrorReply):
+            headers = {ERROR_CODE_HEADER: body.code, "Nats-Service-Error": body.message}
+            await req.respond(_encoder.encode(body), headers=headers)
+        else:
+            await req.respond(body)
+
+    async def stop(self, drain_timeout: float = 10.0) -> None:
+        """Stop taking requests, then wait (bounded) for those in flight."""
+        if self._service is not None:
+            await self._service.stop()
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=drain_timeout)
+
+
+def decode_request(ep: Endpoint, data: bytes) -> Request:
+    """Decode a request body or raise BadRequest/TooLarge saying where it is wrong."""
+    if len(data) > MAX_REQUEST_BYTES:
+        raise TooLarge(f"request is {len(data)} bytes; the limit is {MAX_REQUEST_BYTES}")
+    try:
+        request: Request = ep.decoder.decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError) as err:
+        raise BadRequest(f"invalid {ep.request_type.__name__}: {err}") from None
+    return request

@@ -1,0 +1,73 @@
+"""Settings: one frozen struct, read from the environment (``LEDGERSHARE_*``).
+
+The local stack writes the endpoints it started to ``<home>/stack.json``; settings read
+that file when present, and any environment variable overrides it. Real deployments set
+the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+ENV_PREFIX = "LEDGERSHARE_"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the parts are and how they are tuned."""
+
+    home: str = ".ledgershare"
+    nats_url: str = "nats://127.0.0.1:4222"
+    pg_dsn: str = "postgresql://postgres@127.0.0.1:5433/ledgershare"
+    s3_endpoint: str = "http://127.0.0.1:8333"
+    s3_bucket: str = "ledgershare"
+    s3_access_key: str = "ledgershare"
+    s3_secret_key: str = "ledgershare-local-secret"
+    s3_region: str = "us-east-1"
+    stream: str = "EVENTS"
+    stream_replicas: int = 1
+    duplicate_window_s: float = 120.0
+    request_timeout_s: float = 5.0
+    consistency_wait_s: float = 5.0
+    max_in_flight: int = 256
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields replaced."""
+        return msgspec.structs.replace(self, **changes)
+
+
+def _stack_file(home: str) -> Path:
+    return Path(home) / "stack.json"
+
+
+def _from_stack_file(home: str) -> dict[str, Any]:
+    path = _stack_file(home)
+    if not path.exists():
+        return {}
+    data = msgspec.json.decode(path.read_bytes())
+    endpoints: dict[str, Any] = data.get("endpoints", {})
+    return endpoints
+
+
+def _from_env(env: dict[str, str]) -> dict[str, Any]:
+    fields = {f.name: f.type for f in msgspec.structs.fields(Settings)}
+    found: dict[str, Any] = {}
+    for name in fields:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            found[name] = raw
+    return found
+
+
+def load_settings(env: dict[str, str] | None = None) -> Settings:
+    """Settings from defaults, then ``<home>/stack.json``, then the environment."""
+    env = dict(os.environ) if env is None else env
+    from_env = _from_env(env)
+    home = str(from_env.get("home", Settings().home))
+    merged = {"home": home, **_from_stack_file(home), **from_env}
+    return msgspec.convert(merged, Settings, strict=False)

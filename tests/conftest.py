@@ -1,0 +1,90 @@
+"""Fixtures: real servers. One PostgreSQL and one S3 for the session; a fresh NATS
+server (and so a fresh ``EVENTS`` stream) and a fresh database for every test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+
+from deploy.stack import Stack
+from runtime.eventstore import EventStore
+from runtime.settings import Settings
+from tests.support import free_stack_ports
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """PostgreSQL and S3 for the whole session."""
+    home = tmp_path_factory.mktemp("stack")
+    st = Stack.local(Settings(home=str(home)), free_stack_ports(), fast=True,
+                     only=("postgres", "s3"))
+    st.up(detach=False, progress=lambda _msg: None)
+    yield st
+    st.down(progress=lambda _msg: None)
+
+
+@pytest.fixture
+def nats_stack(tmp_path: Path) -> Iterator[Stack]:
+    """A NATS server of this test's own (fresh JetStream store)."""
+    st = Stack.local(Settings(home=str(tmp_path / "nats")), free_stack_ports(), only=("nats",))
+    st.up(detach=False, progress=lambda _msg: None)
+    yield st
+    st.down(progress=lambda _msg: None)
+
+
+@pytest.fixture
+def database(stack: Stack) -> Iterator[str]:
+    """The DSN of a database of this test's own."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    base = stack.settings.pg_dsn.rpartition("/")[0]
+    _admin(base, f'CREATE DATABASE "{name}"')
+    yield f"{base}/{name}"
+    _admin(base, f'DROP DATABASE "{name}" WITH (FORCE)')
+
+
+def _admin(base: str, sql: str) -> None:
+    import asyncio
+
+    async def run() -> None:
+        conn = await asyncpg.connect(f"{base}/postgres")
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.fixture
+def settings(stack: Stack, nats_stack: Stack, database: str, tmp_path: Path) -> Settings:
+    """Settings pointing at this test's servers."""
+    return stack.settings.with_overrides(
+        home=str(tmp_path), nats_url=nats_stack.settings.nats_url, pg_dsn=database,
+        log_json=False)
+
+
+@pytest.fixture
+async def nc(settings: Settings) -> AsyncIterator[NATS]:
+    client = await nats.connect(settings.nats_url)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def store(nc: NATS) -> EventStore:
+    es = EventStore(nc)
+    await es.ensure_stream()
+    return es
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
+    p = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=8)
+    yield p
+    await p.close()

@@ -1,0 +1,124 @@
+"""The event log against a real nats-server: OCC, dedup, load, stream settings."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from nats.aio.client import Client as NATS
+from nats.js.api import StreamConfig
+
+from contracts.base import Event
+from contracts.subjects import aggregate_subjects, event_subject
+from runtime.eventstore import (
+    ConcurrencyConflict,
+    EventStore,
+    EventStoreError,
+    Outgoing,
+    check_server_version,
+    with_retry,
+)
+
+
+class Deposited(Event, frozen=True, kw_only=True):
+    amount: int
+
+
+SCOPE = aggregate_subjects("test", "account", "a1")
+
+
+def deposit(amount: int) -> Outgoing:
+    return Outgoing(subject=event_subject("test", "account", "a1", "Deposited"),
+                    event=Deposited(amount=amount))
+
+
+async def test_one_of_twenty_concurrent_appends_with_the_same_expectation_wins(
+        store: EventStore) -> None:
+    results = await asyncio.gather(
+        *(store.append(SCOPE, [deposit(i)], expected=0, msg_id=f"cmd-{i}") for i in range(20)),
+        return_exceptions=True)
+    won = [r for r in results if isinstance(r, int)]
+    lost = [r for r in results if isinstance(r, ConcurrencyConflict)]
+    assert len(won) == 1 and len(lost) == 19
+    assert len(await store.load(SCOPE)) == 1
+
+
+async def test_with_retry_all_twenty_land_once_each(store: EventStore) -> None:
+    async def attempt(i: int) -> int:
+        events = await store.load(SCOPE)
+        expected = events[-1].seq if events else 0
+        return await store.append(SCOPE, [deposit(i)], expected=expected, msg_id=f"cmd-{i}")
+
+    await asyncio.gather(*(with_retry(lambda i=i: attempt(i), attempts=60) for i in range(20)))
+    loaded = await store.load(SCOPE)
+    amounts = sorted(_amount(e.data) for e in loaded)
+    assert amounts == list(range(20))
+
+
+def _amount(data: bytes) -> int:
+    import msgspec
+
+    return msgspec.json.decode(data, type=Deposited).amount
+
+
+async def test_same_msg_id_twice_is_one_event(store: EventStore) -> None:
+    first = await store.append(SCOPE, [deposit(1)], expected=None, msg_id="same")
+    again = await store.append(SCOPE, [deposit(1)], expected=None, msg_id="same")
+    assert first == again
+    assert len(await store.load(SCOPE)) == 1
+
+
+async def test_retry_after_a_lost_reply_returns_the_original_sequence(store: EventStore) -> None:
+    # The first append landed but the client never saw the ack (timeout); it retries
+    # with the same msg id and the same expected sequence, after someone else appended.
+    landed = await store.append(SCOPE, [deposit(1)], expected=0, msg_id="cmd-x")
+    await store.append(SCOPE, [deposit(2)], expected=landed, msg_id="cmd-y")
+    retried = await store.append(SCOPE, [deposit(1)], expected=0, msg_id="cmd-x")
+    assert retried == landed
+    assert [e.msg_id for e in await store.load(SCOPE)] == ["cmd-x:0", "cmd-y:0"]
+
+
+async def test_a_stale_expectation_with_a_new_msg_id_is_a_conflict(store: EventStore) -> None:
+    await store.append(SCOPE, [deposit(1)], expected=0, msg_id="cmd-1")
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(SCOPE, [deposit(2)], expected=0, msg_id="cmd-2")
+
+
+async def test_several_events_of_one_command_land_in_order(store: EventStore) -> None:
+    last = await store.append(SCOPE, [deposit(1), deposit(2), deposit(3)], expected=0,
+                              msg_id="multi")
+    loaded = await store.load(SCOPE)
+    assert [_amount(e.data) for e in loaded] == [1, 2, 3]
+    assert loaded[-1].seq == last
+    assert loaded[0].type == "Deposited"
+
+
+async def test_load_reads_past_one_batch_and_only_its_aggregate(store: EventStore) -> None:
+    other = Outgoing(subject=event_subject("test", "account", "a2", "Deposited"),
+                     event=Deposited(amount=-1))
+    for i in range(300):
+        await store.append(SCOPE, [deposit(i)], expected=None, msg_id=f"m{i}")
+        if i % 50 == 0:
+            await store.append(aggregate_subjects("test", "account", "a2"), [other],
+                               expected=None, msg_id=f"o{i}")
+    loaded = await store.load(SCOPE)
+    assert [_amount(e.data) for e in loaded] == list(range(300))
+    assert await store.load(aggregate_subjects("test", "account", "none")) == []
+
+
+async def test_an_existing_stream_with_wrong_settings_is_refused(nc: NATS) -> None:
+    await nc.jetstream().add_stream(StreamConfig(name="EVENTS", subjects=["evt.>"]))
+    with pytest.raises(EventStoreError, match="misconfigured"):
+        await EventStore(nc).ensure_stream()
+
+
+async def test_ensure_stream_is_idempotent(nc: NATS) -> None:
+    await EventStore(nc).ensure_stream()
+    await EventStore(nc).ensure_stream()
+
+
+def test_servers_older_than_2_11_are_refused() -> None:
+    with pytest.raises(EventStoreError, match=">= 2.11"):
+        check_server_version(2, 10)
+    check_server_version(2, 11)
+    check_server_version(3, 0)
