@@ -264,3 +264,14 @@ async def probe_s3(settings: Settings) -> None:
     from runtime.s3 import ensure_bucket
 
     await ensure_bucket(settings)
+
+
+def ports_from_env(env: dict[str, str] | None = None) -> StackPorts:
+    """Stack ports, each overridable as ``LEDGERSHARE_PORT_<NAME>`` (e.g. _NATS, _PG, _S3)."""
+    env = dict(os.environ) if env is None else env
+    found: dict[str, int] = {}
+    for f in msgspec.structs.fields(StackPorts):
+        raw = env.get(f"LEDGERSHARE_PORT_{f.name.upper()}")
+        if raw is not None:
+            found[f.name] = int(raw)
+    return StackPorts(**found)

@@ -197,8 +197,12 @@ def settings_for(base: Settings, ports: StackPorts) -> Settings:
 def port_free(port: int) -> bool:
     """True when nothing listens on (or holds) the port on loopback."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Like the servers themselves: connections of a stopped server in TIME_WAIT must
+        # not count as "in use"; a listener must.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((LOOPBACK, port))
+            sock.listen(1)
         except OSError as err:
             if err.errno == errno.EADDRINUSE:
                 return False

@@ -167,10 +167,10 @@ class EventStore:
         return int(info.state.last_seq)
 
 
-async def _collect(sub: object, timeout: float) -> list[StoredEvent]:
+async def _collect(sub: object, limit_s: float) -> list[StoredEvent]:
     events: list[StoredEvent] = []
     while True:
-        msg = await sub.next_msg(timeout=timeout)  # type: ignore[attr-defined]
+        msg = await sub.next_msg(timeout=limit_s)  # type: ignore[attr-defined]
         headers: dict[str, str] = {str(k): v for k, v in (msg.headers or {}).items()}
         status = headers.get("Status")
         if status in ("204", "404"):

@@ -22,6 +22,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
 
 from contracts.base import HDR_EVENT_TYPE
 from runtime.eventstore import StoredEvent
@@ -100,18 +101,24 @@ class Projector:
                 f"INSERT INTO {self.schema}.checkpoints (projection) VALUES ($1) "
                 "ON CONFLICT DO NOTHING", self.projection.name)
             self.position = await self._read_checkpoint(conn)
-        await self.js.add_consumer(self.stream, self._consumer_config())
         self._task = asyncio.create_task(self._run(), name=f"projector:{self.consumer}")
 
-    def _consumer_config(self) -> ConsumerConfig:
-        return ConsumerConfig(
+    async def _reset_consumer(self, checkpoint: int) -> None:
+        # The checkpoint in PostgreSQL is the truth; the consumer is only a cursor. A new
+        # leader restarts it right after the checkpoint, so events arrive strictly in
+        # order: messages a dead leader fetched but never committed are redelivered first,
+        # not after newer ones (which would let the checkpoint jump past them).
+        with contextlib.suppress(NotFoundError):
+            await self.js.delete_consumer(self.stream, self.consumer)
+        await self.js.add_consumer(self.stream, ConsumerConfig(
             durable_name=self.consumer,
             filter_subjects=list(self.projection.subjects),
             ack_policy=AckPolicy.ALL,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=60,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=checkpoint + 1,
+            ack_wait=300,
             max_ack_pending=self.batch * 4,
-        )
+        ))
 
     async def stop(self) -> None:
         """Finish the batch in hand, then stop (the durable consumer stays)."""
@@ -123,8 +130,10 @@ class Projector:
         while not self._stopping.is_set():
             try:
                 await self._lead()
-            except TRANSIENT as err:
-                log.warning("projector %s: %s; retrying", self.consumer, err)
+            except Exception as err:
+                # Nothing unacknowledged is lost: the next leadership restarts the cursor
+                # from the committed checkpoint.
+                log.warning("projector %s: %r; retrying", self.consumer, err)
                 await self._sleep(0.5)
 
     async def _lead(self) -> None:
@@ -135,6 +144,9 @@ class Projector:
                 return
             try:
                 self.active = True
+                async with self.pool.acquire() as conn:
+                    self.position = max(self.position, await self._read_checkpoint(conn))
+                await self._reset_consumer(self.position)
                 await self._consume()
             finally:
                 self.active = False
@@ -220,9 +232,9 @@ class Projector:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def wait_until(self, token: int, timeout: float = 5.0) -> None:
+    async def wait_until(self, token: int, within: float = 5.0) -> None:
         """Return once every event this projection cares about up to ``token`` is applied."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + within
         while not await self._reached(token):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

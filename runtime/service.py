@@ -121,6 +121,7 @@ class ServiceHost:
         started = time.perf_counter_ns()
         counters = self.counters[ep.operation]
         counters.requests += 1
+        body: bytes | ErrorReply
         try:
             body = await self._answer(ep, req.data, call)
         except LedgerError as err:

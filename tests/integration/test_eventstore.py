@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -49,7 +50,8 @@ async def test_with_retry_all_twenty_land_once_each(store: EventStore) -> None:
         expected = events[-1].seq if events else 0
         return await store.append(SCOPE, [deposit(i)], expected=expected, msg_id=f"cmd-{i}")
 
-    await asyncio.gather(*(with_retry(lambda i=i: attempt(i), attempts=60) for i in range(20)))
+    await asyncio.gather(*(with_retry(functools.partial(attempt, i), attempts=60)
+                           for i in range(20)))
     loaded = await store.load(SCOPE)
     amounts = sorted(_amount(e.data) for e in loaded)
     assert amounts == list(range(20))
@@ -118,7 +120,7 @@ async def test_ensure_stream_is_idempotent(nc: NATS) -> None:
 
 
 def test_servers_older_than_2_11_are_refused() -> None:
-    with pytest.raises(EventStoreError, match=">= 2.11"):
+    with pytest.raises(EventStoreError, match=r">= 2\.11"):
         check_server_version(2, 10)
     check_server_version(2, 11)
     check_server_version(3, 0)

@@ -1,0 +1,139 @@
+"""`ledgershare run`: the stack, every service, a look at it working, until Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import msgspec
+import nats
+from nats.aio.client import Client as NATS
+from rich.console import Console
+
+from cli.stackcmds import local_stack, status_table
+from deploy.stack import PartStatus
+from runtime.eventstore import EventStore
+from runtime.settings import Settings, load_settings
+
+# Every service that exists; each runs as `python -m services.<name>`.
+SERVICES: tuple[str, ...] = ()
+
+
+def run(console: Console) -> int:
+    stack = local_stack()
+    started_stack = not stack.running()
+    if started_stack:
+        console.rule("starting the local stack")
+        stack.up(progress=console.print)
+    else:
+        console.print("the local stack was already running; it will be left running")
+    settings = load_settings()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs = start_services(settings, console)
+        asyncio.run(show(settings, console, stack.status()))
+        wait_for_interrupt(console, settings)
+    finally:
+        stop_services(procs, console)
+        if started_stack:
+            stack.down(progress=console.print)
+    return 0
+
+
+def start_services(settings: Settings, console: Console) -> list[subprocess.Popen[bytes]]:
+    """Launch each service with its log under <home>/logs, then wait until it answers."""
+    procs = []
+    logs = os.path.join(settings.home, "logs")
+    os.makedirs(logs, exist_ok=True)
+    for name in SERVICES:
+        with open(os.path.join(logs, f"{name}.log"), "ab") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+                                          stdout=log, stderr=subprocess.STDOUT,
+                                          start_new_session=True))
+    asyncio.run(wait_for_services(settings, SERVICES))
+    for name in SERVICES:
+        console.print(f"service {name:<9} answering on NATS")
+    return procs
+
+
+async def wait_for_services(settings: Settings, names: tuple[str, ...],
+                            within: float = 30.0) -> None:
+    """Return once every named service answers ``$SRV.PING.<name>``."""
+    nc = await nats.connect(settings.nats_url)
+    try:
+        deadline = time.monotonic() + within
+        for name in names:
+            while True:
+                try:
+                    await nc.request(f"$SRV.PING.{name}", b"", timeout=0.5)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"service {name} did not start; see its log") from None
+                    await asyncio.sleep(0.1)
+    finally:
+        await nc.close()
+
+
+async def show(settings: Settings, console: Console, parts: list[PartStatus]) -> None:
+    """Print the stack, the event log and the running services."""
+    console.print(status_table(parts))
+    nc = await nats.connect(settings.nats_url)
+    try:
+        store = EventStore(nc, settings.stream)
+        await store.ensure_stream(replicas=settings.stream_replicas,
+                                  duplicate_window_s=settings.duplicate_window_s)
+        info = await nc.jetstream().stream_info(settings.stream)
+        console.print(f"event log: stream {settings.stream}, {info.state.messages} events, "
+                      f"last sequence {info.state.last_seq}")
+        console.print(f"services running: {', '.join(await discover(nc)) or 'none yet'}")
+    finally:
+        await nc.close()
+
+
+async def discover(nc: NATS) -> list[str]:
+    """Names and versions of every service instance answering ``$SRV.PING``."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    await nc.publish("$SRV.PING", b"", reply=inbox)
+    found = []
+    try:
+        while True:
+            msg = await sub.next_msg(timeout=0.3)
+            if msg.headers and msg.headers.get("Status"):
+                continue  # "no responders" when no service runs at all
+            ping = msgspec.json.decode(msg.data)
+            found.append(f"{ping['name']} {ping['version']}")
+    except nats.errors.TimeoutError:
+        return sorted(found)
+    finally:
+        await sub.unsubscribe()
+
+
+def wait_for_interrupt(console: Console, settings: Settings) -> None:
+    console.rule("ledgershare is running")
+    console.print(f"NATS        {settings.nats_url}")
+    console.print(f"PostgreSQL  {settings.pg_dsn}")
+    console.print(f"S3          {settings.s3_endpoint} (bucket {settings.s3_bucket})")
+    console.print("try `ledgershare status` in another terminal; press Ctrl-C to stop")
+    if os.environ.get("LEDGERSHARE_RUN_ONCE"):
+        return
+    try:
+        signal.pause()
+    except KeyboardInterrupt:
+        console.print("\nstopping …")
+
+
+def stop_services(procs: list[subprocess.Popen[bytes]], console: Console) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,55 @@
+"""`ledgershare up | down | status`: the local stack from a terminal."""
+
+from __future__ import annotations
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from deploy.parts import ports_from_env
+from deploy.stack import PartStatus, Stack
+from runtime.settings import Settings, load_settings
+
+
+def local_stack(settings: Settings | None = None) -> Stack:
+    """The stack described by settings and ``LEDGERSHARE_PORT_*``."""
+    return Stack.local(settings or load_settings(), ports_from_env())
+
+
+def up(console: Console) -> int:
+    stack = local_stack()
+    if not stack.running():
+        console.print(f"starting the local stack in {stack.home} …")
+    stack.up(progress=console.print)
+    console.print("[green]stack is up[/]; `ledgershare status` shows it, `down` stops it")
+    return 0
+
+
+def down(console: Console) -> int:
+    stopped = local_stack().down(progress=console.print)
+    if not stopped:
+        console.print("nothing was running")
+    return 0
+
+
+def status(console: Console, *, as_json: bool) -> int:
+    stack = local_stack()
+    parts = stack.status()
+    if as_json:
+        doc = {"home": str(stack.home), "endpoints": stack.endpoints(),
+               "parts": [msgspec.to_builtins(p) for p in parts]}
+        print(msgspec.json.format(msgspec.json.encode(doc)).decode())
+    else:
+        console.print(status_table(parts))
+    return 0 if all(p.healthy for p in parts) else 1
+
+
+def status_table(parts: list[PartStatus]) -> Table:
+    """Parts as a table: name, pid, health, endpoint."""
+    table = Table(title="ledgershare local stack")
+    for column in ("part", "pid", "health", "endpoint", "detail"):
+        table.add_column(column)
+    for p in parts:
+        health = "[green]healthy[/]" if p.healthy else "[red]down[/]"
+        table.add_row(p.name, str(p.pid or "-"), health, p.endpoint, p.detail)
+    return table

@@ -1,0 +1,90 @@
+"""Process bootstrap for a service: connect, build, serve until SIGTERM, then drain."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import nats
+import uvloop
+from nats.aio.client import Client as NATS
+
+from runtime import logs
+from runtime.eventstore import EventStore
+from runtime.projector import Projector
+from runtime.service import ServiceHost
+from runtime.settings import Settings, load_settings
+
+log = logging.getLogger("ledgershare.app")
+
+
+@dataclass
+class Wiring:
+    """What a service's `__main__` builds from the shared connections."""
+
+    host: ServiceHost
+    projectors: list[Projector] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Resources:
+    """Connections handed to a service's builder."""
+
+    settings: Settings
+    nc: NATS
+    pool: asyncpg.Pool
+    store: EventStore
+
+
+Builder = Callable[[Resources], Awaitable[Wiring]]
+
+
+async def connect(settings: Settings) -> tuple[NATS, asyncpg.Pool, EventStore]:
+    """NATS (reconnecting forever), a PostgreSQL pool and the verified event store."""
+    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1,
+                            reconnect_time_wait=0.5, name="ledgershare")
+    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=10)
+    store = EventStore(nc, settings.stream, timeout=settings.request_timeout_s)
+    await store.ensure_stream(replicas=settings.stream_replicas,
+                              duplicate_window_s=settings.duplicate_window_s)
+    return nc, pool, store
+
+
+async def serve(build: Builder, settings: Settings) -> None:
+    """Run one service until SIGTERM or SIGINT; stop taking requests, drain, close."""
+    nc, pool, store = await connect(settings)
+    wiring = await build(Resources(settings, nc, pool, store))
+    for projector in wiring.projectors:
+        await projector.start()
+    await wiring.host.start()
+    log.info("%s %s serving", wiring.host.name, wiring.host.version)
+    await _until_signalled()
+    log.info("%s stopping", wiring.host.name)
+    await wiring.host.stop()
+    for projector in wiring.projectors:
+        await projector.stop()
+    await nc.drain()
+    await pool.close()
+
+
+async def _until_signalled() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(Exception):
+            loop.remove_signal_handler(sig)
+
+
+def main(build: Builder) -> None:
+    """Entry point of ``python -m services.<name>``."""
+    settings = load_settings()
+    logs.configure(settings.log_level, json_lines=settings.log_json)
+    uvloop.run(serve(build, settings))
