@@ -123,7 +123,7 @@ def report(rows: list[tuple[str, str, float, float]], count: int) -> str:
         "|---|---|---|---|---|",
     ]
     for path, base, ours, raw in rows:
-        lines.append(f"| {path} | {ours:,.0f} | {base} | {raw:,.0f} | {ours / raw:.2f}× |")
+        lines.append(f"| {path} | {ours:,.0f} | {base} | {raw:,.0f} | {ours / raw:.2f}x |")
     return "\n".join(lines) + "\n"
 
 
