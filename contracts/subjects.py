@@ -10,7 +10,7 @@ import base64
 import re
 
 EVENT_ROOT = "evt"
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
 
 
 class SubjectError(ValueError):

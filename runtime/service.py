@@ -17,15 +17,27 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.errors import TimeoutError as NatsTimeout
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import EndpointConfig, EndpointStats, Service
 
 from contracts.base import HDR_CORRELATION, MAX_REQUEST_BYTES, Reply, Request
 from contracts.client import ERROR_CODE_HEADER
-from contracts.errors import BadRequest, ErrorReply, Internal, LedgerError, TooLarge
+from contracts.errors import (
+    BadRequest,
+    Conflict,
+    ErrorReply,
+    Internal,
+    LedgerError,
+    TooLarge,
+    Unavailable,
+)
+from runtime.eventstore import ConcurrencyConflict
+from runtime.projector import ProjectionLag
 
 log = logging.getLogger("ledgershare.service")
 _encoder = msgspec.json.Encoder()
@@ -127,7 +139,9 @@ class ServiceHost:
         except LedgerError as err:
             body = self._failure(counters, err, call)
         except Exception as err:
-            body = self._crash(counters, ep, err, call)
+            known = translate(err)
+            body = (self._crash(counters, ep, err, call) if known is None
+                    else self._failure(counters, known, call))
         counters.total_ns += time.perf_counter_ns() - started
         await self._respond(req, body)
 
@@ -164,6 +178,17 @@ class ServiceHost:
             await self._service.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_timeout)
+
+
+def translate(err: Exception) -> LedgerError | None:
+    """Infrastructure errors a caller can act on, as typed errors; None for the rest."""
+    if isinstance(err, ConcurrencyConflict):
+        return Conflict("someone else changed the same thing at the same time; try again")
+    if isinstance(err, ProjectionLag):
+        return Unavailable(f"the read model is behind: {err}; try again")
+    if isinstance(err, NatsTimeout | TimeoutError | asyncpg.PostgresConnectionError | OSError):
+        return Unavailable(f"a part of the system did not answer in time ({type(err).__name__})")
+    return None
 
 
 def decode_request(ep: Endpoint, data: bytes) -> Request:

@@ -35,6 +35,19 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_in_flight: int = 256
     log_level: str = "INFO"
     log_json: bool = True
+    # identity: token keys (base64url raw Ed25519); the private key only identity needs.
+    token_private_key: str = ""
+    token_public_key: str = ""
+    session_ttl_s: float = 3600.0
+    drive_ttl_s: float = 900.0
+    # Argon2id cost (argon2-cffi's RFC 9106 low-memory profile by default).
+    argon2_time_cost: int = 3
+    argon2_memory_kib: int = 65536
+    argon2_parallelism: int = 4
+    # cloud-drive password lockout: free attempts, then base * 2^(n - free) seconds.
+    drive_free_attempts: int = 3
+    drive_lock_base_s: float = 30.0
+    drive_lock_max_s: float = 86400.0
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
@@ -64,10 +77,23 @@ def _from_env(env: dict[str, str]) -> dict[str, Any]:
     return found
 
 
+def key_file(home: str) -> Path:
+    """Where the local stack keeps identity's token signing key."""
+    return Path(home) / "keys" / "identity-ed25519.json"
+
+
+def _from_key_file(home: str) -> dict[str, Any]:
+    path = key_file(home)
+    if not path.exists():
+        return {}
+    keys: dict[str, Any] = msgspec.json.decode(path.read_bytes())
+    return keys
+
+
 def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Settings from defaults, then ``<home>/stack.json``, then the environment."""
+    """Settings from defaults, then ``<home>/stack.json`` and keys, then the environment."""
     env = dict(os.environ) if env is None else env
     from_env = _from_env(env)
     home = str(from_env.get("home", Settings().home))
-    merged = {"home": home, **_from_stack_file(home), **from_env}
+    merged = {"home": home, **_from_stack_file(home), **_from_key_file(home), **from_env}
     return msgspec.convert(merged, Settings, strict=False)

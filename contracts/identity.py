@@ -1,0 +1,374 @@
+"""identity: members, WeChat binding, session and drive tokens, cloud-drive password.
+
+Subjects:
+  evt.identity.member.<member_id>.<Event>     one member's history
+  evt.identity.account.<b64 account>.AccountClaimed   uniqueness claim (expected seq 0)
+  evt.identity.openid.<b64 openid>.OpenidClaimed|OpenidReleased
+Requests: identity.<operation>.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from contracts.base import CommandReply, Event, Reply, Request
+from contracts.client import ServiceClient
+from contracts.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
+from contracts.subjects import aggregate_subjects, encode_id, event_subject
+
+CONTEXT = "identity"
+
+ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.@-]{3,32}$")
+Account = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Nickname = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+Short = Annotated[str, msgspec.Meta(max_length=200)]
+OpenId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+CommandId = Annotated[str, msgspec.Meta(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+
+
+# ---- events ---------------------------------------------------------------------------
+
+class IdentityEvent(Event, frozen=True, kw_only=True):
+    """Base of identity's events."""
+
+
+class AccountClaimed(IdentityEvent, frozen=True, kw_only=True):
+    account: str
+    member_id: str
+
+
+class MemberRegistered(IdentityEvent, frozen=True, kw_only=True):
+    member_id: str
+    account: str
+    nickname: str
+    password_hash: str
+    at: datetime
+
+
+class NicknameChanged(IdentityEvent, frozen=True, kw_only=True):
+    member_id: str
+    nickname: str
+    at: datetime
+
+
+class PasswordChanged(IdentityEvent, frozen=True, kw_only=True):
+    member_id: str
+    password_hash: str
+    at: datetime
+
+
+class OpenidClaimed(IdentityEvent, frozen=True, kw_only=True):
+    openid: str
+    member_id: str
+
+
+class OpenidReleased(IdentityEvent, frozen=True, kw_only=True):
+    openid: str
+    member_id: str
+
+
+class MemberBound(IdentityEvent, frozen=True, kw_only=True):
+    member_id: str
+    openid: str
+    at: datetime
+
+
+class MemberUnbound(IdentityEvent, frozen=True, kw_only=True):
+    member_id: str
+    openid: str
+    at: datetime
+
+
+class DrivePasswordSet(IdentityEvent, frozen=True, kw_only=True):
+    member_id: str
+    password_hash: str
+    question: str
+    answer_hash: str
+    at: datetime
+
+
+class DrivePasswordChanged(IdentityEvent, frozen=True, kw_only=True):
+    member_id: str
+    password_hash: str
+    at: datetime
+    by_answer: bool = False
+
+
+class DriveUnlockFailed(IdentityEvent, frozen=True, kw_only=True):
+    member_id: str
+    failures: int
+    locked_until: datetime | None
+    at: datetime
+
+
+class DriveUnlocked(IdentityEvent, frozen=True, kw_only=True):
+    member_id: str
+    at: datetime
+
+
+AnyIdentityEvent = (
+    AccountClaimed | MemberRegistered | NicknameChanged | PasswordChanged | OpenidClaimed
+    | OpenidReleased | MemberBound | MemberUnbound | DrivePasswordSet | DrivePasswordChanged
+    | DriveUnlockFailed | DriveUnlocked
+)
+
+
+def member_scope(member_id: str) -> str:
+    return aggregate_subjects(CONTEXT, "member", member_id)
+
+
+def member_subject(member_id: str, event: IdentityEvent) -> str:
+    return event_subject(CONTEXT, "member", member_id, type(event).__name__)
+
+
+def account_key(account: str) -> str:
+    """Accounts are unique case-insensitively."""
+    return unicodedata.normalize("NFKC", account).casefold()
+
+
+def account_scope(account: str) -> str:
+    return aggregate_subjects(CONTEXT, "account", encode_id(account_key(account)))
+
+
+def account_subject(account: str) -> str:
+    return event_subject(CONTEXT, "account", encode_id(account_key(account)), "AccountClaimed")
+
+
+def openid_scope(openid: str) -> str:
+    return aggregate_subjects(CONTEXT, "openid", encode_id(openid))
+
+
+def openid_subject(openid: str, event: IdentityEvent) -> str:
+    return event_subject(CONTEXT, "openid", encode_id(openid), type(event).__name__)
+
+
+# ---- errors ---------------------------------------------------------------------------
+
+class InvalidAccount(BadRequest):
+    code = "invalid_account"
+
+
+class InvalidNickname(BadRequest):
+    code = "invalid_nickname"
+
+
+class WeakPassword(BadRequest):
+    code = "weak_password"
+
+
+class AccountTaken(Conflict):
+    code = "account_taken"
+
+
+class InvalidCredentials(Unauthenticated):
+    code = "invalid_credentials"
+
+
+class InvalidToken(Unauthenticated):
+    code = "invalid_token"
+
+
+class OpenidTaken(Conflict):
+    code = "openid_taken"
+
+
+class AlreadyBound(Conflict):
+    code = "already_bound"
+
+
+class NotBound(NotFound):
+    code = "not_bound"
+
+
+class DrivePasswordAlreadySet(Conflict):
+    code = "drive_password_already_set"
+
+
+class DrivePasswordNotSet(NotFound):
+    code = "drive_password_not_set"
+
+
+class DriveLocked(Forbidden):
+    code = "drive_locked"
+
+
+class WrongDrivePassword(Unauthenticated):
+    code = "wrong_drive_password"
+
+
+class WrongAnswer(Unauthenticated):
+    code = "wrong_answer"
+
+
+# ---- requests and replies ------------------------------------------------------------
+
+class Register(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    account: Account
+    password: Secret
+    nickname: Nickname
+
+
+class Registered(CommandReply, frozen=True, kw_only=True):
+    member_id: str
+
+
+class Bind(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    openid: OpenId
+    account: Account
+    password: Secret
+    nickname: Nickname
+
+
+class Unbind(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+
+
+class Done(CommandReply, frozen=True, kw_only=True):
+    """A command that has nothing to report but its consistency token."""
+
+
+class Login(Request, frozen=True, kw_only=True):
+    account: Account
+    password: Secret
+
+
+class LoginOpenid(Request, frozen=True, kw_only=True):
+    openid: OpenId
+
+
+class Session(Reply, frozen=True, kw_only=True):
+    token: str
+    member_id: str
+    expires_at: datetime
+
+
+class Me(Request, frozen=True, kw_only=True):
+    session: str
+
+
+class MemberInfo(Reply, frozen=True, kw_only=True):
+    member_id: str
+    account: str
+    nickname: str
+    bound: bool
+    drive_password_set: bool
+
+
+class ChangePassword(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    old_password: Secret
+    new_password: Secret
+
+
+class ChangeNickname(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    nickname: Nickname
+
+
+class SetDrivePassword(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    password: Secret
+    question: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    answer: Secret
+
+
+class VerifyDrivePassword(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    password: Secret
+
+
+class DriveToken(CommandReply, frozen=True, kw_only=True):
+    drive_token: str
+    expires_at: datetime
+
+
+class ResetDrivePassword(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    answer: Secret
+    new_password: Secret
+
+
+class ChangeDrivePassword(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    old_password: Secret
+    new_password: Secret
+
+
+class SecurityQuestion(Reply, frozen=True, kw_only=True):
+    question: str
+
+
+class AskQuestion(Request, frozen=True, kw_only=True):
+    session: str
+
+
+class PublicKeyRequest(Request, frozen=True, kw_only=True):
+    pass
+
+
+class PublicKey(Reply, frozen=True, kw_only=True):
+    algorithm: str
+    key: str
+
+
+class IdentityClient(ServiceClient):
+    """Typed calls to the identity service."""
+
+    context = CONTEXT
+
+    async def register(self, req: Register) -> Registered:
+        return await self.call("register", req, Registered)
+
+    async def bind(self, req: Bind) -> Done:
+        return await self.call("bind", req, Done)
+
+    async def unbind(self, req: Unbind) -> Done:
+        return await self.call("unbind", req, Done)
+
+    async def login(self, req: Login) -> Session:
+        return await self.call("login", req, Session)
+
+    async def login_openid(self, req: LoginOpenid) -> Session:
+        return await self.call("login_openid", req, Session)
+
+    async def me(self, req: Me) -> MemberInfo:
+        return await self.call("me", req, MemberInfo)
+
+    async def change_password(self, req: ChangePassword) -> Done:
+        return await self.call("change_password", req, Done)
+
+    async def change_nickname(self, req: ChangeNickname) -> Done:
+        return await self.call("change_nickname", req, Done)
+
+    async def drive_password_set(self, req: SetDrivePassword) -> Done:
+        return await self.call("drive_password_set", req, Done)
+
+    async def drive_password_verify(self, req: VerifyDrivePassword) -> DriveToken:
+        return await self.call("drive_password_verify", req, DriveToken)
+
+    async def drive_password_reset(self, req: ResetDrivePassword) -> Done:
+        return await self.call("drive_password_reset", req, Done)
+
+    async def drive_password_change(self, req: ChangeDrivePassword) -> Done:
+        return await self.call("drive_password_change", req, Done)
+
+    async def drive_question(self, req: AskQuestion) -> SecurityQuestion:
+        return await self.call("drive_question", req, SecurityQuestion)
+
+    async def public_key(self) -> PublicKey:
+        return await self.call("public_key", PublicKeyRequest(), PublicKey)

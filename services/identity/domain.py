@@ -1,0 +1,283 @@
+"""identity's domain: member state, `evolve`, and one `decide` function per command.
+
+Pure: no I/O, no clock, no hashing. Password checks arrive as booleans computed by the
+handler (Argon2 is slow and belongs outside), time arrives on the command.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import msgspec
+
+from contracts.errors import LedgerError
+from contracts.identity import (
+    ACCOUNT_RE,
+    AccountClaimed,
+    AccountTaken,
+    AlreadyBound,
+    DriveLocked,
+    DrivePasswordAlreadySet,
+    DrivePasswordChanged,
+    DrivePasswordNotSet,
+    DrivePasswordSet,
+    DriveUnlocked,
+    DriveUnlockFailed,
+    IdentityEvent,
+    InvalidAccount,
+    InvalidCredentials,
+    InvalidNickname,
+    MemberBound,
+    MemberRegistered,
+    MemberUnbound,
+    NicknameChanged,
+    NotBound,
+    OpenidClaimed,
+    OpenidReleased,
+    OpenidTaken,
+    PasswordChanged,
+    WeakPassword,
+    WrongAnswer,
+    WrongDrivePassword,
+)
+
+NICKNAME_MAX = 20
+PASSWORD_MIN = 6
+
+
+class Member(msgspec.Struct, frozen=True, kw_only=True):
+    """One member as folded from their events."""
+
+    member_id: str = ""
+    account: str = ""
+    nickname: str = ""
+    password_hash: str = ""
+    pv: int = 0
+    openid: str | None = None
+    drive_hash: str | None = None
+    question: str = ""
+    answer_hash: str = ""
+    failures: int = 0
+    locked_until: datetime | None = None
+
+    @property
+    def exists(self) -> bool:
+        return bool(self.member_id)
+
+
+class Holder(msgspec.Struct, frozen=True, kw_only=True):
+    """Who holds a uniqueness claim (an account name or an openid), if anyone."""
+
+    member_id: str | None = None
+
+
+class LockPolicy(msgspec.Struct, frozen=True, kw_only=True):
+    """Free attempts, then a lockout doubling with each further failure."""
+
+    free_attempts: int = 3
+    base: timedelta = timedelta(seconds=30)
+    cap: timedelta = timedelta(days=1)
+
+    def lock_for(self, failures: int) -> timedelta | None:
+        if failures < self.free_attempts:
+            return None
+        return min(self.base * (1 << (failures - self.free_attempts)), self.cap)
+
+
+# ---- evolve ---------------------------------------------------------------------------
+
+def evolve(state: Member, event: IdentityEvent) -> Member:
+    """The member after one more event."""
+    r = msgspec.structs.replace
+    match event:
+        case MemberRegistered(member_id=mid, account=acc, nickname=nick, password_hash=h):
+            return Member(member_id=mid, account=acc, nickname=nick, password_hash=h)
+        case NicknameChanged(nickname=nick):
+            return r(state, nickname=nick)
+        case PasswordChanged(password_hash=h):
+            return r(state, password_hash=h, pv=state.pv + 1)
+        case MemberBound(openid=oid):
+            return r(state, openid=oid)
+        case MemberUnbound():
+            return r(state, openid=None)
+        case DrivePasswordSet(password_hash=h, question=q, answer_hash=a):
+            return r(state, drive_hash=h, question=q, answer_hash=a)
+        case DrivePasswordChanged(password_hash=h):
+            return r(state, drive_hash=h, failures=0, locked_until=None)
+        case DriveUnlockFailed(failures=n, locked_until=until):
+            return r(state, failures=n, locked_until=until)
+        case DriveUnlocked():
+            return r(state, failures=0, locked_until=None)
+    return state
+
+
+def fold(events: Iterable[IdentityEvent], state: Member | None = None) -> Member:
+    """Fold a member's history."""
+    current = state or Member()
+    for event in events:
+        current = evolve(current, event)
+    return current
+
+
+def holder(events: Iterable[IdentityEvent]) -> Holder:
+    """Fold a claim's history (account or openid)."""
+    current = Holder()
+    for event in events:
+        match event:
+            case AccountClaimed(member_id=mid) | OpenidClaimed(member_id=mid):
+                current = Holder(member_id=mid)
+            case OpenidReleased():
+                current = Holder()
+    return current
+
+
+# ---- validation -----------------------------------------------------------------------
+
+def clean_account(account: str) -> str:
+    """The account as typed, if it is 3-32 letters, digits, ``_ . @ -``."""
+    account = account.strip()
+    if not ACCOUNT_RE.match(account):
+        raise InvalidAccount("an account is 3-32 characters: letters, digits, _ . @ -")
+    return account
+
+
+def clean_nickname(nickname: str) -> str:
+    """The nickname, NFC-normalised and trimmed, if it is 1-20 printable characters."""
+    nick = unicodedata.normalize("NFC", nickname).strip()
+    if not 1 <= len(nick) <= NICKNAME_MAX:
+        raise InvalidNickname(f"a nickname is 1-{NICKNAME_MAX} characters")
+    if any(unicodedata.category(ch)[0] == "C" for ch in nick):
+        raise InvalidNickname("a nickname cannot contain control or invisible characters")
+    return nick
+
+
+def check_password(password: str) -> str:
+    """A password long enough to be worth hashing."""
+    if len(password) < PASSWORD_MIN:
+        raise WeakPassword(f"a password has at least {PASSWORD_MIN} characters")
+    return password
+
+
+def normalise_answer(answer: str) -> str:
+    """Security answers compare trimmed and case-folded."""
+    return unicodedata.normalize("NFKC", answer).strip().casefold()
+
+
+# ---- decide ---------------------------------------------------------------------------
+
+def decide_register(claim: Holder, *, member_id: str, account: str, nickname: str,
+                    password_hash: str, at: datetime) -> tuple[AccountClaimed, MemberRegistered]:
+    """Claim the account name and register the member."""
+    if claim.member_id is not None and claim.member_id != member_id:
+        raise AccountTaken(f"the account {account!r} is taken")
+    return (AccountClaimed(account=account, member_id=member_id),
+            MemberRegistered(member_id=member_id, account=account, nickname=nickname,
+                             password_hash=password_hash, at=at))
+
+
+def authenticate(member: Member, *, password_ok: bool) -> Member:
+    """The member if the password matched; the same error whether unknown or wrong."""
+    if not member.exists or not password_ok:
+        raise InvalidCredentials("account or password is wrong")
+    return member
+
+
+def decide_bind(member: Member, claim: Holder, claim_holder: Member, *, openid: str,
+                nickname: str, password_ok: bool, at: datetime
+                ) -> tuple[OpenidClaimed | None, MemberBound | None]:
+    """Bind a WeChat openid; (None, None) when it is already bound to this member."""
+    authenticate(member, password_ok=password_ok)
+    if clean_nickname(nickname) != member.nickname:
+        raise InvalidCredentials("account or password is wrong")
+    if member.openid == openid:
+        return None, None
+    if member.openid is not None:
+        raise AlreadyBound("this member is bound to another WeChat user; unbind first")
+    if _held_elsewhere(claim, claim_holder, member.member_id, openid):
+        raise OpenidTaken("this WeChat user is bound to another member")
+    claimed = None if claim.member_id == member.member_id else OpenidClaimed(
+        openid=openid, member_id=member.member_id)
+    return claimed, MemberBound(member_id=member.member_id, openid=openid, at=at)
+
+
+def _held_elsewhere(claim: Holder, claim_holder: Member, member_id: str, openid: str) -> bool:
+    # A claim whose holder is no longer bound to the openid is stale (an unbind that
+    # stopped before releasing it) and may be taken over.
+    return (claim.member_id is not None and claim.member_id != member_id
+            and claim_holder.openid == openid)
+
+
+def decide_unbind(member: Member, *, at: datetime) -> tuple[MemberUnbound, OpenidReleased]:
+    """Unbind the member's WeChat openid."""
+    if member.openid is None:
+        raise NotBound("this member is not bound to WeChat")
+    return (MemberUnbound(member_id=member.member_id, openid=member.openid, at=at),
+            OpenidReleased(openid=member.openid, member_id=member.member_id))
+
+
+def decide_change_password(member: Member, *, password_ok: bool, new_hash: str,
+                           at: datetime) -> PasswordChanged:
+    authenticate(member, password_ok=password_ok)
+    return PasswordChanged(member_id=member.member_id, password_hash=new_hash, at=at)
+
+
+def decide_change_nickname(member: Member, *, nickname: str, at: datetime
+                           ) -> NicknameChanged | None:
+    nick = clean_nickname(nickname)
+    if nick == member.nickname:
+        return None
+    return NicknameChanged(member_id=member.member_id, nickname=nick, at=at)
+
+
+def decide_set_drive_password(member: Member, *, password_hash: str, question: str,
+                              answer_hash: str, at: datetime) -> DrivePasswordSet:
+    if member.drive_hash is not None:
+        raise DrivePasswordAlreadySet("the cloud-drive password is already set")
+    return DrivePasswordSet(member_id=member.member_id, password_hash=password_hash,
+                            question=question.strip(), answer_hash=answer_hash, at=at)
+
+
+def ensure_unlockable(member: Member, *, now: datetime) -> Member:
+    """Refuse before any hashing if no drive password is set or the drive is locked."""
+    if member.drive_hash is None:
+        raise DrivePasswordNotSet("set the cloud-drive password first")
+    if member.locked_until is not None and now < member.locked_until:
+        until = member.locked_until.isoformat(timespec="seconds")
+        raise DriveLocked(f"too many wrong attempts; locked until {until}",
+                          details={"locked_until": until})
+    return member
+
+
+def decide_attempt(member: Member, *, ok: bool, now: datetime, policy: LockPolicy
+                   ) -> DriveUnlocked | DriveUnlockFailed:
+    """Record one drive-password (or answer) attempt: success resets, failure counts."""
+    ensure_unlockable(member, now=now)
+    if ok:
+        return DriveUnlocked(member_id=member.member_id, at=now)
+    failures = member.failures + 1
+    lock = policy.lock_for(failures)
+    return DriveUnlockFailed(member_id=member.member_id, failures=failures,
+                             locked_until=None if lock is None else now + lock, at=now)
+
+
+def decide_change_drive_password(member: Member, *, new_hash: str, at: datetime,
+                                 by_answer: bool) -> DrivePasswordChanged:
+    """Replace the drive password (after a checked old password or answer)."""
+    return DrivePasswordChanged(member_id=member.member_id, password_hash=new_hash, at=at,
+                                by_answer=by_answer)
+
+
+def failure_error(event: DriveUnlockFailed, *, by_answer: bool) -> LedgerError:
+    """What a failed attempt answers: wrong, and until when it is locked if it is."""
+    what = "security answer" if by_answer else "cloud-drive password"
+    if event.locked_until is None:
+        message = f"wrong {what}"
+        details = {"failures": str(event.failures)}
+    else:
+        until = event.locked_until.isoformat(timespec="seconds")
+        message = f"wrong {what}; locked until {until}"
+        details = {"failures": str(event.failures), "locked_until": until}
+    cls: type[LedgerError] = WrongAnswer if by_answer else WrongDrivePassword
+    return cls(message, details=details)
