@@ -1,0 +1,132 @@
+"""social: friendships between members, and the member directory social keeps itself.
+
+Subjects:
+  evt.social.friendship.<pair id>.FriendAdded|FriendRemoved   (pair id: see `pair_id`)
+Requests: social.<operation>.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from contracts.base import CommandReply, Event, Reply, Request
+from contracts.client import ServiceClient
+from contracts.errors import BadRequest, Conflict, NotFound
+from contracts.identity import Account, CommandId, Nickname
+from contracts.subjects import aggregate_subjects, event_subject
+
+CONTEXT = "social"
+_PAIRS = uuid.UUID("0f4a3c9e-31c1-4b8e-8f0e-7d1f9b5c2a61")
+Token = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class SocialEvent(Event, frozen=True, kw_only=True):
+    """Base of social's events."""
+
+
+class FriendAdded(SocialEvent, frozen=True, kw_only=True):
+    """``member_id`` added ``friend_id``; friendship is mutual from then on."""
+
+    friendship_id: str
+    member_id: str
+    friend_id: str
+    friend_nickname: str
+    at: datetime
+
+
+class FriendRemoved(SocialEvent, frozen=True, kw_only=True):
+    """``member_id`` ended the friendship with ``friend_id``."""
+
+    friendship_id: str
+    member_id: str
+    friend_id: str
+    at: datetime
+
+
+AnySocialEvent = FriendAdded | FriendRemoved
+
+
+def pair_id(a: str, b: str) -> str:
+    """One id per unordered pair of members."""
+    low, high = sorted((a, b))
+    return str(uuid.uuid5(_PAIRS, f"{low}:{high}"))
+
+
+def friendship_scope(friendship_id: str) -> str:
+    return aggregate_subjects(CONTEXT, "friendship", friendship_id)
+
+
+def friendship_subject(friendship_id: str, event: SocialEvent) -> str:
+    return event_subject(CONTEXT, "friendship", friendship_id, type(event).__name__)
+
+
+class NoSuchMember(NotFound):
+    code = "no_such_member"
+
+
+class CannotFriendSelf(BadRequest):
+    code = "cannot_friend_self"
+
+
+class AlreadyFriends(Conflict):
+    code = "already_friends"
+
+
+class NotFriends(NotFound):
+    code = "not_friends"
+
+
+class AddFriend(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    account: Account
+    nickname: Nickname
+    token: Token = 0
+
+
+class RemoveFriend(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    account: Account
+    token: Token = 0
+
+
+class ListFriends(Request, frozen=True, kw_only=True):
+    session: str
+    token: Token = 0
+
+
+class FriendChanged(CommandReply, frozen=True, kw_only=True):
+    friend_id: str
+    account: str
+    nickname: str
+
+
+class Friend(msgspec.Struct, frozen=True, kw_only=True):
+    member_id: str
+    account: str
+    nickname: str
+    since: datetime
+
+
+class FriendList(Reply, frozen=True, kw_only=True):
+    friends: list[Friend]
+
+
+class SocialClient(ServiceClient):
+    """Typed calls to the social service."""
+
+    context = CONTEXT
+
+    async def add_friend(self, req: AddFriend) -> FriendChanged:
+        return await self.call("add_friend", req, FriendChanged)
+
+    async def remove_friend(self, req: RemoveFriend) -> FriendChanged:
+        return await self.call("remove_friend", req, FriendChanged)
+
+    async def list_friends(self, req: ListFriends) -> FriendList:
+        return await self.call("list_friends", req, FriendList)

@@ -1,0 +1,55 @@
+"""social's projection: its own friendships plus a member directory from identity's events
+(social never reads identity's tables)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import asyncpg
+import msgspec
+
+from contracts import identity, social
+from contracts.subjects import context_subjects
+from runtime.eventstore import StoredEvent
+from services.social import store
+
+_social = msgspec.json.Decoder(social.AnySocialEvent)
+_identity = msgspec.json.Decoder(identity.AnyIdentityEvent)
+
+
+class SocialProjection:
+    """directory(member_id, account, nickname, password_version) and friends(both ways)."""
+
+    name = "social"
+    subjects: Sequence[str] = (context_subjects(social.CONTEXT),
+                               context_subjects(identity.CONTEXT, "member"))
+
+    async def setup(self, conn: asyncpg.Connection, schema: str) -> None:
+        await store.create_tables(conn, schema)
+
+    async def apply(self, conn: asyncpg.Connection, schema: str, event: StoredEvent) -> None:
+        if event.subject.startswith(f"evt.{social.CONTEXT}."):
+            await self._friendship(conn, schema, _social.decode(event.data))
+        else:
+            await self._directory(conn, schema, _identity.decode(event.data))
+
+    async def _friendship(self, conn: asyncpg.Connection, schema: str,
+                          event: social.SocialEvent) -> None:
+        match event:
+            case social.FriendAdded(member_id=a, friend_id=b, at=at):
+                await store.befriend(conn, schema, a, b, at)
+            case social.FriendRemoved(member_id=a, friend_id=b):
+                await store.unfriend(conn, schema, a, b)
+
+    async def _directory(self, conn: asyncpg.Connection, schema: str,
+                         event: identity.IdentityEvent) -> None:
+        match event:
+            case identity.MemberRegistered(member_id=mid, account=acc, nickname=nick):
+                await store.add_member(conn, schema, member_id=mid, account=acc,
+                                       account_key=identity.account_key(acc), nickname=nick)
+            case identity.NicknameChanged(member_id=mid, nickname=nick):
+                await store.set_nickname(conn, schema, mid, nick)
+            case identity.PasswordChanged(member_id=mid):
+                await store.bump_password_version(conn, schema, mid)
+            case _:
+                pass

@@ -1,0 +1,74 @@
+"""social's read model in PostgreSQL: the member directory and both sides of each friendship."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeAlias
+
+import asyncpg
+
+Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
+TABLES = ("directory", "friends")
+
+
+async def create_tables(conn: asyncpg.Connection, schema: str) -> None:
+    await conn.execute(f"""
+        CREATE TABLE IF NOT EXISTS {schema}.directory (
+            member_id text PRIMARY KEY,
+            account text NOT NULL,
+            account_key text NOT NULL UNIQUE,
+            nickname text NOT NULL,
+            password_version int NOT NULL DEFAULT 0);
+        CREATE TABLE IF NOT EXISTS {schema}.friends (
+            member_id text NOT NULL,
+            friend_id text NOT NULL,
+            since timestamptz NOT NULL,
+            PRIMARY KEY (member_id, friend_id));
+    """)
+
+
+async def add_member(conn: asyncpg.Connection, schema: str, *, member_id: str, account: str,
+                     account_key: str, nickname: str) -> None:
+    await conn.execute(f"INSERT INTO {schema}.directory VALUES ($1, $2, $3, $4, 0)",
+                       member_id, account, account_key, nickname)
+
+
+async def set_nickname(conn: asyncpg.Connection, schema: str, member_id: str,
+                       nickname: str) -> None:
+    await conn.execute(f"UPDATE {schema}.directory SET nickname = $2 WHERE member_id = $1",
+                       member_id, nickname)
+
+
+async def bump_password_version(conn: asyncpg.Connection, schema: str, member_id: str) -> None:
+    await conn.execute(f"UPDATE {schema}.directory SET password_version = password_version + 1"
+                       " WHERE member_id = $1", member_id)
+
+
+async def befriend(conn: asyncpg.Connection, schema: str, a: str, b: str, at: datetime) -> None:
+    await conn.executemany(f"INSERT INTO {schema}.friends VALUES ($1, $2, $3)",
+                           [(a, b, at), (b, a, at)])
+
+
+async def unfriend(conn: asyncpg.Connection, schema: str, a: str, b: str) -> None:
+    await conn.execute(f"DELETE FROM {schema}.friends WHERE (member_id, friend_id) IN "
+                       "(($1, $2), ($2, $1))", a, b)
+
+
+async def member(conn: Conn, schema: str, member_id: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT * FROM {schema}.directory WHERE member_id = $1", member_id)
+    return row
+
+
+async def member_by_account(conn: Conn, schema: str, account_key: str) -> asyncpg.Record | None:
+    row: asyncpg.Record | None = await conn.fetchrow(
+        f"SELECT * FROM {schema}.directory WHERE account_key = $1", account_key)
+    return row
+
+
+async def friends_of(conn: Conn, schema: str, member_id: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT d.member_id, d.account, d.nickname, f.since FROM {schema}.friends f "
+        f"JOIN {schema}.directory d ON d.member_id = f.friend_id "
+        "WHERE f.member_id = $1 ORDER BY f.since, d.account", member_id)
+    return rows

@@ -1,0 +1,158 @@
+"""identity and social: any payload on any endpoint, and read models equal a fresh replay."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nats.aio.client import Client as NATS
+
+from contracts.client import ServiceClient
+from contracts.errors import LedgerError
+from contracts.identity import (
+    AccountTaken,
+    Bind,
+    ChangeNickname,
+    IdentityClient,
+    Login,
+    Register,
+    SetDrivePassword,
+    VerifyDrivePassword,
+    WrongDrivePassword,
+)
+from contracts.social import AddFriend, RemoveFriend, SocialClient
+from runtime.eventstore import EventStore
+from runtime.projector import Projection
+from runtime.replay import compare, rebuild
+from runtime.settings import Settings
+from services.identity import store as identity_store
+from services.identity.__main__ import build as build_identity
+from services.identity.projection import IdentityProjection
+from services.social import store as social_store
+from services.social.__main__ import build as build_social
+from services.social.projection import SocialProjection
+from tests.services import running, service_settings
+
+IDENTITY_OPS = ["register", "bind", "unbind", "login", "login_openid", "me",
+                "change_password", "change_nickname", "drive_password_set",
+                "drive_password_verify", "drive_password_reset", "drive_password_change",
+                "drive_question", "public_key"]
+SOCIAL_OPS = ["add_friend", "remove_friend", "list_friends"]
+ENDPOINTS = [("identity", op) for op in IDENTITY_OPS] + [("social", op) for op in SOCIAL_OPS]
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(), inner, max_size=5),
+    max_leaves=30)
+awkward_text = st.sampled_from(["a.b", "*", ">", "", " ", "\u0000", "é" * 300, "\ud7ff",
+                                "x" * 5000, "a b", "$SRV", "..", "🙂"])
+request_like = st.fixed_dictionaries({}, optional={
+    "command_id": awkward_text | st.text(), "session": awkward_text | st.text(),
+    "account": awkward_text, "password": awkward_text, "nickname": awkward_text,
+    "openid": awkward_text, "token": st.integers() | st.text(), "answer": awkward_text,
+    "question": awkward_text, "new_password": awkward_text, "old_password": awkward_text})
+payloads = (st.binary(max_size=3000)
+            | json_values.map(lambda v: json.dumps(v).encode())
+            | request_like.map(lambda v: json.dumps(v).encode())
+            | st.integers(1, 60).map(lambda depth: b"[" * depth * 1000))
+
+
+@pytest.fixture
+async def services(settings: Settings, nc: NATS, pool: asyncpg.Pool,
+                   store: EventStore) -> AsyncIterator[NATS]:
+    configured = service_settings(settings)
+    async with running(build_identity, configured, nc, pool, store), \
+            running(build_social, configured, nc, pool, store):
+        yield nc
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(endpoint=st.sampled_from(ENDPOINTS), payload=payloads)
+async def test_any_payload_on_any_endpoint_gets_a_typed_error_and_changes_nothing(
+        services: NATS, store: EventStore, endpoint: tuple[str, str], payload: bytes) -> None:
+    context, op = endpoint
+    before = await store.last_sequence()
+    try:
+        await ServiceClient(services, context=context, timeout=10).call_raw(op, payload)
+    except LedgerError as err:
+        assert err.code != "internal", err
+        assert await store.last_sequence() == before
+    assert await IdentityClient(services).public_key()
+
+
+async def test_subject_breaking_values_are_only_data(services: NATS) -> None:
+    identity = IdentityClient(services, timeout=10)
+    for bad in ["**>", ">>>", "a b", "a\u0000b"]:
+        with pytest.raises(LedgerError) as err:
+            await identity.register(Register(command_id=uuid.uuid4().hex, account=bad,
+                                              password="secret-1", nickname="n"))
+        assert err.value.code == "invalid_account"
+    # dots are allowed in accounts (phone numbers, e-mail-like names): encoded in subjects
+    await identity.register(Register(command_id=uuid.uuid4().hex, account="a.b",
+                                     password="secret-1", nickname="n"))
+    with pytest.raises(AccountTaken):
+        await identity.register(Register(command_id=uuid.uuid4().hex, account="A.B",
+                                         password="secret-1", nickname="n"))
+    # openids are free text: dots and wildcards are encoded, never put raw in a subject
+    await identity.register(Register(command_id=uuid.uuid4().hex, account="dots",
+                                     password="secret-1", nickname="d"))
+    await identity.bind(Bind(command_id=uuid.uuid4().hex, openid="o.*.>", account="dots",
+                             password="secret-1", nickname="d"))
+
+
+async def test_rebuilding_identity_and_social_equals_the_live_read_models(
+        services: NATS, pool: asyncpg.Pool, store: EventStore) -> None:
+    await _some_history(services)
+    token = await store.last_sequence()
+    cases: list[tuple[str, Projection, tuple[str, ...]]] = [
+        ("identity", IdentityProjection(), identity_store.TABLES),
+        ("social", SocialProjection(), social_store.TABLES)]
+    for schema, projection, tables in cases:
+        await _wait_live(pool, schema, projection.name, token)
+        await rebuild(services, pool, projection, f"{schema}_rebuilt")
+        assert await compare(pool, schema, f"{schema}_rebuilt", tables) == []
+        assert await pool.fetchval(f"SELECT count(*) FROM {schema}.{tables[0]}") > 0
+
+
+async def _wait_live(pool: asyncpg.Pool, schema: str, name: str, token: int) -> None:
+    for _ in range(500):
+        seq = await pool.fetchval(f"SELECT last_seq FROM {schema}.checkpoints "
+                                  "WHERE projection = $1", name)
+        if seq is not None and seq >= token:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"{schema} did not reach {token}")
+
+
+async def _some_history(nc: NATS) -> None:
+    identity, social = IdentityClient(nc, timeout=10), SocialClient(nc, timeout=10)
+    sessions = []
+    for i in range(6):
+        await identity.register(Register(command_id=uuid.uuid4().hex, account=f"mem{i}",
+                                         password="secret-1", nickname=f"成员{i}"))
+        sessions.append((await identity.login(Login(account=f"mem{i}", password="secret-1")))
+                        .token)
+    last = 0
+    for i in range(1, 6):
+        last = (await social.add_friend(AddFriend(command_id=uuid.uuid4().hex,
+                                                  session=sessions[0], account=f"mem{i}",
+                                                  nickname=f"成员{i}"))).token
+    await social.remove_friend(RemoveFriend(command_id=uuid.uuid4().hex, session=sessions[3],
+                                            account="mem0", token=last))
+    await identity.change_nickname(ChangeNickname(command_id=uuid.uuid4().hex,
+                                                  session=sessions[1], nickname="renamed"))
+    await identity.bind(Bind(command_id=uuid.uuid4().hex, openid="wx", account="mem2",
+                             password="secret-1", nickname="成员2"))
+    await identity.drive_password_set(SetDrivePassword(
+        command_id=uuid.uuid4().hex, session=sessions[4], password="drive-pw", question="q",
+        answer="a"))
+    with pytest.raises(WrongDrivePassword):
+        await identity.drive_password_verify(VerifyDrivePassword(
+            command_id=uuid.uuid4().hex, session=sessions[4], password="nope-nope"))

@@ -1,0 +1,77 @@
+"""Contract round-trips and subject building (property tests)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts import identity, social
+from contracts.errors import BadRequest, LedgerError, error_class, from_reply
+from contracts.identity import AccountTaken
+from contracts.subjects import (
+    SubjectError,
+    decode_id,
+    encode_id,
+    event_subject,
+    split_event_subject,
+)
+
+stamps = st.datetimes(timezones=st.just(UTC))
+
+
+@given(st.text())
+def test_encoded_ids_are_single_safe_tokens_and_reversible(text: str) -> None:
+    token = encode_id(text)
+    subject = event_subject("identity", "account", token, "AccountClaimed")
+    assert len(subject.split(".")) == 5
+    assert decode_id(token) == text
+
+
+@pytest.mark.parametrize("bad", ["a.b", "*", ">", "", "a b", "x" * 300])
+def test_unsafe_tokens_are_refused(bad: str) -> None:
+    with pytest.raises(SubjectError):
+        event_subject("identity", "member", bad, "MemberRegistered")
+
+
+def test_split_event_subject() -> None:
+    assert split_event_subject("evt.a.b.c.D") == ("a", "b", "c", "D")
+    with pytest.raises(SubjectError):
+        split_event_subject("evt.a.b.D")
+
+
+@given(st.builds(identity.MemberRegistered, member_id=st.uuids().map(str), account=st.text(),
+                 nickname=st.text(), password_hash=st.text(), at=stamps)
+       | st.builds(identity.DriveUnlockFailed, member_id=st.text(), failures=st.integers(0),
+                   locked_until=st.none() | stamps, at=stamps))
+def test_identity_events_round_trip_through_the_union(event: identity.IdentityEvent) -> None:
+    data = msgspec.json.encode(event)
+    assert msgspec.json.decode(data, type=identity.AnyIdentityEvent) == event
+
+
+@given(st.builds(social.FriendAdded, friendship_id=st.text(), member_id=st.text(),
+                 friend_id=st.text(), friend_nickname=st.text(), at=stamps))
+def test_social_events_round_trip(event: social.FriendAdded) -> None:
+    assert msgspec.json.decode(msgspec.json.encode(event), type=social.AnySocialEvent) == event
+
+
+def test_pair_ids_do_not_depend_on_order() -> None:
+    assert social.pair_id("a", "b") == social.pair_id("b", "a") != social.pair_id("a", "c")
+
+
+def test_error_codes_map_back_to_their_classes() -> None:
+    assert error_class("account_taken") is AccountTaken
+    assert error_class("bad_request") is BadRequest
+    err = from_reply(AccountTaken("taken").reply("cid"))
+    assert isinstance(err, AccountTaken) and err.correlation_id == "cid"
+    unknown = from_reply(LedgerError("x").reply("c").__class__(code="mystery", message="m"))
+    assert unknown.code == "mystery"
+
+
+def test_events_carry_their_type_tag() -> None:
+    event = identity.NicknameChanged(member_id="m", nickname="n",
+                                     at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert msgspec.json.decode(msgspec.json.encode(event))["type"] == "NicknameChanged"
