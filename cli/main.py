@@ -7,8 +7,8 @@ import sys
 
 from rich.console import Console
 
+from cli import demo, stackcmds
 from cli import run as runcmd
-from cli import stackcmds
 from deploy.stack import StackError
 
 
@@ -21,6 +21,7 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="each part's health and endpoint")
     st.add_argument("--json", action="store_true", help="machine-readable endpoints and health")
     sub.add_parser("run", help="stack + services + a walkthrough; Ctrl-C stops everything")
+    sub.add_parser("demo", help="the guide's walkthrough against the running services")
     return p
 
 
@@ -34,6 +35,8 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
             return stackcmds.status(console, as_json=args.json)
         case "run":
             return runcmd.run(console)
+        case "demo":
+            return demo.demo(console)
     raise AssertionError(args.command)
 
 

@@ -14,13 +14,14 @@ import nats
 from nats.aio.client import Client as NATS
 from rich.console import Console
 
+from cli.demo import demo
 from cli.stackcmds import local_stack, status_table
 from deploy.stack import PartStatus
 from runtime.eventstore import EventStore
 from runtime.settings import Settings, load_settings
 
 # Every service that exists; each runs as `python -m services.<name>`.
-SERVICES: tuple[str, ...] = ()
+SERVICES: tuple[str, ...] = ("identity", "social")
 
 
 def run(console: Console) -> int:
@@ -36,6 +37,7 @@ def run(console: Console) -> int:
     try:
         procs = start_services(settings, console)
         asyncio.run(show(settings, console, stack.status()))
+        demo(console)
         wait_for_interrupt(console, settings)
     finally:
         stop_services(procs, console)

@@ -21,7 +21,8 @@ from typing import Any
 import msgspec
 
 from deploy.parts import LOOPBACK, Part, StackPorts, nats_part, postgres_part, s3_part
-from runtime.settings import Settings
+from runtime.settings import Settings, key_file
+from runtime.tokens import new_private_key, public_key_of
 
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 30.0
@@ -97,6 +98,7 @@ class Stack:
             raise StackError(_already_running(alive))
         self._check_ports()
         self.logs.mkdir(parents=True, exist_ok=True)
+        ensure_token_keys(self.home)
         pids: dict[str, int] = {}
         try:
             for part in self.parts:
@@ -183,6 +185,18 @@ class Stack:
         state = {"endpoints": self.endpoints(), "pids": pids}
         self.state_file.write_bytes(msgspec.json.format(msgspec.json.encode(state)))
         self.state_file.chmod(0o600)
+
+
+def ensure_token_keys(home: Path) -> None:
+    """The local identity signing key pair, made once and kept under <home>/keys (0600)."""
+    path = key_file(str(home))
+    if path.exists():
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    private = new_private_key()
+    doc = {"token_private_key": private, "token_public_key": public_key_of(private)}
+    path.touch(mode=0o600)
+    path.write_bytes(msgspec.json.encode(doc))
 
 
 def settings_for(base: Settings, ports: StackPorts) -> Settings:

@@ -12,9 +12,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
+from nats.errors import MaxPayloadError
 
 from contracts.client import ServiceClient
-from contracts.errors import LedgerError
+from contracts.errors import LedgerError, TooLarge
 from contracts.identity import (
     AccountTaken,
     Bind,
@@ -156,3 +157,15 @@ async def _some_history(nc: NATS) -> None:
     with pytest.raises(WrongDrivePassword):
         await identity.drive_password_verify(VerifyDrivePassword(
             command_id=uuid.uuid4().hex, session=sessions[4], password="nope-nope"))
+
+
+@pytest.mark.parametrize(("context", "op"), ENDPOINTS)
+async def test_oversized_payloads_are_refused_on_every_endpoint(
+        services: NATS, context: str, op: str) -> None:
+    client = ServiceClient(services, context=context, timeout=10)
+    with pytest.raises(TooLarge):
+        await client.call_raw(op, json.dumps({"account": "x" * 400_000}).encode())
+    # Past the server's max_payload (1 MiB) the client cannot even send it.
+    with pytest.raises(MaxPayloadError):
+        await client.call_raw(op, b"x" * (1024 * 1024 + 1))
+    assert await IdentityClient(services).public_key()

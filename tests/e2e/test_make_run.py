@@ -1,0 +1,33 @@
+"""`ledgershare run` (what `make run` calls) from nothing: stack, services, walkthrough."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+
+from tests.support import free_stack_ports
+
+
+def test_run_brings_everything_up_walks_through_and_stops(tmp_path: Path) -> None:
+    ports = free_stack_ports()
+    env = {**os.environ, "LEDGERSHARE_HOME": str(tmp_path / "home"), "LEDGERSHARE_RUN_ONCE": "1",
+           "COLUMNS": "200",
+           **{f"LEDGERSHARE_PORT_{k.upper()}": str(v)
+              for k, v in msgspec.structs.asdict(ports).items()}}
+    done = subprocess.run([sys.executable, "-m", "cli.main", "run"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    out = done.stdout
+    assert done.returncode == 0, done.stderr + out
+    assert "services running: identity 0.1.0, social 0.1.0" in out
+    assert "bound=True" in out
+    assert "refused: no member with that account and nickname [no_such_member]" in out
+    assert "(李四) since" in out
+    assert "press Ctrl-C to stop" in out
+    assert out.count("stopped") == 3
+    for log in ("identity", "social"):
+        text = (tmp_path / "home" / "logs" / f"{log}.log").read_text()
+        assert '"level": "error"' not in text, text
