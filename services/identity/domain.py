@@ -246,7 +246,7 @@ def ensure_unlockable(member: Member, *, now: datetime) -> Member:
     if member.locked_until is not None and now < member.locked_until:
         until = member.locked_until.isoformat(timespec="seconds")
         raise DriveLocked(f"too many wrong attempts; locked until {until}",
-                          details={"locked_until": until})
+                          details={"locked_until": member.locked_until.isoformat()})
     return member
 
 
@@ -278,6 +278,7 @@ def failure_error(event: DriveUnlockFailed, *, by_answer: bool) -> LedgerError:
     else:
         until = event.locked_until.isoformat(timespec="seconds")
         message = f"wrong {what}; locked until {until}"
-        details = {"failures": str(event.failures), "locked_until": until}
+        details = {"failures": str(event.failures),
+                   "locked_until": event.locked_until.isoformat()}
     cls: type[LedgerError] = WrongAnswer if by_answer else WrongDrivePassword
     return cls(message, details=details)
