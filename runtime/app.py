@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import asyncpg
 import nats
@@ -29,6 +30,26 @@ class Wiring:
 
     host: ServiceHost
     projectors: list[Projector] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def start(self) -> list[asyncio.Task[None]]:
+        """Projectors, then the endpoints, then background loops."""
+        for projector in self.projectors:
+            await projector.start()
+        await self.host.start()
+        return [asyncio.create_task(loop()) for loop in self.background]
+
+    async def stop(self, tasks: list[asyncio.Task[None]]) -> None:
+        """Stop taking requests and drain, stop loops and projectors, release resources."""
+        await self.host.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for projector in self.projectors:
+            await projector.stop()
+        for close in self.cleanup:
+            await close()
 
 
 @dataclass(frozen=True)
@@ -59,15 +80,11 @@ async def serve(build: Builder, settings: Settings) -> None:
     """Run one service until SIGTERM or SIGINT; stop taking requests, drain, close."""
     nc, pool, store = await connect(settings)
     wiring = await build(Resources(settings, nc, pool, store))
-    for projector in wiring.projectors:
-        await projector.start()
-    await wiring.host.start()
+    tasks = await wiring.start()
     log.info("%s %s serving", wiring.host.name, wiring.host.version)
     await _until_signalled()
     log.info("%s stopping", wiring.host.name)
-    await wiring.host.stop()
-    for projector in wiring.projectors:
-        await projector.stop()
+    await wiring.stop(tasks)
     await nc.drain()
     await pool.close()
 

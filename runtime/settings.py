@@ -48,6 +48,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     drive_free_attempts: int = 3
     drive_lock_base_s: float = 30.0
     drive_lock_max_s: float = 86400.0
+    # storage: the cloud drive.
+    quota_bytes: int = 400 * 1024 * 1024
+    upload_part_bytes: int = 16 * 1024 * 1024
+    upload_reservation_s: float = 3600.0
+    presign_ttl_s: int = 600
+    sweep_interval_s: float = 30.0
 
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""

@@ -29,12 +29,8 @@ async def running(build: Builder, settings: Settings, nc: NATS, pool: asyncpg.Po
     """One service (host and projectors) started on the given connections."""
     res = Resources(settings, nc, pool, store)
     wiring = await build(res)
-    for projector in wiring.projectors:
-        await projector.start()
-    await wiring.host.start()
+    tasks = await wiring.start()
     try:
         yield wiring
     finally:
-        await wiring.host.stop()
-        for projector in wiring.projectors:
-            await projector.stop()
+        await wiring.stop(tasks)

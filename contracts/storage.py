@@ -1,0 +1,340 @@
+"""storage: each member's cloud drive, its quota, and the account-set files on S3.
+
+Subjects:
+  evt.storage.drive.<owner_id>.<Event>      quota, reservations, versions (the OCC scope)
+  evt.storage.audit.<owner_id>.DownloadIssued   audit trail (no OCC)
+Requests: storage.<operation>. Files travel over presigned S3 URLs, never over NATS.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+from contracts.base import CommandReply, Event, Reply, Request
+from contracts.client import ServiceClient
+from contracts.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
+from contracts.identity import CommandId
+from contracts.subjects import aggregate_subjects, event_subject
+
+CONTEXT = "storage"
+MB = 1024 * 1024
+
+SetId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
+SetName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+Year = Annotated[int, msgspec.Meta(ge=1900, le=2200)]
+Period = Annotated[int, msgspec.Meta(ge=1, le=12)]
+Size = Annotated[int, msgspec.Meta(ge=1, le=50 * 1024 * MB)]
+Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
+Remark = Annotated[str, msgspec.Meta(max_length=200)]
+MemberId = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
+                                       pattern=r"^[A-Za-z0-9_-]+$")]
+Token = Annotated[int, msgspec.Meta(ge=0)]
+
+
+# ---- events ---------------------------------------------------------------------------
+
+class StorageEvent(Event, frozen=True, kw_only=True):
+    """Base of storage's events."""
+
+
+class QuotaChanged(StorageEvent, frozen=True, kw_only=True):
+    owner_id: str
+    quota: int
+    at: datetime
+    by: str = "operator"
+
+
+class UploadReserved(StorageEvent, frozen=True, kw_only=True):
+    """Room reserved on the owner's drive for one upload (charged 0 if already stored)."""
+
+    owner_id: str
+    upload_id: str
+    uploader_id: str
+    set_id: str
+    set_name: str
+    year: int
+    period: int
+    size: int
+    sha256: str
+    remark: str = ""
+    base_version: str | None = None
+    key: str
+    multipart_id: str | None = None
+    part_size: int = 0
+    charged: int
+    expires_at: datetime
+    at: datetime
+
+
+class BackupUploaded(StorageEvent, frozen=True, kw_only=True):
+    """A verified upload became a version of (owner, set, year)."""
+
+    owner_id: str
+    version_id: str
+    upload_id: str
+    uploader_id: str
+    set_id: str
+    set_name: str
+    year: int
+    period: int
+    size: int
+    sha256: str
+    remark: str = ""
+    base_version: str | None = None
+    conflict_with: str | None = None
+    key: str
+    at: datetime
+
+
+class UploadAborted(StorageEvent, frozen=True, kw_only=True):
+    """A reservation ended without a version (expired, refused at completion, cancelled)."""
+
+    owner_id: str
+    upload_id: str
+    reason: str
+    at: datetime
+
+
+class VersionDeleted(StorageEvent, frozen=True, kw_only=True):
+    owner_id: str
+    version_id: str
+    by: str
+    at: datetime
+
+
+class DownloadIssued(StorageEvent, frozen=True, kw_only=True):
+    owner_id: str
+    version_id: str
+    set_id: str
+    year: int
+    by: str
+    at: datetime
+
+
+AnyStorageEvent = (QuotaChanged | UploadReserved | BackupUploaded | UploadAborted
+                   | VersionDeleted | DownloadIssued)
+
+
+def drive_scope(owner_id: str) -> str:
+    return aggregate_subjects(CONTEXT, "drive", owner_id)
+
+
+def drive_subject(owner_id: str, event: StorageEvent) -> str:
+    return event_subject(CONTEXT, "drive", owner_id, type(event).__name__)
+
+
+def audit_scope(owner_id: str) -> str:
+    return aggregate_subjects(CONTEXT, "audit", owner_id)
+
+
+def audit_subject(owner_id: str, event: StorageEvent) -> str:
+    return event_subject(CONTEXT, "audit", owner_id, type(event).__name__)
+
+
+def megabytes(n: int) -> str:
+    """Bytes as the guide shows them: '2.52 MB'."""
+    return f"{n / MB:.2f} MB" if n % MB else f"{n // MB} MB"
+
+
+# ---- errors ---------------------------------------------------------------------------
+
+class QuotaExceeded(Conflict):
+    code = "quota_exceeded"
+
+
+class NoAccess(Forbidden):
+    """Not the owner and not shared: the same answer whether the set exists or not."""
+
+    code = "no_access"
+
+
+class NoSuchVersion(NotFound):
+    code = "no_such_version"
+
+
+class NoSuchUpload(NotFound):
+    code = "no_such_upload"
+
+
+class UploadIncomplete(BadRequest):
+    code = "upload_incomplete"
+
+
+class ChecksumMismatch(BadRequest):
+    code = "checksum_mismatch"
+
+
+class UploadExpired(Conflict):
+    code = "upload_expired"
+
+
+class StorageUnavailable(Unavailable):
+    code = "storage_unavailable"
+
+
+# ---- requests and replies ------------------------------------------------------------
+
+class BeginUpload(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    owner_id: MemberId | None = None
+    set_id: SetId
+    set_name: SetName
+    year: Year
+    period: Period
+    size: Size
+    sha256: Sha256
+    remark: Remark = ""
+    base_version: str | None = None
+    drive_token: str = ""
+    token: Token = 0
+
+
+class Part(msgspec.Struct, frozen=True, kw_only=True):
+    number: int
+    url: str
+    offset: int
+    size: int
+
+
+class UploadPlan(CommandReply, frozen=True, kw_only=True):
+    """Where to PUT the bytes: one URL, or one per part; none if already stored."""
+
+    upload_id: str
+    already_stored: bool
+    parts: list[Part]
+    expires_at: datetime
+    quota: int
+    used: int
+    available: int
+
+
+class CompleteUpload(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    owner_id: MemberId | None = None
+    drive_token: str = ""
+    upload_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
+    version_id: str
+    set_id: str
+    set_name: str
+    year: int
+    period: int
+    remark: str
+    uploader_id: str
+    uploaded_at: datetime
+    size: int
+    sha256: str
+    base_version: str | None = None
+    conflict_with: str | None = None
+
+
+class Uploaded(CommandReply, frozen=True, kw_only=True):
+    version: VersionInfo
+
+
+class DriveRequest(Request, frozen=True, kw_only=True):
+    session: str
+    token: Token = 0
+
+
+class SetYear(msgspec.Struct, frozen=True, kw_only=True):
+    set_id: str
+    set_name: str
+    year: int
+    versions: int
+    latest: VersionInfo
+    size: int
+
+
+class DriveListing(Reply, frozen=True, kw_only=True):
+    quota: int
+    used: int
+    available: int
+    set_years: list[SetYear]
+
+
+class VersionsRequest(Request, frozen=True, kw_only=True):
+    session: str
+    owner_id: MemberId | None = None
+    set_id: SetId
+    year: Year
+    drive_token: str = ""
+    token: Token = 0
+
+
+class VersionList(Reply, frozen=True, kw_only=True):
+    versions: list[VersionInfo]
+
+
+class DownloadRequest(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    owner_id: MemberId | None = None
+    set_id: SetId
+    year: Year
+    version_id: str | None = None
+    drive_token: str = ""
+    token: Token = 0
+
+
+class DownloadTicket(CommandReply, frozen=True, kw_only=True):
+    url: str
+    expires_at: datetime
+    version: VersionInfo
+
+
+class DeleteVersion(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    version_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+class Deleted(CommandReply, frozen=True, kw_only=True):
+    freed: int
+
+
+class SetQuota(Request, frozen=True, kw_only=True):
+    """Operator command (NATS permissions keep it from gateways)."""
+
+    command_id: CommandId
+    owner_id: MemberId
+    quota: Annotated[int, msgspec.Meta(ge=0, le=1 << 50)]
+
+
+class QuotaSet(CommandReply, frozen=True, kw_only=True):
+    quota: int
+    used: int
+
+
+class StorageClient(ServiceClient):
+    """Typed calls to the storage service."""
+
+    context = CONTEXT
+
+    async def begin_upload(self, req: BeginUpload) -> UploadPlan:
+        return await self.call("begin_upload", req, UploadPlan)
+
+    async def complete_upload(self, req: CompleteUpload) -> Uploaded:
+        return await self.call("complete_upload", req, Uploaded)
+
+    async def drive(self, req: DriveRequest) -> DriveListing:
+        return await self.call("drive", req, DriveListing)
+
+    async def versions(self, req: VersionsRequest) -> VersionList:
+        return await self.call("versions", req, VersionList)
+
+    async def download(self, req: DownloadRequest) -> DownloadTicket:
+        return await self.call("download", req, DownloadTicket)
+
+    async def delete_version(self, req: DeleteVersion) -> Deleted:
+        return await self.call("delete_version", req, Deleted)
+
+    async def set_quota(self, req: SetQuota) -> QuotaSet:
+        return await self.call("set_quota", req, QuotaSet)
