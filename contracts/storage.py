@@ -217,6 +217,7 @@ class CompleteUpload(Request, frozen=True, kw_only=True):
     session: str
     owner_id: MemberId | None = None
     drive_token: str = ""
+    token: Token = 0
     upload_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 
 

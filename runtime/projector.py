@@ -15,17 +15,17 @@ import json
 import logging
 import time
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import asyncpg
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contracts.base import HDR_EVENT_TYPE
 from runtime.eventstore import StoredEvent
+from runtime.puller import Puller
 
 log = logging.getLogger("ledgershare.projector")
 
@@ -154,22 +154,15 @@ class Projector:
                     await lock_conn.execute("SELECT pg_advisory_unlock_all()")
 
     async def _consume(self) -> None:
-        psub = await self.js.pull_subscribe_bind(self.consumer, self.stream)
+        puller = Puller(self.nc, self.stream, self.consumer, self.batch)
+        await puller.start()
         try:
             while not self._stopping.is_set():
-                msgs = await self._fetch(psub)
+                msgs = await puller.next_batch(wait=0.25)
                 if msgs:
                     await self._handle(msgs)
         finally:
-            with contextlib.suppress(Exception):
-                await psub.unsubscribe()
-
-    async def _fetch(self, psub: Any) -> list[Msg]:
-        try:
-            msgs: list[Msg] = await psub.fetch(self.batch, timeout=0.5)
-        except NatsTimeout:
-            return []
-        return msgs
+            await puller.stop()
 
     async def _handle(self, msgs: list[Msg]) -> None:
         events = [to_stored(m) for m in msgs]
@@ -235,13 +228,18 @@ class Projector:
     async def wait_until(self, token: int, within: float = 5.0) -> None:
         """Return once every event this projection cares about up to ``token`` is applied."""
         deadline = time.monotonic() + within
-        while not await self._reached(token):
+        while True:
+            # Take the event before checking: an advance during the check sets it, so
+            # the wake-up cannot be lost between the check and the wait.
+            advanced = self._advanced
+            if await self._reached(token):
+                return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ProjectionLag(
                     f"{self.projection.name} is at {self.position}, not yet at {token}")
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._advanced.wait(), min(remaining, 0.05))
+                await asyncio.wait_for(advanced.wait(), min(remaining, 0.05))
 
     async def _reached(self, token: int) -> bool:
         if token <= max(self.position, self._clear_to):

@@ -16,6 +16,7 @@ from runtime.settings import Settings
 from runtime.tokens import Verifier
 from services.social.__main__ import public_key
 from services.storage import store
+from services.storage.gate import SharingGate
 from services.storage.handlers import Limits, Storage
 from services.storage.objects import ObjectStore
 from services.storage.projection import StorageProjection
@@ -48,7 +49,8 @@ async def build(res: Resources) -> Wiring:
     s3 = await stack.enter_async_context(s3_client(res.settings, timeout_s=10))
     objects = ObjectStore(s3, res.settings.s3_bucket, url_ttl_s=res.settings.presign_ttl_s)
     storage = Storage(res.store, objects, Verifier(public_key(res.settings)),
-                      limits(res.settings))
+                      limits(res.settings),
+                      SharingGate(res.nc, timeout=res.settings.request_timeout_s))
     projector = Projector(res.nc, res.pool, StorageProjection(), schema="storage",
                           stream=res.settings.stream)
     host = ServiceHost(res.nc, name="storage", version=VERSION,

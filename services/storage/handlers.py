@@ -6,10 +6,12 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import msgspec
 
 from contracts.base import Reply
+from contracts.identity import InvalidToken
 from contracts.storage import (
     AnyStorageEvent,
     BeginUpload,
@@ -60,15 +62,44 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     reservation_ttl: timedelta
 
 
+class Ask(msgspec.Struct, frozen=True, kw_only=True):
+    """What a non-owner asks to do with one set-year."""
+
+    set_id: str
+    year: int
+    access: str
+    drive_token: str = ""
+    token: int = 0
+
+    @classmethod
+    def of(cls, req: BeginUpload | VersionsRequest | DownloadRequest, access: str) -> Ask:
+        return cls(set_id=req.set_id, year=req.year, access=access,
+                   drive_token=req.drive_token, token=req.token)
+
+
+class Gate(Protocol):
+    """Who decides whether a non-owner may use a set-year (the sharing service)."""
+
+    async def allows(self, member_id: str, owner_id: str, ask: Ask) -> bool: ...
+
+
+class OwnersOnly:
+    """The gate when no sharing service is wired: nobody but the owner."""
+
+    async def allows(self, member_id: str, owner_id: str, ask: Ask) -> bool:
+        return False
+
+
 class Storage:
     """The storage service's operations."""
 
     def __init__(self, events: EventStore, objects: ObjectStore, verifier: Verifier,
-                 limits: Limits) -> None:
+                 limits: Limits, gate: Gate | None = None) -> None:
         self.events = events
         self.objects = objects
         self.verifier = verifier
         self.limits = limits
+        self.gate = gate or OwnersOnly()
 
     def endpoints(self) -> list[Endpoint]:
         ops: list[tuple[str, type, Callable[..., Awaitable[Reply]]]] = [
@@ -94,10 +125,19 @@ class Storage:
     def _member(self, session: str, call: Call) -> str:
         return self.verifier.verify(session, kind="session", now=call.received_at).sub
 
-    def _owner(self, caller: str, owner_id: str | None) -> str:
-        """The drive the caller may use: their own (shares arrive with the sharing service)."""
+    async def _access(self, caller: str, owner_id: str | None, ask: Ask, call: Call) -> str:
+        """The drive to use: the caller's own, or an owner's whom sharing says allows it.
+
+        A sharee also needs the drive token (the cloud-drive password). The refusal is the
+        same whether the set does not exist or is not shared.
+        """
         owner = owner_id or caller
-        if owner != caller:
+        if owner == caller:
+            return owner
+        drive = self.verifier.verify(ask.drive_token, kind="drive", now=call.received_at)
+        if drive.sub != caller:
+            raise InvalidToken("that drive token belongs to another member")
+        if not await self.gate.allows(caller, owner, ask):
             raise NoAccess("no such account set, or it is not shared with you")
         return owner
 
@@ -112,7 +152,7 @@ class Storage:
 
     async def begin_upload(self, req: BeginUpload, call: Call) -> UploadPlan:
         caller = self._member(req.session, call)
-        owner = self._owner(caller, req.owner_id)
+        owner = await self._access(caller, req.owner_id, Ask.of(req, "write"), call)
         await self.objects.check()
         upload_id = str(uuid.uuid5(NAMESPACE, f"{owner}:{req.command_id}"))
         multipart: list[str | None] = [None]
@@ -178,9 +218,12 @@ class Storage:
 
     async def complete_upload(self, req: CompleteUpload, call: Call) -> Uploaded:
         caller = self._member(req.session, call)
-        owner = self._owner(caller, req.owner_id)
+        owner = req.owner_id or caller
         drive, _ = await self._drive(owner)
         reservation = self._uploaders(drive, req.upload_id, caller, call.received_at)
+        await self._access(caller, owner, Ask(set_id=reservation.set_id, year=reservation.year,
+                                              access="write", drive_token=req.drive_token,
+                                              token=req.token), call)
         if not domain.already_stored(drive, reservation):
             await self._verify(owner, reservation, call)
 
@@ -279,13 +322,14 @@ class Storage:
                        versions=len(versions), latest=info, size=sum(v.size for v in versions))
 
     async def versions(self, req: VersionsRequest, call: Call) -> VersionList:
-        owner = self._owner(self._member(req.session, call), req.owner_id)
+        owner = await self._access(self._member(req.session, call), req.owner_id,
+                                   Ask.of(req, "read"), call)
         drive, _ = await self._drive(owner)
         return VersionList(versions=drive.versions_of(req.set_id, req.year))
 
     async def download(self, req: DownloadRequest, call: Call) -> DownloadTicket:
         caller = self._member(req.session, call)
-        owner = self._owner(caller, req.owner_id)
+        owner = await self._access(caller, req.owner_id, Ask.of(req, "read"), call)
         drive, _ = await self._drive(owner)
         version = domain.pick_version(drive, req.set_id, req.year, req.version_id)
         info = version.info

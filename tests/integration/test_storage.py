@@ -16,7 +16,7 @@ import pytest
 from msgspec.structs import replace
 from nats.aio.client import Client as NATS
 
-from contracts.identity import IdentityClient, Login, Register
+from contracts.identity import IdentityClient, InvalidToken, Login, Register
 from contracts.storage import (
     MB,
     BeginUpload,
@@ -25,7 +25,6 @@ from contracts.storage import (
     DeleteVersion,
     DownloadRequest,
     DriveRequest,
-    NoAccess,
     NoSuchUpload,
     QuotaExceeded,
     SetQuota,
@@ -250,14 +249,15 @@ async def test_nobody_else_gets_a_url_for_a_members_set(env: tuple[NATS, Wiring]
     await owner.put(path)
     messages = set()
     for set_id in ["set-123", "no-such-set"]:
-        with pytest.raises(NoAccess) as err:
+        # without the cloud-drive password's token, a non-owner gets no further
+        with pytest.raises(InvalidToken) as err:
             await other.storage.download(DownloadRequest(
                 command_id=cid(), session=other.session, owner_id=owner.member_id,
                 set_id=set_id, year=2018))
         messages.add(err.value.message)
-        with pytest.raises(NoAccess):
+        with pytest.raises(InvalidToken):
             await other.begin(path, owner=owner.member_id, set_id=set_id)
-        with pytest.raises(NoAccess):
+        with pytest.raises(InvalidToken):
             await other.storage.versions(VersionsRequest(
                 session=other.session, owner_id=owner.member_id, set_id=set_id, year=2018))
     assert len(messages) == 1

@@ -1,0 +1,207 @@
+"""sharing: grants and revocations, and the one answer to "who may see or write what".
+
+Subjects:
+  evt.sharing.share.<share id>.ShareGranted|ShareRevoked   one (owner, account set)
+Requests: sharing.<operation>; `sharing.check` is for other services.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from contracts.base import CommandReply, Event, Reply, Request
+from contracts.client import ServiceClient
+from contracts.errors import BadRequest, NotFound
+from contracts.identity import Account, CommandId
+from contracts.storage import MemberId, SetId, VersionInfo, Year
+from contracts.subjects import aggregate_subjects, event_subject
+
+CONTEXT = "sharing"
+_SHARES = uuid.UUID("3e9d7c51-7a0b-4c22-9a55-2b8f6d0e4c13")
+Scope = Literal["read-write", "read-only"]
+Access = Literal["read", "write"]
+Token = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class SharingEvent(Event, frozen=True, kw_only=True):
+    """Base of sharing's events."""
+
+
+class ShareGranted(SharingEvent, frozen=True, kw_only=True):
+    """``owner_id`` shares ``set_id`` with ``friend_id`` (replacing any earlier grant)."""
+
+    share_id: str
+    owner_id: str
+    set_id: str
+    set_name: str
+    friend_id: str
+    scope: Scope = "read-write"
+    years: list[int] | None = None
+    expires_at: datetime | None = None
+    at: datetime
+
+
+class ShareRevoked(SharingEvent, frozen=True, kw_only=True):
+    share_id: str
+    owner_id: str
+    set_id: str
+    friend_id: str
+    reason: Literal["owner", "unfriended"] = "owner"
+    at: datetime
+
+
+AnySharingEvent = ShareGranted | ShareRevoked
+
+
+def share_id(owner_id: str, set_id: str) -> str:
+    """One aggregate per (owner, account set)."""
+    return str(uuid.uuid5(_SHARES, f"{owner_id}:{set_id}"))
+
+
+def share_scope(sid: str) -> str:
+    return aggregate_subjects(CONTEXT, "share", sid)
+
+
+def share_subject(sid: str, event: SharingEvent) -> str:
+    return event_subject(CONTEXT, "share", sid, type(event).__name__)
+
+
+class NoBackup(BadRequest):
+    code = "no_backup"
+
+
+class NotAFriend(BadRequest):
+    code = "not_a_friend"
+
+
+class NotShared(NotFound):
+    code = "not_shared"
+
+
+class Grant(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    set_id: SetId
+    friends: Annotated[list[Account], msgspec.Meta(min_length=1, max_length=100)]
+    scope: Scope = "read-write"
+    years: Annotated[list[Year], msgspec.Meta(min_length=1, max_length=50)] | None = None
+    expires_at: datetime | None = None
+    token: Token = 0
+
+
+class Revoke(Request, frozen=True, kw_only=True):
+    command_id: CommandId
+    session: str
+    set_id: SetId
+    friend: Account | None = None
+    token: Token = 0
+
+
+class Changed(CommandReply, frozen=True, kw_only=True):
+    friends: list[str]
+
+
+class Check(Request, frozen=True, kw_only=True):
+    member_id: MemberId
+    owner_id: MemberId
+    set_id: SetId
+    year: Year
+    access: Access
+    token: Token = 0
+
+
+class Verdict(Reply, frozen=True, kw_only=True):
+    allowed: bool
+    reason: str = ""
+
+
+class ShareListRequest(Request, frozen=True, kw_only=True):
+    session: str
+    token: Token = 0
+
+
+class SharedWith(msgspec.Struct, frozen=True, kw_only=True):
+    account: str
+    nickname: str
+    since: datetime
+    scope: Scope
+    years: list[int] | None = None
+    expires_at: datetime | None = None
+
+
+class SharedSet(msgspec.Struct, frozen=True, kw_only=True):
+    set_id: str
+    set_name: str
+    friends: list[SharedWith]
+
+
+class ShareList(Reply, frozen=True, kw_only=True):
+    sets: list[SharedSet]
+    summary: str
+
+
+class CloudSharesRequest(Request, frozen=True, kw_only=True):
+    session: str
+    token: Token = 0
+
+
+class ShareYear(msgspec.Struct, frozen=True, kw_only=True):
+    year: int
+    versions: list[VersionInfo]
+
+
+class ShareSet(msgspec.Struct, frozen=True, kw_only=True):
+    set_id: str
+    set_name: str
+    scope: Scope
+    years: list[ShareYear]
+
+
+class Sharer(msgspec.Struct, frozen=True, kw_only=True):
+    owner_id: str
+    account: str
+    nickname: str
+    sets: list[ShareSet]
+
+
+class CloudShares(Reply, frozen=True, kw_only=True):
+    sharers: list[Sharer]
+
+
+class HistoryRequest(Request, frozen=True, kw_only=True):
+    session: str
+    set_id: SetId
+    at: datetime
+    token: Token = 0
+
+
+class History(Reply, frozen=True, kw_only=True):
+    accounts: list[str]
+
+
+class SharingClient(ServiceClient):
+    """Typed calls to the sharing service."""
+
+    context = CONTEXT
+
+    async def grant(self, req: Grant) -> Changed:
+        return await self.call("grant", req, Changed)
+
+    async def revoke(self, req: Revoke) -> Changed:
+        return await self.call("revoke", req, Changed)
+
+    async def check(self, req: Check) -> Verdict:
+        return await self.call("check", req, Verdict)
+
+    async def shares(self, req: ShareListRequest) -> ShareList:
+        return await self.call("shares", req, ShareList)
+
+    async def cloud_shares(self, req: CloudSharesRequest) -> CloudShares:
+        return await self.call("cloud_shares", req, CloudShares)
+
+    async def history(self, req: HistoryRequest) -> History:
+        return await self.call("history", req, History)

@@ -1,0 +1,221 @@
+"""sharing's handlers: decode → load → decide → append → reply."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from contracts.base import Reply
+from contracts.identity import account_key
+from contracts.sharing import (
+    AnySharingEvent,
+    Changed,
+    Check,
+    CloudShares,
+    CloudSharesRequest,
+    Grant,
+    History,
+    HistoryRequest,
+    NoBackup,
+    NotAFriend,
+    Revoke,
+    SharedSet,
+    SharedWith,
+    ShareList,
+    ShareListRequest,
+    Sharer,
+    ShareSet,
+    ShareYear,
+    SharingEvent,
+    Verdict,
+    share_id,
+    share_scope,
+    share_subject,
+)
+from contracts.storage import VersionInfo
+from runtime.eventstore import EventStore, Meta, Outgoing, with_retry
+from runtime.projector import Projector
+from runtime.service import Call, Endpoint
+from runtime.tokens import Verifier
+from services.sharing import domain, store
+from services.sharing.domain import Share
+
+_decoder = msgspec.json.Decoder(AnySharingEvent)
+
+
+class Sharing:
+    """The sharing service's operations."""
+
+    def __init__(self, events: EventStore, pool: asyncpg.Pool, access: Projector,
+                 verifier: Verifier, *, schema: str = "sharing") -> None:
+        self.events = events
+        self.pool = pool
+        self.access = access
+        self.verifier = verifier
+        self.schema = schema
+
+    def endpoints(self) -> list[Endpoint]:
+        ops: list[tuple[str, type, Callable[..., Awaitable[Reply]]]] = [
+            ("grant", Grant, self.grant), ("revoke", Revoke, self.revoke),
+            ("check", Check, self.check), ("shares", ShareListRequest, self.shares),
+            ("cloud_shares", CloudSharesRequest, self.cloud_shares),
+            ("history", HistoryRequest, self.history),
+        ]
+        return [Endpoint(name, kind, handler) for name, kind, handler in ops]
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    async def _caught_up(self, token: int) -> None:
+        """Wait for the projection: to the token, or to the log's end when none is given
+        (so an answered revoke is honoured even by a caller that lost its token)."""
+        await self.access.wait_until(token or await self.events.last_sequence())
+
+    def _member(self, session: str, call: Call) -> str:
+        return self.verifier.verify(session, kind="session", now=call.received_at).sub
+
+    async def _share(self, sid: str) -> tuple[Share, int]:
+        stored = await self.events.load(share_scope(sid))
+        events: list[SharingEvent] = [_decoder.decode(e.data) for e in stored]
+        return domain.fold(events), (stored[-1].seq if stored else 0)
+
+    async def _append(self, sid: str, events: list[SharingEvent], seq: int, msg_id: str,
+                      call: Call, actor: str) -> int:
+        if not events:
+            return seq
+        meta = Meta(correlation_id=call.correlation_id, causation_id=msg_id, actor=actor)
+        outs = [Outgoing(subject=share_subject(sid, e), event=e) for e in events]
+        return await self.events.append(share_scope(sid), outs, expected=seq, msg_id=msg_id,
+                                        meta=meta)
+
+    async def _friend_ids(self, owner: str, accounts: list[str]) -> list[str]:
+        ids = []
+        for account in accounts:
+            row = await store.member_by_account(self.pool, self.schema, account_key(account))
+            if row is None or not await store.are_friends(self.pool, self.schema, owner,
+                                                          row["member_id"]):
+                raise NotAFriend(f"{account} is not your friend; add them as a friend first")
+            ids.append(str(row["member_id"]))
+        return ids
+
+    # ---- commands -----------------------------------------------------------------------
+
+    async def grant(self, req: Grant, call: Call) -> Changed:
+        owner = self._member(req.session, call)
+        await self._caught_up(req.token)
+        name = await store.set_name(self.pool, self.schema, owner, req.set_id)
+        if name is None:
+            raise NoBackup("that account set has no cloud backup in your drive; upload a "
+                           "cloud backup first")
+        friend_ids = await self._friend_ids(owner, req.friends)
+        sid = share_id(owner, req.set_id)
+
+        async def attempt() -> Changed:
+            _, seq = await self._share(sid)
+            granted = domain.decide_grant(
+                owner_id=owner, set_id=req.set_id, set_name=name, friend_ids=friend_ids,
+                scope=req.scope, years=req.years, expires_at=req.expires_at,
+                at=call.received_at)
+            token = await self._append(sid, list(granted), seq, req.command_id, call, owner)
+            return Changed(friends=list(req.friends), token=token)
+
+        return await with_retry(attempt)
+
+    async def revoke(self, req: Revoke, call: Call) -> Changed:
+        owner = self._member(req.session, call)
+        await self._caught_up(req.token)
+        friend_id = None
+        if req.friend is not None:
+            row = await store.member_by_account(self.pool, self.schema, account_key(req.friend))
+            friend_id = str(row["member_id"]) if row else "unknown"
+        token = await self.revoke_for(owner, req.set_id, friend_id, req.command_id, call,
+                                      reason="owner")
+        return Changed(friends=[req.friend] if req.friend else [], token=token)
+
+    async def revoke_for(self, owner: str, set_id: str, friend_id: str | None, msg_id: str,
+                         call: Call, *, reason: str) -> int:
+        """Revoke one friend (or all) from one set; returns the consistency token."""
+        sid = share_id(owner, set_id)
+
+        async def attempt() -> int:
+            share, seq = await self._share(sid)
+            revoked = domain.decide_revoke(share, owner_id=owner, set_id=set_id,
+                                           friend_id=friend_id, at=call.received_at,
+                                           reason=reason)
+            return await self._append(sid, list(revoked), seq, msg_id, call, owner)
+
+        return await with_retry(attempt)
+
+    # ---- queries ------------------------------------------------------------------------
+
+    async def check(self, req: Check, call: Call) -> Verdict:
+        if req.member_id == req.owner_id:
+            return Verdict(allowed=True, reason="owner")
+        await self._caught_up(req.token)
+        row = await store.active_grant(self.pool, self.schema, req.member_id, req.owner_id,
+                                       req.set_id)
+        if row is None:
+            return Verdict(allowed=False, reason="not shared")
+        allowed, reason = domain.allows(scope=row["scope"], years=row["years"],
+                                        expires_at=row["expires_at"], year=req.year,
+                                        access=req.access, now=call.received_at)
+        return Verdict(allowed=allowed, reason=reason)
+
+    async def shares(self, req: ShareListRequest, call: Call) -> ShareList:
+        owner = self._member(req.session, call)
+        await self._caught_up(req.token)
+        rows = [r for r in await store.owner_shares(self.pool, self.schema, owner)
+                if _live(r, call.received_at)]
+        sets: dict[str, SharedSet] = {}
+        for r in rows:
+            entry = sets.setdefault(r["set_id"], SharedSet(set_id=r["set_id"],
+                                                           set_name=r["set_name"], friends=[]))
+            entry.friends.append(SharedWith(
+                account=r["account"], nickname=r["nickname"], since=r["since"],
+                scope=r["scope"], years=r["years"], expires_at=r["expires_at"]))
+        friends = {r["friend_id"] for r in rows}
+        summary = f"{len(sets)} account set(s) shared with {len(friends)} friend(s)"
+        return ShareList(sets=list(sets.values()), summary=summary)
+
+    async def cloud_shares(self, req: CloudSharesRequest, call: Call) -> CloudShares:
+        member = self._member(req.session, call)
+        await self._caught_up(req.token)
+        sharers: dict[str, Sharer] = {}
+        for r in await store.shared_with(self.pool, self.schema, member):
+            if not _live(r, call.received_at):
+                continue
+            sharer = sharers.setdefault(r["owner_id"], Sharer(
+                owner_id=r["owner_id"], account=r["account"], nickname=r["nickname"], sets=[]))
+            sharer.sets.append(await self._share_set(r))
+        return CloudShares(sharers=list(sharers.values()))
+
+    async def _share_set(self, grant: asyncpg.Record) -> ShareSet:
+        years: dict[int, list[VersionInfo]] = {}
+        for b in await store.backups_of(self.pool, self.schema, grant["owner_id"],
+                                        grant["set_id"]):
+            if grant["years"] is None or b["year"] in grant["years"]:
+                years.setdefault(b["year"], []).append(_version(b))
+        return ShareSet(set_id=grant["set_id"], set_name=grant["set_name"],
+                        scope=grant["scope"],
+                        years=[ShareYear(year=y, versions=v) for y, v in sorted(years.items())])
+
+    async def history(self, req: HistoryRequest, call: Call) -> History:
+        owner = self._member(req.session, call)
+        await self._caught_up(req.token)
+        return History(accounts=await store.could_see(self.pool, self.schema, owner,
+                                                      req.set_id, req.at))
+
+
+def _live(row: asyncpg.Record, now: datetime) -> bool:
+    expires: datetime | None = row["expires_at"]
+    return expires is None or now < expires
+
+
+def _version(b: asyncpg.Record) -> VersionInfo:
+    return VersionInfo(version_id=b["version_id"], set_id=b["set_id"], set_name=b["set_name"],
+                       year=b["year"], period=b["period"], remark=b["remark"],
+                       uploader_id=b["uploader_id"], uploaded_at=b["uploaded_at"],
+                       size=b["size"], sha256=b["sha256"], base_version=b["base_version"],
+                       conflict_with=b["conflict_with"])
