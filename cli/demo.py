@@ -1,7 +1,9 @@
 """`ledgershare demo`: the guide's walkthrough with real calls, each step printed.
 
-So far it covers what the running services offer: members and WeChat binding (step 1),
-member info, friends (step 2), and a cloud backup uploaded and downloaded (steps 3, 7).
+A and B register and bind, B becomes A's friend, A uploads set "123" year 2018 period 1,
+shares it with B, B sets the cloud-drive password, lists cloud shares, downloads 2018,
+uploads it back closed to period 4, A sees that version in A's backups, A revokes, and
+B's next download is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +20,17 @@ from rich.console import Console
 from rich.markup import escape
 
 from contracts.errors import LedgerError
-from contracts.identity import Bind, IdentityClient, Login, LoginOpenid, Me, Register
+from contracts.identity import (
+    Bind,
+    IdentityClient,
+    Login,
+    LoginOpenid,
+    Me,
+    Register,
+    SetDrivePassword,
+    VerifyDrivePassword,
+)
+from contracts.sharing import CloudSharesRequest, Grant, Revoke, ShareListRequest, SharingClient
 from contracts.social import AddFriend, ListFriends, SocialClient
 from contracts.storage import (
     BeginUpload,
@@ -26,6 +38,7 @@ from contracts.storage import (
     DownloadRequest,
     DriveRequest,
     StorageClient,
+    VersionsRequest,
     megabytes,
 )
 from contracts.transfer import download, sha256_file, upload
@@ -46,16 +59,32 @@ def account_set_file(path: Path, *, year: int, period: int, size: int = 300_000)
     return path
 
 
-class Walkthrough:
-    """Two members, A and B, through the guide's steps."""
+def facts(path: Path) -> tuple[int, str]:
+    """Size and SHA-256 of a file."""
+    return path.stat().st_size, sha256_file(path)
 
-    def __init__(self, nc: NATS, console: Console, tag: str) -> None:
+
+class Member:
+    """One side of the walkthrough: account, tokens, and what it last saw of the log."""
+
+    def __init__(self, account: str, nickname: str) -> None:
+        self.account, self.nickname = account, nickname
+        self.member_id = self.session = self.drive = ""
+        self.token = 0
+
+
+class Walkthrough:
+    """Two members, A (the sharer) and B (the sharee), through the guide's steps."""
+
+    def __init__(self, nc: NATS, console: Console, tag: str, folder: Path) -> None:
         self.identity = IdentityClient(nc, timeout=10)
         self.social = SocialClient(nc, timeout=10)
         self.storage = StorageClient(nc, timeout=30)
+        self.sharing = SharingClient(nc, timeout=10)
         self.console = console
-        self.a = f"1380000{tag}1"
-        self.b = f"1380000{tag}2"
+        self.folder = folder
+        self.a = Member(f"1380000{tag}1", "张三")
+        self.b = Member(f"1380000{tag}2", "李四")
         self.steps = 0
 
     def step(self, asked: str, answer: str) -> None:
@@ -63,91 +92,194 @@ class Walkthrough:
         self.console.print(f"[bold]{self.steps:>2}.[/] {escape(asked)}")
         self.console.print(f"    → {escape(answer)}")
 
+    def sync(self, token: int) -> None:
+        """Both desktop programs pass on the newest consistency token they have seen."""
+        self.a.token = self.b.token = max(self.a.token, self.b.token, token)
+
     async def run(self) -> None:
-        a, b_token = await self.members()
-        a = await self.bind(a)
-        await self.friends(a, b_token)
-        await self.backup(a)
+        for m in (self.a, self.b):
+            await self.register(m)
+        await self.bind(self.a)
+        await self.friends()
+        original = await self.backup()
+        await self.share()
+        await self.cloud_share(original)
+        await self.revoke()
 
-    async def backup(self, session: str) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            path = account_set_file(Path(tmp) / "123-2018.bak", year=2018, period=1)
-            plan = await self.storage.begin_upload(BeginUpload(
-                command_id=new_id(), session=session, set_id=SET_ID, set_name="123",
-                year=2018, period=1, size=path.stat().st_size, sha256=sha256_file(path),
-                remark="2018年1期"))
-            self.step(f"{self.a} begins a cloud backup of set 123, year 2018, period 1 "
-                      f"({megabytes(path.stat().st_size)})",
-                      f"{len(plan.parts)} presigned PUT URL(s); drive {megabytes(plan.used)} "
-                      f"used of {megabytes(plan.quota)}")
-            await upload(plan, path)
-            done = await self.storage.complete_upload(CompleteUpload(
-                command_id=new_id(), session=session, upload_id=plan.upload_id))
-            self.step("the desktop program uploads the file to S3 and completes",
-                      f"version {done.version.version_id[:8]}… verified (size and SHA-256), "
-                      f"remark {done.version.remark}")
-            listing = await self.storage.drive(DriveRequest(session=session))
-            rows = "; ".join(f"{s.set_name} {s.year}: {s.versions} version(s), latest "
-                             f"{s.latest.remark}" for s in listing.set_years)
-            self.step(f"{self.a} opens the drive list (网盘列表)",
-                      f"{rows}; {megabytes(listing.used)} used of {megabytes(listing.quota)}")
-            ticket = await self.storage.download(DownloadRequest(
-                command_id=new_id(), session=session, set_id=SET_ID, year=2018))
-            back = Path(tmp) / "downloaded.bak"
-            size = await download(ticket.url, back)
-            same = sha256_file(back) == sha256_file(path)
-            self.step(f"{self.a} downloads year 2018 through a presigned URL",
-                      f"{megabytes(size)}, identical to what was uploaded: {same}")
+    # ---- steps 1 and 2: members, WeChat, friends -----------------------------------------
 
-    async def members(self) -> tuple[str, int]:
-        for account, nick in [(self.a, "张三"), (self.b, "李四")]:
-            reg = await self.identity.register(Register(
-                command_id=new_id(), account=account, password="pass-123", nickname=nick))
-            self.step(f"register member {account} ({nick})",
-                      f"member {reg.member_id[:8]}…, log position {reg.token}")
-        login = await self.identity.login(Login(account=self.a, password="pass-123"))
-        return login.token, reg.token
+    async def register(self, m: Member) -> None:
+        reg = await self.identity.register(Register(
+            command_id=new_id(), account=m.account, password="pass-123", nickname=m.nickname))
+        m.member_id = reg.member_id
+        self.sync(reg.token)
+        m.session = (await self.identity.login(Login(account=m.account,
+                                                     password="pass-123"))).token
+        self.step(f"register member {m.account} ({m.nickname})",
+                  f"member {reg.member_id[:8]}…, log position {reg.token}")
 
-    async def bind(self, session: str) -> str:
+    async def bind(self, m: Member) -> None:
         openid = f"wx-{new_id()[:12]}"
-        await self.identity.bind(Bind(command_id=new_id(), openid=openid, account=self.a,
-                                      password="pass-123", nickname="张三"))
-        self.step(f"bind WeChat user {openid} to {self.a} (account, password, nickname)",
+        await self.identity.bind(Bind(command_id=new_id(), openid=openid, account=m.account,
+                                      password="pass-123", nickname=m.nickname))
+        self.step(f"bind WeChat user {openid} to {m.account} (account, password, nickname)",
                   "bound")
-        via_wechat = await self.identity.login_openid(LoginOpenid(openid=openid))
-        me = await self.identity.me(Me(session=via_wechat.token))
+        m.session = (await self.identity.login_openid(LoginOpenid(openid=openid))).token
+        me = await self.identity.me(Me(session=m.session))
         self.step("member info, logged in through WeChat",
                   f"account {me.account}, nickname {me.nickname}, bound={me.bound}, "
                   f"cloud-drive password set={me.drive_password_set}")
-        return via_wechat.token
 
-    async def friends(self, session: str, b_token: int) -> None:
+    async def friends(self) -> None:
+        a, b = self.a, self.b
         added = await self.social.add_friend(AddFriend(
-            command_id=new_id(), session=session, account=self.b, nickname="李四",
-            token=b_token))
-        self.step(f"{self.a} adds friend {self.b} with nickname 李四",
+            command_id=new_id(), session=a.session, account=b.account, nickname=b.nickname,
+            token=a.token))
+        self.sync(added.token)
+        self.step(f"{a.account} adds friend {b.account} with nickname {b.nickname}",
                   f"friend {added.account} ({added.nickname})")
+        await self.refused(f"{a.account} adds {b.account} with the wrong nickname 王五",
+                           self.social.add_friend(AddFriend(
+                               command_id=new_id(), session=a.session, account=b.account,
+                               nickname="王五")))
+        listed = await self.social.list_friends(ListFriends(session=a.session, token=a.token))
+        self.step(f"{a.account} lists friends", ", ".join(
+            f"{f.account} ({f.nickname}) since {f.since:%Y-%m-%d %H:%M}" for f in listed.friends))
+
+    async def refused(self, asked: str, attempt: object) -> None:
         try:
-            await self.social.add_friend(AddFriend(command_id=new_id(), session=session,
-                                                   account=self.b, nickname="王五"))
+            await attempt  # type: ignore[misc]
         except LedgerError as err:
-            self.step(f"{self.a} adds {self.b} with the wrong nickname 王五",
-                      f"refused: {err.message} [{err.code}]")
-        listed = await self.social.list_friends(ListFriends(session=session,
-                                                            token=added.token))
-        names = ", ".join(f"{f.account} ({f.nickname}) since {f.since:%Y-%m-%d %H:%M}"
-                          for f in listed.friends)
-        self.step(f"{self.a} lists friends", names)
+            self.step(asked, f"refused: {err.message} [{err.code}]")
+        else:
+            raise AssertionError(f"not refused: {asked}")
+
+    # ---- step 3: cloud backup and share ---------------------------------------------------
+
+    async def backup(self) -> Path:
+        a = self.a
+        await self.refused(f"{a.account} shares set 123 before any cloud backup",
+                           self.sharing.grant(Grant(command_id=new_id(), session=a.session,
+                                                    set_id=SET_ID, friends=[self.b.account],
+                                                    token=a.token)))
+        path = account_set_file(self.folder / "123-2018.bak", year=2018, period=1)
+        await self.put(a, a, path, period=1, base=None)
+        listing = await self.storage.drive(DriveRequest(session=a.session))
+        rows = "; ".join(f"{s.set_name} {s.year}: {s.versions} version(s), latest "
+                         f"{s.latest.remark}" for s in listing.set_years)
+        self.step(f"{a.account} opens the drive list (网盘列表)",
+                  f"{rows}; {megabytes(listing.used)} used of {megabytes(listing.quota)}")
+        return path
+
+    async def put(self, who: Member, owner: Member, path: Path, *, period: int,
+                  base: str | None) -> str:
+        size, digest = await asyncio.to_thread(facts, path)
+        plan = await self.storage.begin_upload(BeginUpload(
+            command_id=new_id(), session=who.session,
+            owner_id=None if who is owner else owner.member_id, set_id=SET_ID, set_name="123",
+            year=2018, period=period, size=size, sha256=digest,
+            remark=f"2018年{period}期", base_version=base, drive_token=who.drive,
+            token=who.token))
+        self.step(f"{who.account} uploads set 123, 2018 closed to period {period} "
+                  f"({megabytes(size)}) into {owner.account}'s drive",
+                  f"{len(plan.parts)} presigned PUT URL(s); drive of {owner.account}: "
+                  f"{megabytes(plan.used)} used, {megabytes(plan.available)} available of "
+                  f"{megabytes(plan.quota)}")
+        await upload(plan, path)
+        done = await self.storage.complete_upload(CompleteUpload(
+            command_id=new_id(), session=who.session,
+            owner_id=None if who is owner else owner.member_id, upload_id=plan.upload_id,
+            drive_token=who.drive, token=who.token))
+        self.sync(done.token)
+        self.step("the file goes to S3; storage verifies it and records the version",
+                  f"version {done.version.version_id[:8]}… (size and SHA-256 checked), "
+                  f"remark {done.version.remark}")
+        return done.version.version_id
+
+    async def share(self) -> None:
+        a, b = self.a, self.b
+        granted = await self.sharing.grant(Grant(command_id=new_id(), session=a.session,
+                                                 set_id=SET_ID, friends=[b.account],
+                                                 token=a.token))
+        self.sync(granted.token)
+        shares = await self.sharing.shares(ShareListRequest(session=a.session, token=a.token))
+        who = "; ".join(f"{s.set_name}: " + ", ".join(
+            f"shared with {f.nickname} since {f.since:%Y-%m-%d %H:%M}" for f in s.friends)
+            for s in shares.sets)
+        self.step(f"{a.account} shares set 123 with {b.account}; the share list (共享列表)",
+                  f"{who} — {shares.summary}")
+
+    # ---- steps 4 to 7: cloud share, work, upload back, owner sees it ----------------------
+
+    async def cloud_share(self, original: Path) -> None:
+        a, b = self.a, self.b
+        await self.identity.drive_password_set(SetDrivePassword(
+            command_id=new_id(), session=b.session, password="drive-789",
+            question="first pet?", answer="Rex"))
+        b.drive = (await self.identity.drive_password_verify(VerifyDrivePassword(
+            command_id=new_id(), session=b.session, password="drive-789"))).drive_token
+        self.step(f"{b.account} opens Cloud Share: sets the cloud-drive password and a "
+                  "security question, then enters the password", "drive token issued")
+        listed = await self.sharing.cloud_shares(CloudSharesRequest(session=b.session,
+                                                                    token=b.token))
+        rows = [f"{s.nickname}/{st.set_name}/{y.year}: " + ", ".join(
+            v.remark for v in y.versions) for s in listed.sharers for st in s.sets
+            for y in st.years]
+        self.step(f"{b.account} lists my cloud shares (我的云共享)", "; ".join(rows))
+        latest = listed.sharers[0].sets[0].years[0].versions[0].version_id
+        got = await self.fetch(b, a, "b-2018.bak")
+        (size, got_sha), (_, sha) = [await asyncio.to_thread(facts, p) for p in (got, original)]
+        same = got_sha == sha
+        self.step(f"{b.account} downloads fiscal year 2018 (one year per download)",
+                  f"{megabytes(size)}, identical to {a.account}'s backup: {same}")
+        worked = account_set_file(self.folder / "123-2018-p4.bak", year=2018, period=4,
+                                  size=320_000)
+        await self.put(b, a, worked, period=4, base=latest)
+        await self.owner_sees()
+
+    async def fetch(self, who: Member, owner: Member, name: str) -> Path:
+        ticket = await self.storage.download(DownloadRequest(
+            command_id=new_id(), session=who.session, owner_id=owner.member_id,
+            set_id=SET_ID, year=2018, drive_token=who.drive, token=who.token))
+        path = self.folder / name
+        await download(ticket.url, path)
+        return path
+
+    async def owner_sees(self) -> None:
+        a, b = self.a, self.b
+        versions = await self.storage.versions(VersionsRequest(session=a.session,
+                                                               set_id=SET_ID, year=2018))
+        names = {a.member_id: a.account, b.member_id: b.account}
+        rows = "; ".join(f"{v.remark} by {names.get(v.uploader_id, v.uploader_id)}"
+                         f"{' (conflict)' if v.conflict_with else ''}"
+                         for v in versions.versions)
+        drive = await self.storage.drive(DriveRequest(session=a.session))
+        self.step(f"{a.account} opens Cloud Backup: versions of set 123, 2018",
+                  f"{rows}; drive {megabytes(drive.used)} used of {megabytes(drive.quota)}")
+
+    async def revoke(self) -> None:
+        a, b = self.a, self.b
+        revoked = await self.sharing.revoke(Revoke(command_id=new_id(), session=a.session,
+                                                   set_id=SET_ID, friend=b.account,
+                                                   token=a.token))
+        self.sync(revoked.token)
+        self.step(f"{a.account} cancels the share with {b.account}", "revoked")
+        await self.refused(f"{b.account} tries to download 2018 again",
+                           self.fetch(b, a, "late.bak"))
+        listed = await self.sharing.cloud_shares(CloudSharesRequest(session=b.session,
+                                                                    token=b.token))
+        self.step(f"{b.account} lists my cloud shares", f"{len(listed.sharers)} sharer(s)")
 
 
 async def walk(settings: Settings, console: Console) -> int:
     """Run the walkthrough against the running services; returns the number of steps."""
     nc = await nats.connect(settings.nats_url)
     try:
-        walkthrough = Walkthrough(nc, console, new_id()[:4].translate(
-            str.maketrans("abcdef", "012345")))
-        await walkthrough.run()
-        return walkthrough.steps
+        with tempfile.TemporaryDirectory() as folder:
+            tag = new_id()[:4].translate(str.maketrans("abcdef", "012345"))
+            walkthrough = Walkthrough(nc, console, tag, Path(folder))
+            await walkthrough.run()
+            return walkthrough.steps
     finally:
         await nc.close()
 

@@ -21,7 +21,7 @@ from runtime.eventstore import EventStore
 from runtime.settings import Settings, load_settings
 
 # Every service that exists; each runs as `python -m services.<name>`.
-SERVICES: tuple[str, ...] = ("identity", "social", "storage")
+SERVICES: tuple[str, ...] = ("identity", "social", "storage", "sharing")
 
 
 def run(console: Console) -> int:

@@ -22,15 +22,21 @@ def test_run_brings_everything_up_walks_through_and_stops(tmp_path: Path) -> Non
                           capture_output=True, text=True, timeout=300)
     out = done.stdout
     assert done.returncode == 0, done.stderr + out
-    assert "services running: identity 0.1.0, social 0.1.0, storage 0.1.0" in out
+    assert "services running: identity 0.1.0, sharing 0.1.0, social 0.1.0, storage 0.1.0" in out
     assert "bound=True" in out
     assert "refused: no member with that account and nickname [no_such_member]" in out
     assert "(李四) since" in out
-    assert "verified (size and SHA-256), remark 2018年1期" in out
+    assert "(size and SHA-256 checked), remark 2018年1期" in out
     assert "123 2018: 1 version(s), latest 2018年1期" in out
-    assert "identical to what was uploaded: True" in out
+    assert "upload a cloud backup first [no_backup]" in out
+    assert "1 account set(s) shared with 1 friend(s)" in out
+    assert "/123/2018: 2018年1期" in out
+    assert "identical to" in out and "backup: True" in out
+    assert "(size and SHA-256 checked), remark 2018年4期" in out
+    assert "not shared with you [no_access]" in out
+    assert "0 sharer(s)" in out
     assert "press Ctrl-C to stop" in out
     assert out.count("stopped") == 3
-    for log in ("identity", "social", "storage"):
+    for log in ("identity", "social", "storage", "sharing"):
         text = (tmp_path / "home" / "logs" / f"{log}.log").read_text()
         assert '"level": "error"' not in text, text
