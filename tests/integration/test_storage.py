@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import pytest
 from msgspec.structs import replace
 from nats.aio.client import Client as NATS
@@ -23,6 +24,7 @@ from contracts.storage import (
     ChecksumMismatch,
     CompleteUpload,
     DeleteVersion,
+    DownloadIssued,
     DownloadRequest,
     DriveRequest,
     NoSuchUpload,
@@ -33,6 +35,7 @@ from contracts.storage import (
     UploadIncomplete,
     UploadPlan,
     VersionsRequest,
+    audit_scope,
 )
 from contracts.transfer import download, sha256_file, upload
 from deploy.stack import Stack
@@ -115,13 +118,16 @@ async def round_trip(owner: Member, path: Path, tmp_path: Path) -> Path:
     return out
 
 
-async def test_a_1kb_backup_round_trips_exactly(env: tuple[NATS, Wiring],
-                                                tmp_path: Path) -> None:
+async def test_a_1kb_backup_round_trips_exactly_and_the_download_is_audited(
+        env: tuple[NATS, Wiring], store: EventStore, tmp_path: Path) -> None:
     owner = await member(env[0], "owner")
     source = tmp_path / "small.bak"
     source.write_bytes(os.urandom(1024))
     out = await round_trip(owner, source, tmp_path)
     assert out.read_bytes() == source.read_bytes()
+    [audit] = await store.load(audit_scope(owner.member_id))
+    issued = msgspec.json.decode(audit.data, type=DownloadIssued)
+    assert (issued.by, issued.set_id, issued.year) == (owner.member_id, "set-123", 2018)
     listing = await owner.storage.drive(DriveRequest(session=owner.session))
     assert listing.used == 1024 and listing.quota == 400 * MB
     assert [(s.set_id, s.year, s.latest.remark) for s in listing.set_years] == [
