@@ -61,6 +61,7 @@ class PasswordChanged(IdentityEvent, frozen=True, kw_only=True):
     member_id: str
     password_hash: str
     at: datetime
+    version: int = 0  # the member's password version from now on (0: older events)
 
 
 class OpenidClaimed(IdentityEvent, frozen=True, kw_only=True):
@@ -125,6 +126,11 @@ def member_scope(member_id: str) -> str:
 
 def member_subject(member_id: str, event: IdentityEvent) -> str:
     return event_subject(CONTEXT, "member", member_id, type(event).__name__)
+
+
+def password_changes(member_id: str) -> str:
+    """The subject of a member's PasswordChanged events."""
+    return event_subject(CONTEXT, "member", member_id, "PasswordChanged")
 
 
 def account_key(account: str) -> str:

@@ -161,6 +161,16 @@ class EventStore:
         finally:
             await sub.unsubscribe()
 
+    async def last_on(self, subject: str) -> StoredEvent | None:
+        """The newest event on one subject (a direct get), or None."""
+        reply = await self.nc.request(f"$JS.API.DIRECT.GET.{self.stream}",
+                                      json.dumps({"last_by_subj": subject}).encode(),
+                                      timeout=self.timeout)
+        headers = {str(k): v for k, v in (reply.headers or {}).items()}
+        if headers.get("Status"):
+            return None
+        return _stored(headers, reply.data)
+
     async def last_sequence(self) -> int:
         """The stream's last sequence (the newest consistency token that exists)."""
         info = await self.js.stream_info(self.stream)

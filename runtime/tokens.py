@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from contracts.identity import InvalidToken
+from contracts.identity import InvalidToken, PasswordChanged, password_changes
+from runtime.eventstore import EventStore
 
 
 class Claims(msgspec.Struct, frozen=True, kw_only=True):
@@ -40,7 +41,12 @@ def _b64(raw: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    # Only the canonical spelling: another character in the unused low bits of the last
+    # one would decode to the same bytes, and an altered token must not pass.
+    if _b64(raw) != text:
+        raise ValueError("not canonical base64url")
+    return raw
 
 
 def new_private_key() -> str:
@@ -93,3 +99,31 @@ class Verifier:
             return _decoder.decode(_unb64(body))
         except (InvalidSignature, ValueError, msgspec.DecodeError):
             raise InvalidToken("the token is not valid; log in again") from None
+
+
+class Sessions:
+    """Session checks for services that keep no member directory: signature and expiry
+    locally, then the member's current password version from the log's newest
+    PasswordChanged (one direct get), so a password change ends earlier tokens at once."""
+
+    _changed = msgspec.json.Decoder(PasswordChanged)
+
+    def __init__(self, verifier: Verifier, store: EventStore) -> None:
+        self.verifier = verifier
+        self.store = store
+
+    async def member(self, token: str, *, now: datetime) -> str:
+        """The member id of a valid, current session token."""
+        claims = self.verifier.verify(token, kind="session", now=now)
+        if claims.pv != await self.password_version(claims.sub):
+            raise InvalidToken("the password has changed since this token; log in again")
+        return claims.sub
+
+    async def password_version(self, member_id: str) -> int:
+        subject = password_changes(member_id)
+        last = await self.store.last_on(subject)
+        if last is None:
+            return 0
+        version = self._changed.decode(last.data).version
+        return version or len(await self.store.load(subject))
+

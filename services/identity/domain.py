@@ -96,8 +96,8 @@ def evolve(state: Member, event: IdentityEvent) -> Member:
             return Member(member_id=mid, account=acc, nickname=nick, password_hash=h)
         case NicknameChanged(nickname=nick):
             return r(state, nickname=nick)
-        case PasswordChanged(password_hash=h):
-            return r(state, password_hash=h, pv=state.pv + 1)
+        case PasswordChanged(password_hash=h, version=v):
+            return r(state, password_hash=h, pv=v or state.pv + 1)
         case MemberBound(openid=oid):
             return r(state, openid=oid)
         case MemberUnbound():
@@ -220,7 +220,8 @@ def decide_unbind(member: Member, *, at: datetime) -> tuple[MemberUnbound, Openi
 def decide_change_password(member: Member, *, password_ok: bool, new_hash: str,
                            at: datetime) -> PasswordChanged:
     authenticate(member, password_ok=password_ok)
-    return PasswordChanged(member_id=member.member_id, password_hash=new_hash, at=at)
+    return PasswordChanged(member_id=member.member_id, password_hash=new_hash, at=at,
+                           version=member.pv + 1)
 
 
 def decide_change_nickname(member: Member, *, nickname: str, at: datetime

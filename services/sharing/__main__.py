@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from runtime.app import Resources, Wiring, main
 from runtime.projector import Projector
 from runtime.service import Call, ServiceHost
-from runtime.tokens import Verifier
+from runtime.tokens import Sessions, Verifier
 from services.sharing import store
 from services.sharing.handlers import Sharing
 from services.sharing.projection import AccessProjection, UnfriendPolicy
@@ -22,7 +22,8 @@ async def build(res: Resources) -> Wiring:
     """sharing's host, its access projection and the unfriend policy."""
     access = Projector(res.nc, res.pool, AccessProjection(), schema=SCHEMA,
                        stream=res.settings.stream)
-    sharing = Sharing(res.store, res.pool, access, Verifier(public_key(res.settings)),
+    sharing = Sharing(res.store, res.pool, access,
+                      Sessions(Verifier(public_key(res.settings)), res.store),
                       schema=SCHEMA)
 
     async def shares_between(owner: str, friend: str, seq: int) -> list[str]:

@@ -39,7 +39,7 @@ from contracts.storage import VersionInfo
 from runtime.eventstore import EventStore, Meta, Outgoing, with_retry
 from runtime.projector import Projector
 from runtime.service import Call, Endpoint
-from runtime.tokens import Verifier
+from runtime.tokens import Sessions
 from services.sharing import domain, store
 from services.sharing.domain import Share
 
@@ -50,11 +50,11 @@ class Sharing:
     """The sharing service's operations."""
 
     def __init__(self, events: EventStore, pool: asyncpg.Pool, access: Projector,
-                 verifier: Verifier, *, schema: str = "sharing") -> None:
+                 sessions: Sessions, *, schema: str = "sharing") -> None:
         self.events = events
         self.pool = pool
         self.access = access
-        self.verifier = verifier
+        self.sessions = sessions
         self.schema = schema
 
     def endpoints(self) -> list[Endpoint]:
@@ -73,8 +73,8 @@ class Sharing:
         (so an answered revoke is honoured even by a caller that lost its token)."""
         await self.access.wait_until(token or await self.events.last_sequence())
 
-    def _member(self, session: str, call: Call) -> str:
-        return self.verifier.verify(session, kind="session", now=call.received_at).sub
+    async def _member(self, session: str, call: Call) -> str:
+        return await self.sessions.member(session, now=call.received_at)
 
     async def _share(self, sid: str) -> tuple[Share, int]:
         stored = await self.events.load(share_scope(sid))
@@ -103,7 +103,7 @@ class Sharing:
     # ---- commands -----------------------------------------------------------------------
 
     async def grant(self, req: Grant, call: Call) -> Changed:
-        owner = self._member(req.session, call)
+        owner = await self._member(req.session, call)
         await self._caught_up(req.token)
         name = await store.set_name(self.pool, self.schema, owner, req.set_id)
         if name is None:
@@ -124,7 +124,7 @@ class Sharing:
         return await with_retry(attempt)
 
     async def revoke(self, req: Revoke, call: Call) -> Changed:
-        owner = self._member(req.session, call)
+        owner = await self._member(req.session, call)
         await self._caught_up(req.token)
         friend_id = None
         if req.friend is not None:
@@ -164,7 +164,7 @@ class Sharing:
         return Verdict(allowed=allowed, reason=reason)
 
     async def shares(self, req: ShareListRequest, call: Call) -> ShareList:
-        owner = self._member(req.session, call)
+        owner = await self._member(req.session, call)
         await self._caught_up(req.token)
         rows = [r for r in await store.owner_shares(self.pool, self.schema, owner)
                 if _live(r, call.received_at)]
@@ -180,7 +180,7 @@ class Sharing:
         return ShareList(sets=list(sets.values()), summary=summary)
 
     async def cloud_shares(self, req: CloudSharesRequest, call: Call) -> CloudShares:
-        member = self._member(req.session, call)
+        member = await self._member(req.session, call)
         await self._caught_up(req.token)
         sharers: dict[str, Sharer] = {}
         for r in await store.shared_with(self.pool, self.schema, member):
@@ -202,7 +202,7 @@ class Sharing:
                         years=[ShareYear(year=y, versions=v) for y, v in sorted(years.items())])
 
     async def history(self, req: HistoryRequest, call: Call) -> History:
-        owner = self._member(req.session, call)
+        owner = await self._member(req.session, call)
         await self._caught_up(req.token)
         return History(accounts=await store.could_see(self.pool, self.schema, owner,
                                                       req.set_id, req.at))

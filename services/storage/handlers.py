@@ -45,7 +45,7 @@ from contracts.storage import (
 )
 from runtime.eventstore import EventStore, Meta, Outgoing, with_retry
 from runtime.service import Call, Endpoint
-from runtime.tokens import Verifier
+from runtime.tokens import Sessions
 from services.storage import domain
 from services.storage.domain import Drive
 from services.storage.objects import ObjectStore
@@ -93,11 +93,12 @@ class OwnersOnly:
 class Storage:
     """The storage service's operations."""
 
-    def __init__(self, events: EventStore, objects: ObjectStore, verifier: Verifier,
+    def __init__(self, events: EventStore, objects: ObjectStore, sessions: Sessions,
                  limits: Limits, gate: Gate | None = None) -> None:
         self.events = events
         self.objects = objects
-        self.verifier = verifier
+        self.sessions = sessions
+        self.verifier = sessions.verifier
         self.limits = limits
         self.gate = gate or OwnersOnly()
 
@@ -122,8 +123,8 @@ class Storage:
             drive = msgspec.structs.replace(drive, owner_id=owner_id)
         return drive, (stored[-1].seq if stored else 0)
 
-    def _member(self, session: str, call: Call) -> str:
-        return self.verifier.verify(session, kind="session", now=call.received_at).sub
+    async def _member(self, session: str, call: Call) -> str:
+        return await self.sessions.member(session, now=call.received_at)
 
     async def _access(self, caller: str, owner_id: str | None, ask: Ask, call: Call) -> str:
         """The drive to use: the caller's own, or an owner's whom sharing says allows it.
@@ -151,7 +152,7 @@ class Storage:
     # ---- upload -------------------------------------------------------------------------
 
     async def begin_upload(self, req: BeginUpload, call: Call) -> UploadPlan:
-        caller = self._member(req.session, call)
+        caller = await self._member(req.session, call)
         owner = await self._access(caller, req.owner_id, Ask.of(req, "write"), call)
         await self.objects.check()
         upload_id = str(uuid.uuid5(NAMESPACE, f"{owner}:{req.command_id}"))
@@ -217,7 +218,7 @@ class Storage:
                 for n in range(1, count + 1)]
 
     async def complete_upload(self, req: CompleteUpload, call: Call) -> Uploaded:
-        caller = self._member(req.session, call)
+        caller = await self._member(req.session, call)
         owner = req.owner_id or caller
         drive, _ = await self._drive(owner)
         reservation = self._uploaders(drive, req.upload_id, caller, call.received_at)
@@ -307,7 +308,7 @@ class Storage:
     # ---- reading ------------------------------------------------------------------------
 
     async def drive(self, req: DriveRequest, call: Call) -> DriveListing:
-        owner = self._member(req.session, call)
+        owner = await self._member(req.session, call)
         drive, _ = await self._drive(owner)
         quota = drive.quota_or(self.limits.default_quota)
         used = drive.used(call.received_at)
@@ -322,13 +323,13 @@ class Storage:
                        versions=len(versions), latest=info, size=sum(v.size for v in versions))
 
     async def versions(self, req: VersionsRequest, call: Call) -> VersionList:
-        owner = await self._access(self._member(req.session, call), req.owner_id,
+        owner = await self._access(await self._member(req.session, call), req.owner_id,
                                    Ask.of(req, "read"), call)
         drive, _ = await self._drive(owner)
         return VersionList(versions=drive.versions_of(req.set_id, req.year))
 
     async def download(self, req: DownloadRequest, call: Call) -> DownloadTicket:
-        caller = self._member(req.session, call)
+        caller = await self._member(req.session, call)
         owner = await self._access(caller, req.owner_id, Ask.of(req, "read"), call)
         drive, _ = await self._drive(owner)
         version = domain.pick_version(drive, req.set_id, req.year, req.version_id)
@@ -347,7 +348,7 @@ class Storage:
     # ---- owner and operator -------------------------------------------------------------
 
     async def delete_version(self, req: DeleteVersion, call: Call) -> Deleted:
-        owner = self._member(req.session, call)
+        owner = await self._member(req.session, call)
 
         async def attempt() -> tuple[int, int, str | None]:
             drive, seq = await self._drive(owner)

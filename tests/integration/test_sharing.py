@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,8 +15,11 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from contracts.identity import (
+    ChangePassword,
     IdentityClient,
+    InvalidToken,
     Login,
+    Me,
     Register,
     SetDrivePassword,
     VerifyDrivePassword,
@@ -33,7 +36,7 @@ from contracts.sharing import (
     ShareListRequest,
     SharingClient,
 )
-from contracts.social import AddFriend, RemoveFriend, SocialClient
+from contracts.social import AddFriend, ListFriends, RemoveFriend, SocialClient
 from contracts.storage import (
     BeginUpload,
     CompleteUpload,
@@ -301,3 +304,23 @@ async def test_history_and_rebuild(nc_all: NATS, pool: asyncpg.Pool, store: Even
     await rebuild(nc_all, pool, AccessProjection(), "sharing_rebuilt")
     await a.sharing.shares(ShareListRequest(session=a.session, token=a.token))
     assert await compare(pool, "sharing", "sharing_rebuilt", sharing_store.TABLES) == []
+
+
+async def test_a_password_change_ends_earlier_tokens_in_every_service(
+        nc_all: NATS) -> None:
+    a = await Person(nc_all, "changer", "C").join()
+    old = a.session
+    changed = await a.identity.change_password(ChangePassword(
+        command_id=cid(), session=old, old_password="secret-1", new_password="secret-2"))
+    new = (await a.identity.login(Login(account=a.account, password="secret-2"))).token
+    def calls(s: str) -> list[Awaitable[object]]:
+        return [a.identity.me(Me(session=s)),
+                a.social.list_friends(ListFriends(session=s, token=changed.token)),
+                a.storage.drive(DriveRequest(session=s)),
+                a.sharing.shares(ShareListRequest(session=s, token=changed.token))]
+
+    for refused in calls(old):
+        with pytest.raises(InvalidToken):
+            await refused
+    for accepted in calls(new):
+        await accepted

@@ -75,3 +75,21 @@ def test_events_carry_their_type_tag() -> None:
     event = identity.NicknameChanged(member_id="m", nickname="n",
                                      at=datetime(2026, 1, 1, tzinfo=UTC))
     assert msgspec.json.decode(msgspec.json.encode(event))["type"] == "NicknameChanged"
+
+
+def test_every_one_character_change_of_a_token_is_refused() -> None:
+    from datetime import timedelta
+
+    from contracts.identity import InvalidToken
+    from runtime.tokens import Signer, Verifier, new_private_key, public_key_of
+
+    key = new_private_key()
+    now = datetime.now(UTC)
+    token, _ = Signer(key).issue(member_id="m", kind="session", now=now,
+                                 ttl=timedelta(hours=1), pv=0)
+    verifier = Verifier(public_key_of(key))
+    assert verifier.verify(token, kind="session", now=now).sub == "m"
+    for i, ch in enumerate(token):
+        for other in {"A", "B", "_", "."} - {ch}:
+            with pytest.raises(InvalidToken):
+                verifier.verify(token[:i] + other + token[i + 1:], kind="session", now=now)
