@@ -34,6 +34,7 @@ WRONG_LAST_SEQUENCE = 10071
 MIN_SERVER = (2, 11)
 LOAD_BATCH = 256
 T = TypeVar("T")
+E = TypeVar("E")
 
 
 class EventStoreError(Exception):
@@ -139,6 +140,11 @@ class EventStore:
             if stored.msg_id == msg_id:
                 return stored.seq
         raise ConcurrencyConflict(scope, expected, detail)
+
+    async def history(self, scope: str, decoder: msgspec.json.Decoder[E]) -> tuple[list[E], int]:
+        """One aggregate's events, decoded, and its last sequence (0 when it has none)."""
+        stored = await self.load(scope)
+        return [decoder.decode(e.data) for e in stored], (stored[-1].seq if stored else 0)
 
     async def load(self, scope: str, *, after: int = 0) -> list[StoredEvent]:
         """Every event matching ``scope`` with sequence > ``after``, in log order."""

@@ -36,7 +36,7 @@ from contracts.errors import (
     TooLarge,
     Unavailable,
 )
-from runtime.eventstore import ConcurrencyConflict
+from runtime.eventstore import ConcurrencyConflict, Meta
 from runtime.projector import ProjectionLag
 
 log = logging.getLogger("ledgershare.service")
@@ -50,6 +50,10 @@ class Call:
     correlation_id: str
     received_at: datetime
     headers: dict[str, str]
+
+    def meta(self, msg_id: str, actor: str) -> Meta:
+        """What the events this request appends say about their cause."""
+        return Meta(correlation_id=self.correlation_id, causation_id=msg_id, actor=actor)
 
 
 Handler = Callable[[Any, Call], Awaitable[Reply]]

@@ -46,7 +46,7 @@ from contracts.identity import (
     openid_scope,
     openid_subject,
 )
-from runtime.eventstore import EventStore, Meta, Outgoing, with_retry
+from runtime.eventstore import EventStore, Outgoing, with_retry
 from runtime.passwords import Hasher
 from runtime.service import Call, Endpoint
 from runtime.tokens import Claims, Signer, Verifier
@@ -91,19 +91,14 @@ class Identity:
 
     # ---- loading ----------------------------------------------------------------------
 
-    async def _history(self, scope: str) -> tuple[list[IdentityEvent], int]:
-        stored = await self.store.load(scope)
-        events: list[IdentityEvent] = [_decoder.decode(e.data) for e in stored]
-        return events, (stored[-1].seq if stored else 0)
-
     async def _member(self, member_id: str | None) -> tuple[Member, int]:
         if not member_id:
             return Member(), 0
-        events, seq = await self._history(member_scope(member_id))
+        events, seq = await self.store.history(member_scope(member_id), _decoder)
         return domain.fold(events), seq
 
     async def _claim(self, scope: str) -> tuple[Holder, int]:
-        events, seq = await self._history(scope)
+        events, seq = await self.store.history(scope, _decoder)
         return domain.holder(events), seq
 
     async def _member_by_account(self, account: str) -> Member:
@@ -122,9 +117,9 @@ class Identity:
 
     async def _append(self, scope: str, subject: str, event: IdentityEvent, *,
                       expected: int | None, msg_id: str, call: Call, actor: str = "") -> int:
-        meta = Meta(correlation_id=call.correlation_id, causation_id=msg_id, actor=actor)
         return await self.store.append(scope, [Outgoing(subject=subject, event=event)],
-                                       expected=expected, msg_id=msg_id, meta=meta)
+                                       expected=expected, msg_id=msg_id,
+                                       meta=call.meta(msg_id, actor))
 
     async def _to_member(self, member: Member, seq: int, event: IdentityEvent, msg_id: str,
                          call: Call) -> int:

@@ -36,7 +36,7 @@ from contracts.sharing import (
     share_subject,
 )
 from contracts.storage import VersionInfo
-from runtime.eventstore import EventStore, Meta, Outgoing, with_retry
+from runtime.eventstore import EventStore, Outgoing, with_retry
 from runtime.projector import Projector
 from runtime.service import Call, Endpoint
 from runtime.tokens import Sessions
@@ -77,18 +77,16 @@ class Sharing:
         return await self.sessions.member(session, now=call.received_at)
 
     async def _share(self, sid: str) -> tuple[Share, int]:
-        stored = await self.events.load(share_scope(sid))
-        events: list[SharingEvent] = [_decoder.decode(e.data) for e in stored]
-        return domain.fold(events), (stored[-1].seq if stored else 0)
+        events, seq = await self.events.history(share_scope(sid), _decoder)
+        return domain.fold(events), seq
 
     async def _append(self, sid: str, events: list[SharingEvent], seq: int, msg_id: str,
                       call: Call, actor: str) -> int:
         if not events:
             return seq
-        meta = Meta(correlation_id=call.correlation_id, causation_id=msg_id, actor=actor)
         outs = [Outgoing(subject=share_subject(sid, e), event=e) for e in events]
         return await self.events.append(share_scope(sid), outs, expected=seq, msg_id=msg_id,
-                                        meta=meta)
+                                        meta=call.meta(msg_id, actor))
 
     async def _friend_ids(self, owner: str, accounts: list[str]) -> list[str]:
         ids = []

@@ -22,7 +22,7 @@ from contracts.social import (
     friendship_subject,
     pair_id,
 )
-from runtime.eventstore import EventStore, Meta, Outgoing, with_retry
+from runtime.eventstore import EventStore, Outgoing, with_retry
 from runtime.projector import Projector
 from runtime.service import Call, Endpoint
 from runtime.tokens import Verifier
@@ -63,16 +63,14 @@ class Social:
         return row
 
     async def _friendship(self, friendship_id: str) -> tuple[Friendship, int]:
-        stored = await self.events.load(friendship_scope(friendship_id))
-        events: list[SocialEvent] = [_decoder.decode(e.data) for e in stored]
-        return domain.fold(events), (stored[-1].seq if stored else 0)
+        events, seq = await self.events.history(friendship_scope(friendship_id), _decoder)
+        return domain.fold(events), seq
 
     async def _append(self, event: SocialEvent, friendship_id: str, seq: int, msg_id: str,
                       call: Call, actor: str) -> int:
-        meta = Meta(correlation_id=call.correlation_id, causation_id=msg_id, actor=actor)
         out = Outgoing(subject=friendship_subject(friendship_id, event), event=event)
         return await self.events.append(friendship_scope(friendship_id), [out], expected=seq,
-                                        msg_id=msg_id, meta=meta)
+                                        msg_id=msg_id, meta=call.meta(msg_id, actor))
 
     async def add_friend(self, req: AddFriend, call: Call) -> FriendChanged:
         me = await self._caller(req.session, call, req.token)

@@ -43,7 +43,7 @@ from contracts.storage import (
     drive_scope,
     drive_subject,
 )
-from runtime.eventstore import EventStore, Meta, Outgoing, with_retry
+from runtime.eventstore import EventStore, Outgoing, with_retry
 from runtime.service import Call, Endpoint
 from runtime.tokens import Sessions
 from services.storage import domain
@@ -116,12 +116,11 @@ class Storage:
     # ---- loading and access -----------------------------------------------------------
 
     async def _drive(self, owner_id: str) -> tuple[Drive, int]:
-        stored = await self.events.load(drive_scope(owner_id))
-        events: list[StorageEvent] = [_decoder.decode(e.data) for e in stored]
+        events, seq = await self.events.history(drive_scope(owner_id), _decoder)
         drive = domain.fold(events)
         if not drive.owner_id:
             drive = msgspec.structs.replace(drive, owner_id=owner_id)
-        return drive, (stored[-1].seq if stored else 0)
+        return drive, seq
 
     async def _member(self, session: str, call: Call) -> str:
         return await self.sessions.member(session, now=call.received_at)
@@ -144,10 +143,9 @@ class Storage:
 
     async def _append(self, owner_id: str, event: StorageEvent, *, expected: int | None,
                       msg_id: str, call: Call, actor: str) -> int:
-        meta = Meta(correlation_id=call.correlation_id, causation_id=msg_id, actor=actor)
         out = Outgoing(subject=drive_subject(owner_id, event), event=event)
         return await self.events.append(drive_scope(owner_id), [out], expected=expected,
-                                        msg_id=msg_id, meta=meta)
+                                        msg_id=msg_id, meta=call.meta(msg_id, actor))
 
     # ---- upload -------------------------------------------------------------------------
 
@@ -337,11 +335,9 @@ class Storage:
         url = await self.objects.get_url(version.key, f"{info.set_name}-{info.year}.bak")
         issued = DownloadIssued(owner_id=owner, version_id=info.version_id, set_id=info.set_id,
                                 year=info.year, by=caller, at=call.received_at)
-        meta = Meta(correlation_id=call.correlation_id, causation_id=req.command_id,
-                    actor=caller)
         token = await self.events.append(
             audit_scope(owner), [Outgoing(subject=audit_subject(owner, issued), event=issued)],
-            expected=None, msg_id=req.command_id, meta=meta)
+            expected=None, msg_id=req.command_id, meta=call.meta(req.command_id, caller))
         expires = call.received_at + timedelta(seconds=self.objects.url_ttl_s)
         return DownloadTicket(url=url, expires_at=expires, version=info, token=token)
 
