@@ -7,7 +7,7 @@ import sys
 
 from rich.console import Console
 
-from cli import demo, stackcmds
+from cli import catalogue, demo, stackcmds
 from cli import run as runcmd
 from deploy.stack import StackError
 
@@ -22,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="machine-readable endpoints and health")
     sub.add_parser("run", help="stack + services + a walkthrough; Ctrl-C stops everything")
     sub.add_parser("demo", help="the guide's walkthrough against the running services")
+    sub.add_parser("catalogue", help="print the event catalogue (markdown) from contracts/")
     return p
 
 
@@ -37,6 +38,9 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
             return runcmd.run(console)
         case "demo":
             return demo.demo(console)
+        case "catalogue":
+            print(catalogue.render(), end="")
+            return 0
     raise AssertionError(args.command)
 
 

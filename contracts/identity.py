@@ -39,11 +39,15 @@ class IdentityEvent(Event, frozen=True, kw_only=True):
 
 
 class AccountClaimed(IdentityEvent, frozen=True, kw_only=True):
+    """An account name (case-insensitive) now belongs to a member (appended at sequence 0)."""
+
     account: str
     member_id: str
 
 
 class MemberRegistered(IdentityEvent, frozen=True, kw_only=True):
+    """A member joined: account, nickname and an Argon2id password hash."""
+
     member_id: str
     account: str
     nickname: str
@@ -52,12 +56,16 @@ class MemberRegistered(IdentityEvent, frozen=True, kw_only=True):
 
 
 class NicknameChanged(IdentityEvent, frozen=True, kw_only=True):
+    """A member's nickname changed (friend lookups use the new one)."""
+
     member_id: str
     nickname: str
     at: datetime
 
 
 class PasswordChanged(IdentityEvent, frozen=True, kw_only=True):
+    """A member's password changed; tokens of earlier versions stop working."""
+
     member_id: str
     password_hash: str
     at: datetime
@@ -65,28 +73,38 @@ class PasswordChanged(IdentityEvent, frozen=True, kw_only=True):
 
 
 class OpenidClaimed(IdentityEvent, frozen=True, kw_only=True):
+    """A WeChat openid now belongs to a member."""
+
     openid: str
     member_id: str
 
 
 class OpenidReleased(IdentityEvent, frozen=True, kw_only=True):
+    """A WeChat openid is free again (after an unbind)."""
+
     openid: str
     member_id: str
 
 
 class MemberBound(IdentityEvent, frozen=True, kw_only=True):
+    """A member bound their account to a WeChat user (step 1 of the guide)."""
+
     member_id: str
     openid: str
     at: datetime
 
 
 class MemberUnbound(IdentityEvent, frozen=True, kw_only=True):
+    """A member removed their WeChat binding."""
+
     member_id: str
     openid: str
     at: datetime
 
 
 class DrivePasswordSet(IdentityEvent, frozen=True, kw_only=True):
+    """The cloud-drive password and security question were set (first use)."""
+
     member_id: str
     password_hash: str
     question: str
@@ -95,6 +113,8 @@ class DrivePasswordSet(IdentityEvent, frozen=True, kw_only=True):
 
 
 class DrivePasswordChanged(IdentityEvent, frozen=True, kw_only=True):
+    """The cloud-drive password changed (with the old one, or by the answer)."""
+
     member_id: str
     password_hash: str
     at: datetime
@@ -102,6 +122,8 @@ class DrivePasswordChanged(IdentityEvent, frozen=True, kw_only=True):
 
 
 class DriveUnlockFailed(IdentityEvent, frozen=True, kw_only=True):
+    """A wrong cloud-drive password or answer; says until when the drive is locked."""
+
     member_id: str
     failures: int
     locked_until: datetime | None
@@ -109,6 +131,8 @@ class DriveUnlockFailed(IdentityEvent, frozen=True, kw_only=True):
 
 
 class DriveUnlocked(IdentityEvent, frozen=True, kw_only=True):
+    """The right cloud-drive password: a drive token was issued; failures reset."""
+
     member_id: str
     at: datetime
 

@@ -46,6 +46,8 @@ class ShareGranted(SharingEvent, frozen=True, kw_only=True):
 
 
 class ShareRevoked(SharingEvent, frozen=True, kw_only=True):
+    """A share ended: by the owner, or because the two are no longer friends."""
+
     share_id: str
     owner_id: str
     set_id: str

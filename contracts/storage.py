@@ -41,6 +41,8 @@ class StorageEvent(Event, frozen=True, kw_only=True):
 
 
 class QuotaChanged(StorageEvent, frozen=True, kw_only=True):
+    """An operator changed a member's drive quota (bytes)."""
+
     owner_id: str
     quota: int
     at: datetime
@@ -99,6 +101,8 @@ class UploadAborted(StorageEvent, frozen=True, kw_only=True):
 
 
 class VersionDeleted(StorageEvent, frozen=True, kw_only=True):
+    """The owner deleted a version; its bytes are freed once no version uses them."""
+
     owner_id: str
     version_id: str
     by: str
@@ -106,6 +110,8 @@ class VersionDeleted(StorageEvent, frozen=True, kw_only=True):
 
 
 class DownloadIssued(StorageEvent, frozen=True, kw_only=True):
+    """A presigned download URL was handed out (audit trail)."""
+
     owner_id: str
     version_id: str
     set_id: str
