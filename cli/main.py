@@ -1,29 +1,197 @@
-"""The `ledgershare` command."""
+"""The `ledgershare` command: local stack, walkthrough, client commands, operator tools."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
+from datetime import datetime
+from typing import Any, NoReturn
 
+import nats
 from rich.console import Console
 
-from cli import catalogue, demo, stackcmds
+from cli import catalogue, client, demo, operate, stackcmds
 from cli import run as runcmd
+from contracts.errors import LedgerError
 from deploy.stack import StackError
+from runtime.settings import load_settings
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ledgershare",
-                                description="account-set cloud sharing: local stack and tools")
-    sub = p.add_subparsers(dest="command", required=True)
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument is one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        sys.stderr.write(f"error: {self.prog}: {message} (see --help)\n")
+        raise SystemExit(2)
+
+
+def when(text: str) -> datetime:
+    """An ISO date-time with a time zone, for --expires."""
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} needs a time zone, e.g. +08:00 or Z")
+    return value
+
+
+def parser() -> Parser:
+    p = Parser(prog="ledgershare", description="account-set cloud sharing: stack and tools")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+    _stack_commands(sub)
+    _member_commands(sub)
+    _drive_commands(sub)
+    _share_commands(sub)
+    _operator_commands(sub)
+    _json_everywhere(p)
+    return p
+
+
+def _json_everywhere(p: argparse.ArgumentParser) -> None:
+    """Accept --json after any command too (without overriding one given before it)."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in set(action.choices.values()):
+                child.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                                   help="machine-readable output")
+                _json_everywhere(child)
+
+
+def _stack_commands(sub: Any) -> None:
     sub.add_parser("up", help="start NATS, PostgreSQL and S3 under .ledgershare/")
     sub.add_parser("down", help="stop what `up` started")
-    st = sub.add_parser("status", help="each part's health and endpoint")
-    st.add_argument("--json", action="store_true", help="machine-readable endpoints and health")
-    sub.add_parser("run", help="stack + services + a walkthrough; Ctrl-C stops everything")
+    sub.add_parser("status", help="each part's health and endpoint")
+    sub.add_parser("run", help="stack + services + the walkthrough; Ctrl-C stops everything")
     sub.add_parser("demo", help="the guide's walkthrough against the running services")
     sub.add_parser("catalogue", help="print the event catalogue (markdown) from contracts/")
-    return p
+
+
+def _group(sub: Any, name: str, help_text: str) -> Any:
+    return sub.add_parser(name, help=help_text).add_subparsers(
+        dest="action", required=True, parser_class=Parser)
+
+
+def _member_commands(sub: Any) -> None:
+    m = _group(sub, "member", "register, bind WeChat, log in, member info")
+    r = m.add_parser("register", help="register a member")
+    r.add_argument("account")
+    r.add_argument("--nickname", required=True)
+    r.add_argument("--password", help="else $LEDGERSHARE_PASSWORD or a prompt")
+    b = m.add_parser("bind", help="bind a WeChat openid to an account")
+    b.add_argument("--openid", required=True)
+    b.add_argument("--account", required=True)
+    b.add_argument("--nickname", required=True)
+    b.add_argument("--password")
+    lg = m.add_parser("login", help="log in and keep the session token (0600 file)")
+    lg.add_argument("account")
+    lg.add_argument("--password")
+    m.add_parser("me", help="member info")
+    f = _group(sub, "friend", "add, list, remove friends")
+    fa = f.add_parser("add", help="add a friend by account and nickname")
+    fa.add_argument("account")
+    fa.add_argument("--nickname", required=True)
+    f.add_parser("list", help="your friends")
+    fr = f.add_parser("remove", help="end a friendship (and every share between you)")
+    fr.add_argument("account")
+
+
+def _drive_commands(sub: Any) -> None:
+    d = _group(sub, "drive", "the cloud-drive password")
+    dp = d.add_parser("password", help="set, verify, reset").add_subparsers(
+        dest="step", required=True, parser_class=Parser)
+    ds = dp.add_parser("set", help="set it with a security question (first use)")
+    ds.add_argument("--question", required=True)
+    ds.add_argument("--answer")
+    ds.add_argument("--password")
+    dv = dp.add_parser("verify", help="unlock cloud share (keeps the drive token)")
+    dv.add_argument("--password")
+    dr = dp.add_parser("reset", help="reset it with the security answer")
+    dr.add_argument("--answer")
+    dr.add_argument("--new-password")
+    bk = _group(sub, "backup", "your cloud backups (the owner's side)")
+    up = bk.add_parser("upload", help="upload one fiscal year of an account set")
+    _upload_args(up)
+    bk.add_parser("list", help="the drive list: sets, years, latest versions, quota")
+    bv = bk.add_parser("versions", help="versions of one set-year")
+    _set_year(bv)
+    bd = bk.add_parser("download", help="download one fiscal year")
+    _set_year(bd)
+    bd.add_argument("--version")
+    bd.add_argument("-o", "--output")
+    bx = bk.add_parser("delete", help="delete a version")
+    bx.add_argument("version")
+
+
+def _set_year(p: Any) -> None:
+    p.add_argument("--set", required=True, help="account set id")
+    p.add_argument("--year", required=True, type=int)
+
+
+def _upload_args(p: Any) -> None:
+    p.add_argument("file")
+    _set_year(p)
+    p.add_argument("--period", required=True, type=int, help="closed to period 1..12")
+    p.add_argument("--name", help="account set name (default: the id)")
+    p.add_argument("--remark", help="default: <year>年<period>期")
+    p.add_argument("--base", help="the version this file was based on")
+
+
+def _share_commands(sub: Any) -> None:
+    s = _group(sub, "share", "share your account sets with friends")
+    g = s.add_parser("grant", help="share a set with friends")
+    g.add_argument("--set", required=True)
+    g.add_argument("friends", nargs="+", help="friend accounts")
+    g.add_argument("--read-only", action="store_true")
+    g.add_argument("--years", help="comma-separated fiscal years (default: all)")
+    g.add_argument("--expires", type=when, help="ISO time with zone, e.g. 2027-01-01T00:00Z")
+    rv = s.add_parser("revoke", help="cancel a share (one friend or everyone)")
+    rv.add_argument("--set", required=True)
+    rv.add_argument("friend", nargs="?")
+    s.add_parser("list", help="the share list")
+    c = _group(sub, "cloudshare", "sets friends share with you (the sharee's side)")
+    c.add_parser("list", help="my cloud shares")
+    cd = c.add_parser("download", help="download one fiscal year of a shared set")
+    cd.add_argument("--owner", required=True, help="the sharer's account")
+    _set_year(cd)
+    cd.add_argument("--version")
+    cd.add_argument("-o", "--output")
+    cu = c.add_parser("upload", help="upload one fiscal year back into the sharer's drive")
+    cu.add_argument("--owner", required=True)
+    _upload_args(cu)
+
+
+def _operator_commands(sub: Any) -> None:
+    e = _group(sub, "events", "read the event log")
+    t = e.add_parser("tail", help="the newest events")
+    t.add_argument("--context", choices=["identity", "social", "storage", "sharing"])
+    t.add_argument("-n", "--count", type=int, default=20)
+    t.add_argument("-f", "--follow", action="store_true")
+    sh = e.add_parser("show", help="every event of one aggregate")
+    sh.add_argument("subject", help="e.g. evt.identity.member.<id>.*")
+    rp = sub.add_parser("replay", help="rebuild a read model from the log and verify it")
+    rp.add_argument("service", choices=sorted(operate.READ_MODELS))
+    rp.add_argument("--swap", action="store_true", help="make the rebuilt one live")
+    sub.add_parser("services", help="running service instances ($SRV.PING/STATS)")
+
+
+CLIENT: dict[tuple[str, ...], client.Handler] = {
+    ("member", "register"): client.member_register, ("member", "login"): client.member_login,
+    ("member", "bind"): client.member_bind, ("member", "me"): client.member_me,
+    ("friend", "add"): client.friend_add, ("friend", "list"): client.friend_list,
+    ("friend", "remove"): client.friend_remove,
+    ("drive", "password", "set"): client.drive_set,
+    ("drive", "password", "verify"): client.drive_verify,
+    ("drive", "password", "reset"): client.drive_reset,
+    ("backup", "upload"): client.backup_upload, ("backup", "list"): client.backup_list,
+    ("backup", "versions"): client.backup_versions,
+    ("backup", "download"): client.backup_download,
+    ("backup", "delete"): client.backup_delete,
+    ("share", "grant"): client.share_grant, ("share", "revoke"): client.share_revoke,
+    ("share", "list"): client.share_list,
+    ("cloudshare", "list"): client.cloudshare_list,
+    ("cloudshare", "download"): client.cloudshare_download,
+    ("cloudshare", "upload"): client.cloudshare_upload,
+}
 
 
 def dispatch(args: argparse.Namespace, console: Console) -> int:
@@ -41,7 +209,29 @@ def dispatch(args: argparse.Namespace, console: Console) -> int:
         case "catalogue":
             print(catalogue.render(), end="")
             return 0
-    raise AssertionError(args.command)
+    key = tuple(v for v in (args.command, getattr(args, "action", None),
+                            getattr(args, "step", None)) if v)
+    if key in CLIENT:
+        return asyncio.run(client.run(CLIENT[key], args, load_settings(), console))
+    return asyncio.run(operator(args, console))
+
+
+async def operator(args: argparse.Namespace, console: Console) -> int:
+    settings = load_settings()
+    nc = await client.connect(settings)
+    try:
+        match args.command, getattr(args, "action", None):
+            case "events", "tail":
+                await operate.events_tail(nc, console, args)
+            case "events", "show":
+                await operate.events_show(nc, console, args)
+            case "replay", _:
+                return await operate.replay(nc, settings, console, args)
+            case "services", _:
+                await operate.services(nc, console, args)
+        return 0
+    finally:
+        await nc.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,17 +240,22 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     try:
         return dispatch(args, console)
+    except LedgerError as err:
+        return fail(f"{err.message} [{err.code}]")
     except StackError as err:
         return fail(str(err))
     except KeyboardInterrupt:
         return 130
+    except (OSError, nats.errors.NoServersError) as err:
+        return fail(f"cannot reach the system ({err}); is it running? try `ledgershare status`")
     except Exception as err:
         return fail(f"{type(err).__name__}: {err}")
 
 
 def fail(message: str) -> int:
     """One line on stderr, exit status 1: never a traceback."""
-    Console(stderr=True, highlight=False).print(f"[red]error:[/] {message}")
+    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {message}",
+                                                               markup=True)
     return 1
 
 

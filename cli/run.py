@@ -9,12 +9,12 @@ import subprocess
 import sys
 import time
 
-import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from rich.console import Console
 
 from cli.demo import demo
+from cli.operate import gather
 from cli.stackcmds import local_stack, status_table
 from deploy.stack import PartStatus
 from runtime.eventstore import EventStore
@@ -99,21 +99,7 @@ async def show(settings: Settings, console: Console, parts: list[PartStatus]) ->
 
 async def discover(nc: NATS) -> list[str]:
     """Names and versions of every service instance answering ``$SRV.PING``."""
-    inbox = nc.new_inbox()
-    sub = await nc.subscribe(inbox)
-    await nc.publish("$SRV.PING", b"", reply=inbox)
-    found = []
-    try:
-        while True:
-            msg = await sub.next_msg(timeout=0.3)
-            if msg.headers and msg.headers.get("Status"):
-                continue  # "no responders" when no service runs at all
-            ping = msgspec.json.decode(msg.data)
-            found.append(f"{ping['name']} {ping['version']}")
-    except nats.errors.TimeoutError:
-        return sorted(found)
-    finally:
-        await sub.unsubscribe()
+    return sorted(f"{p['name']} {p['version']}" for p in await gather(nc, "$SRV.PING"))
 
 
 def wait_for_interrupt(console: Console, settings: Settings) -> None:

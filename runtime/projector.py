@@ -53,6 +53,10 @@ class Projection(Protocol):
         """Apply one event; raise to have it dead-lettered."""
 
 
+class CursorMoved(Exception):
+    """The checkpoint is not where this projector's cursor is; it must lead again."""
+
+
 class ProjectionLag(Exception):
     """The projection did not reach a consistency token in time."""
 
@@ -145,7 +149,8 @@ class Projector:
             try:
                 self.active = True
                 async with self.pool.acquire() as conn:
-                    self.position = max(self.position, await self._read_checkpoint(conn))
+                    self.position = await self._read_checkpoint(conn)
+                self._clear_to = 0  # proven only relative to the old position
                 await self._reset_consumer(self.position)
                 await self._consume()
             finally:
@@ -169,6 +174,8 @@ class Projector:
         async with self.pool.acquire() as conn:
             try:
                 last = await self._apply_batch(conn, events, careful=False)
+            except CursorMoved:
+                raise
             except TRANSIENT:
                 raise
             except Exception:
@@ -180,6 +187,10 @@ class Projector:
                            *, careful: bool) -> int:
         async with conn.transaction():
             last = await self._read_checkpoint(conn, lock=True)
+            if last != self.position:
+                # The checkpoint moved under us (a swapped-in rebuild, an operator): our
+                # cursor no longer follows it. Apply nothing; lead again from it.
+                raise CursorMoved(f"checkpoint {last}, cursor after {self.position}")
             fresh = [e for e in events if e.seq > last]
             for event in fresh:
                 if careful:

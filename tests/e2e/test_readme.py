@@ -1,0 +1,99 @@
+"""The README's commands run as written, and every client command fails in one line."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from cli.run import SERVICES
+from deploy.stack import Stack
+from runtime.settings import Settings
+from tests.support import free_stack_ports
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def readme_commands() -> str:
+    text = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- readme-commands -->\n```sh\n(.*?)```", text, re.S)
+    assert block, "the README lost its command block"
+    return block.group(1)
+
+
+@pytest.fixture
+def system(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The local stack and the four services on free ports, as `make run` starts them."""
+    ports = free_stack_ports()
+    env = {**os.environ, "LEDGERSHARE_HOME": str(tmp_path / "home"), "COLUMNS": "160",
+           "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(ROOT),
+           **{f"LEDGERSHARE_PORT_{k.upper()}": str(v)
+              for k, v in msgspec.structs.asdict(ports).items()}}
+    stack = Stack.local(Settings(home=env["LEDGERSHARE_HOME"]), ports)
+    stack.up(detach=False, progress=lambda _m: None)
+    procs = [subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             for name in SERVICES]
+    try:
+        subprocess.run([sys.executable, "-c", "import asyncio; from cli.run import "
+                        "wait_for_services as w, SERVICES as s; from runtime.settings import "
+                        "load_settings as l; asyncio.run(w(l(), s))"], env=env, check=True,
+                       timeout=60)
+        yield env
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=30)
+        stack.down(progress=lambda _m: None)
+
+
+def test_the_readme_command_block_runs(system: dict[str, str], tmp_path: Path) -> None:
+    script = "set -euo pipefail\n" + "".join(
+        f"echo '$ {line}'\n{line}\n" for line in readme_commands().splitlines() if line)
+    done = subprocess.run(["bash", "-c", script], env=system, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    out = done.stdout
+    assert "bob (Bob) is now your friend" in out
+    assert "1 account set(s) shared with 1 friend(s)" in out
+    assert "saved mine.bak" in out
+    assert "verified: the rebuilt read model equals the live one" in out
+    assert (tmp_path / "mine.bak").read_bytes() == (tmp_path / "123-2018.bak").read_bytes()
+    session = Path(system["LEDGERSHARE_HOME"]) / "session.json"
+    assert session.stat().st_mode & 0o777 == 0o600
+
+
+BAD = [
+    ["member"], ["member", "register"], ["member", "register", "x"],
+    ["friend", "add", "bob"], ["backup", "upload"], ["backup", "upload", "f", "--set", "s"],
+    ["backup", "versions", "--set", "s", "--year", "twenty"],
+    ["backup", "download", "--year", "2018"], ["share", "grant", "--set", "s"],
+    ["share", "grant", "bob", "--set", "s", "--expires", "tomorrow"],
+    ["share", "grant", "bob", "--set", "s", "--expires", "2030-01-01T00:00"],
+    ["cloudshare", "download", "--set", "s", "--year", "2018"],
+    ["drive", "password", "shout"], ["replay", "everything"], ["events", "tail", "-n", "x"],
+    ["no-such-command"], ["member", "me"], ["backup", "list"], ["friend", "list"],
+    ["backup", "upload", "missing.bak", "--set", "s", "--year", "2018", "--period", "1"],
+    ["events", "tail"], ["services"],
+    ["member", "register", "x", "--nickname", "y", "--password", "z"],
+]
+
+
+@pytest.mark.parametrize("argv", BAD, ids=" ".join)
+def test_bad_arguments_give_one_line_and_a_non_zero_exit(argv: list[str],
+                                                         tmp_path: Path) -> None:
+    env = {**os.environ, "LEDGERSHARE_HOME": str(tmp_path),
+           "LEDGERSHARE_NATS_URL": "nats://127.0.0.1:1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "cli.main", *argv], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
+    assert "Traceback" not in done.stderr + done.stdout
