@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import asyncpg
 import msgspec
 from rich.console import Console
 from rich.table import Table
@@ -32,16 +35,39 @@ def down(console: Console) -> int:
     return 0
 
 
+SCHEMAS = ("identity", "social", "storage", "sharing")
+
+
 def status(console: Console, *, as_json: bool) -> int:
     stack = local_stack()
     parts = stack.status()
+    postgres_up = any(p.name == "postgres" and p.healthy for p in parts)
+    parked = asyncio.run(dead_letters(stack.settings.pg_dsn)) if postgres_up else {}
     if as_json:
         doc = {"home": str(stack.home), "endpoints": stack.endpoints(),
-               "parts": [msgspec.to_builtins(p) for p in parts]}
+               "parts": [msgspec.to_builtins(p) for p in parts], "dead_letters": parked}
         print(msgspec.json.format(msgspec.json.encode(doc)).decode())
     else:
         console.print(status_table(parts))
+        for where, count in parked.items():
+            console.print(f"[yellow]{count} poison event(s) parked in {where}.dead_letters[/]"
+                          " (projections went on without them)")
     return 0 if all(p.healthy for p in parts) else 1
+
+
+async def dead_letters(dsn: str) -> dict[str, int]:
+    """Parked events per schema (schemas not created yet count as none)."""
+    conn = await asyncpg.connect(dsn, timeout=3)
+    try:
+        found = {}
+        for schema in SCHEMAS:
+            exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.dead_letters")
+            if exists is not None:
+                found[schema] = int(await conn.fetchval(
+                    f"SELECT count(*) FROM {schema}.dead_letters"))
+        return {k: v for k, v in found.items() if v}
+    finally:
+        await conn.close()
 
 
 def status_table(parts: list[PartStatus]) -> Table:

@@ -97,3 +97,27 @@ def test_bad_arguments_give_one_line_and_a_non_zero_exit(argv: list[str],
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), done.stderr
     assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_status_reports_poison_events_and_the_services_go_on(system: dict[str, str],
+                                                             tmp_path: Path) -> None:
+    poison = ("import asyncio, nats\n"
+              "async def main():\n"
+              "    nc = await nats.connect(__import__('runtime.settings').settings"
+              ".load_settings().nats_url)\n"
+              "    await nc.jetstream().publish('evt.social.friendship.x.FriendAdded', b'{oops')\n"
+              "    await nc.close()\n"
+              "asyncio.run(main())\n")
+    subprocess.run([sys.executable, "-c", poison], env=system, check=True, timeout=30)
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["ledgershare", *argv], env={
+            **system, "LEDGERSHARE_PASSWORD": "pass-123"}, cwd=tmp_path, capture_output=True,
+            text=True, timeout=60)
+
+    assert run("member", "register", "after", "--nickname", "A").returncode == 0
+    assert run("member", "login", "after").returncode == 0
+    assert run("friend", "list").returncode == 0  # social waited past the poison event
+    doc = msgspec.json.decode(run("status", "--json").stdout)
+    assert doc["dead_letters"] == {"social": 1, "sharing": 1}
+    assert "poison event(s) parked in social.dead_letters" in run("status").stdout

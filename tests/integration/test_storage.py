@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import msgspec
 import pytest
@@ -333,3 +334,28 @@ def test_quota_errors_give_the_numbers() -> None:
     wanted = replace(used, upload_id="u1", size=int(2.52 * MB), sha256="b" * 64)
     with pytest.raises(QuotaExceeded, match=r"needs 2\.52 MB, 1\.10 MB available of 400 MB"):
         domain.decide_reserve(drive, wanted, default_quota=400 * MB)
+
+
+async def test_presigned_urls_expire_and_are_bound_to_their_key(
+        settings: Settings, nc: NATS, pool: asyncpg.Pool, store: EventStore,
+        tmp_path: Path) -> None:
+    configured = service_settings(settings).with_overrides(presign_ttl_s=1)
+    async with running(build_identity, configured, nc, pool, store), \
+            running(build_storage, configured, nc, pool, store):
+        owner = await member(nc, "expiring")
+        await owner.put(file_of(tmp_path, 1000, "one.bak"))
+        await owner.put(file_of(tmp_path, 1000, "two.bak"), year=2019)
+        ticket = await owner.storage.download(DownloadRequest(
+            command_id=cid(), session=owner.session, set_id="set-123", year=2018))
+        other = await owner.storage.download(DownloadRequest(
+            command_id=cid(), session=owner.session, set_id="set-123", year=2019))
+        async with aiohttp.ClientSession() as http:
+            async with http.get(ticket.url) as ok:
+                assert ok.status == 200
+            # the signature covers the key: another object under the same signature fails
+            other_key = other.url.split("?")[0]
+            async with http.get(f"{other_key}?{ticket.url.split('?')[1]}") as moved:
+                assert moved.status == 403
+            await asyncio.sleep(2.2)
+            async with http.get(ticket.url) as late:
+                assert late.status == 403

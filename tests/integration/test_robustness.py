@@ -1,4 +1,4 @@
-"""identity and social: any payload on any endpoint, and read models equal a fresh replay."""
+"""Every service: any payload on any endpoint, and read models equal a fresh replay."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 
 import asyncpg
 import pytest
@@ -35,9 +36,11 @@ from runtime.settings import Settings
 from services.identity import store as identity_store
 from services.identity.__main__ import build as build_identity
 from services.identity.projection import IdentityProjection
+from services.sharing.__main__ import build as build_sharing
 from services.social import store as social_store
 from services.social.__main__ import build as build_social
 from services.social.projection import SocialProjection
+from services.storage.__main__ import build as build_storage
 from tests.services import running, service_settings
 
 IDENTITY_OPS = ["register", "bind", "unbind", "login", "login_openid", "me",
@@ -45,7 +48,11 @@ IDENTITY_OPS = ["register", "bind", "unbind", "login", "login_openid", "me",
                 "drive_password_verify", "drive_password_reset", "drive_password_change",
                 "drive_question", "public_key"]
 SOCIAL_OPS = ["add_friend", "remove_friend", "list_friends"]
-ENDPOINTS = [("identity", op) for op in IDENTITY_OPS] + [("social", op) for op in SOCIAL_OPS]
+STORAGE_OPS = ["begin_upload", "complete_upload", "drive", "versions", "download",
+               "delete_version", "set_quota"]
+SHARING_OPS = ["grant", "revoke", "check", "shares", "cloud_shares", "history"]
+ENDPOINTS = ([("identity", op) for op in IDENTITY_OPS] + [("social", op) for op in SOCIAL_OPS]
+             + [("storage", op) for op in STORAGE_OPS] + [("sharing", op) for op in SHARING_OPS])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -57,7 +64,14 @@ request_like = st.fixed_dictionaries({}, optional={
     "command_id": awkward_text | st.text(), "session": awkward_text | st.text(),
     "account": awkward_text, "password": awkward_text, "nickname": awkward_text,
     "openid": awkward_text, "token": st.integers() | st.text(), "answer": awkward_text,
-    "question": awkward_text, "new_password": awkward_text, "old_password": awkward_text})
+    "question": awkward_text, "new_password": awkward_text, "old_password": awkward_text,
+    "owner_id": awkward_text, "set_id": awkward_text, "set_name": awkward_text,
+    "year": st.integers(-5, 5000) | awkward_text, "period": st.integers(-1, 20),
+    "size": st.integers(-1, 1 << 62), "sha256": awkward_text | st.just("0" * 64),
+    "upload_id": awkward_text, "version_id": awkward_text, "friends": st.lists(awkward_text),
+    "member_id": awkward_text, "access": st.sampled_from(["read", "write", "x"]),
+    "scope": st.sampled_from(["read-only", "read-write", "none"]), "quota": st.integers(),
+    "years": st.lists(st.integers()), "expires_at": awkward_text, "at": awkward_text})
 payloads = (st.binary(max_size=3000)
             | json_values.map(lambda v: json.dumps(v).encode())
             | request_like.map(lambda v: json.dumps(v).encode())
@@ -68,12 +82,13 @@ payloads = (st.binary(max_size=3000)
 async def services(settings: Settings, nc: NATS, pool: asyncpg.Pool,
                    store: EventStore) -> AsyncIterator[NATS]:
     configured = service_settings(settings)
-    async with running(build_identity, configured, nc, pool, store), \
-            running(build_social, configured, nc, pool, store):
+    async with AsyncExitStack() as stack:
+        for build in (build_identity, build_social, build_storage, build_sharing):
+            await stack.enter_async_context(running(build, configured, nc, pool, store))
         yield nc
 
 
-@settings(max_examples=120, deadline=None,
+@settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(endpoint=st.sampled_from(ENDPOINTS), payload=payloads)
 async def test_any_payload_on_any_endpoint_gets_a_typed_error_and_changes_nothing(
