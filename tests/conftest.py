@@ -3,6 +3,8 @@ server (and so a fresh ``EVENTS`` stream) and a fresh database for every test.""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -19,14 +21,21 @@ from tests.support import free_stack_ports
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """PostgreSQL and S3 for the whole session."""
-    home = tmp_path_factory.mktemp("stack")
-    st = Stack.local(Settings(home=str(home)), free_stack_ports(), fast=True,
+def stack() -> Iterator[Stack]:
+    """PostgreSQL and S3 for the whole session.
+
+    Their data lives outside pytest's numbered temp folders: pytest deletes the older ones
+    when other sessions start, which would pull the data from under a running server.
+    """
+    home = tempfile.mkdtemp(prefix="ledgershare-test-")
+    st = Stack.local(Settings(home=home), free_stack_ports(), fast=True,
                      only=("postgres", "s3"))
-    st.up(detach=False, progress=lambda _msg: None)
-    yield st
-    st.down(progress=lambda _msg: None)
+    try:
+        st.up(detach=False, progress=lambda _msg: None)
+        yield st
+    finally:
+        st.down(progress=lambda _msg: None)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
