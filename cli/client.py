@@ -353,7 +353,8 @@ async def connect(settings: Settings) -> NATS:
         pass
 
     return await nats.connect(settings.nats_url, connect_timeout=3, max_reconnect_attempts=1,
-                              allow_reconnect=False, error_cb=quiet)
+                              allow_reconnect=False, error_cb=quiet,
+                              inbox_prefix=settings.nats_inbox_prefix)
 
 
 async def run(handler: Handler, args: argparse.Namespace, settings: Settings,

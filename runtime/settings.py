@@ -21,6 +21,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     home: str = ".ledgershare"
     nats_url: str = "nats://127.0.0.1:4222"
+    # With deploy/nats/production.conf: credentials in the URL (nats://user:pw@host:port)
+    # and the user's private inbox prefix (_INBOX_<user>).
+    nats_inbox_prefix: str = "_INBOX"
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5433/ledgershare"
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_bucket: str = "ledgershare"

@@ -1,0 +1,154 @@
+"""deploy/nats/production.conf: each user only its own subjects, and the system works under it."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import asyncpg
+import nats
+import pytest
+from nats.aio.client import Client as NATS
+from rich.console import Console
+
+from cli.demo import Walkthrough
+from deploy.freeports import free_port
+from deploy.parts import find_binary
+from runtime.eventstore import EventStore
+from runtime.settings import Settings
+from services.identity.__main__ import build as build_identity
+from services.sharing.__main__ import build as build_sharing
+from services.social.__main__ import build as build_social
+from services.storage.__main__ import build as build_storage
+from tests.services import running, service_settings
+
+CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "production.conf"
+USERS = ["identity", "social", "storage", "sharing", "wechat", "desktop", "operator"]
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[str]:
+    """nats-server running deploy/nats/production.conf; yields host:port."""
+    port = free_port()
+    env = {**os.environ, "NATS_SERVER_NAME": "secured", "NATS_LISTEN": f"127.0.0.1:{port}",
+           "NATS_STORE_DIR": str(tmp_path / "js"),
+           **{f"{u.upper()}_PASSWORD": f"pw-{u}" for u in USERS}}
+    proc = subprocess.Popen([find_binary("nats-server"), "-c", str(CONF)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        asyncio.run(_until_up(f"nats://operator:pw-operator@127.0.0.1:{port}"))
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+async def _until_up(url: str) -> None:
+    for _ in range(100):
+        try:
+            nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0)
+        except Exception:
+            await asyncio.sleep(0.05)
+            continue
+        await EventStore(nc).ensure_stream()  # only the operator may create the stream
+        await nc.close()
+        return
+    raise AssertionError("nats-server with production.conf did not start")
+
+
+class Recorder:
+    """A connection as one user, remembering the permission errors the server sends."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    async def connect(self, hostport: str, user: str) -> NATS:
+        async def on_error(err: Exception) -> None:
+            self.errors.append(str(err))
+
+        return await nats.connect(f"nats://{user}:pw-{user}@{hostport}", error_cb=on_error,
+                                  inbox_prefix=f"_INBOX_{user}")
+
+    async def refused(self, action: object) -> bool:
+        self.errors.clear()
+        await action  # type: ignore[misc]
+        await asyncio.sleep(0.2)
+        return any("permissions violation" in e.lower() for e in self.errors)
+
+
+@pytest.mark.parametrize(("user", "kind", "subject"), [
+    ("identity", "pub", "evt.social.friendship.x.FriendAdded"),
+    ("social", "pub", "evt.sharing.share.x.ShareGranted"),
+    ("storage", "pub", "evt.identity.member.x.PasswordChanged"),
+    ("sharing", "pub", "storage.set_quota"),
+    ("wechat", "pub", "evt.identity.member.x.MemberRegistered"),
+    ("desktop", "pub", "identity.login_openid"),
+    ("desktop", "pub", "sharing.check"),
+    ("desktop", "pub", "storage.set_quota"),
+    ("desktop", "pub", "$JS.API.STREAM.DELETE.EVENTS"),
+    ("identity", "pub", "$JS.API.STREAM.PURGE.EVENTS"),
+    ("desktop", "sub", "evt.>"),
+    ("desktop", "sub", "_INBOX_wechat.>"),
+    ("wechat", "sub", "identity.>"),
+    ("social", "sub", "identity.>"),
+    ("storage", "sub", "_INBOX_sharing.>"),
+])
+def test_each_forbidden_publish_or_subscribe_is_refused(secured: str, user: str, kind: str,
+                                                         subject: str) -> None:
+    async def attempt() -> None:
+        rec = Recorder()
+        nc = await rec.connect(secured, user)
+        try:
+            if kind == "pub":
+                assert await rec.refused(nc.publish(subject, b"{}"))
+            else:
+                assert await rec.refused(nc.subscribe(subject))
+        finally:
+            await nc.close()
+
+    asyncio.run(attempt())
+
+
+def test_allowed_calls_are_not_refused(secured: str) -> None:
+    async def attempt() -> None:
+        rec = Recorder()
+        nc = await rec.connect(secured, "identity")
+        assert not await rec.refused(nc.publish("evt.identity.member.x.NicknameChanged",
+                                                b"{}"))
+        await nc.close()
+
+    asyncio.run(attempt())
+
+
+@pytest.fixture
+async def system(secured: str, settings: Settings, pool: asyncpg.Pool
+                 ) -> AsyncIterator[NATS]:
+    """The four services, each connected as its own user; yields the WeChat gateway."""
+    configured = service_settings(settings)
+    async with AsyncExitStack() as stack:
+        for name, build in [("identity", build_identity), ("social", build_social),
+                            ("storage", build_storage), ("sharing", build_sharing)]:
+            nc = await nats.connect(f"nats://{name}:pw-{name}@{secured}",
+                                    inbox_prefix=f"_INBOX_{name}")
+            stack.push_async_callback(nc.close)
+            await stack.enter_async_context(running(build, configured, nc, pool,
+                                                    EventStore(nc)))
+        gateway = await nats.connect(f"nats://wechat:pw-wechat@{secured}",
+                                     inbox_prefix="_INBOX_wechat")
+        stack.push_async_callback(gateway.close)
+        yield gateway
+
+
+async def test_the_whole_walkthrough_works_under_the_production_permissions(
+        system: NATS) -> None:
+    console = Console(file=io.StringIO())
+    with tempfile.TemporaryDirectory() as folder:
+        walk = Walkthrough(system, console, "4242", Path(folder))
+        await walk.run()
+    assert walk.steps == 21
