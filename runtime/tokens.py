@@ -87,7 +87,8 @@ class Verifier:
         """The token's claims if it is genuine, of the right kind and not expired."""
         claims = self._genuine(token)
         if claims.kind != kind:
-            raise InvalidToken(f"a {kind} token is needed")
+            how = "log in" if kind == "session" else "verify your cloud-drive password"
+            raise InvalidToken(f"a {kind} token is needed; {how}")
         if claims.exp <= now:
             raise InvalidToken("the token has expired; log in again")
         return claims
