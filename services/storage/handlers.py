@@ -218,7 +218,11 @@ class Storage:
     async def complete_upload(self, req: CompleteUpload, call: Call) -> Uploaded:
         caller = await self._member(req.session, call)
         owner = req.owner_id or caller
-        drive, _ = await self._drive(owner)
+        drive, seq = await self._drive(owner)
+        finished = drive.versions.get(req.upload_id)
+        if finished is not None and finished.info.uploader_id == caller:
+            # A retry of a completion that landed (its reply was lost): the same answer.
+            return Uploaded(version=finished.info, token=seq)
         reservation = self._uploaders(drive, req.upload_id, caller, call.received_at)
         await self._access(caller, owner, Ask(set_id=reservation.set_id, year=reservation.year,
                                               access="write", drive_token=req.drive_token,

@@ -131,6 +131,10 @@ async def test_a_1kb_backup_round_trips_exactly_and_the_download_is_audited(
     assert (issued.by, issued.set_id, issued.year) == (owner.member_id, "set-123", 2018)
     listing = await owner.storage.drive(DriveRequest(session=owner.session))
     assert listing.used == 1024 and listing.quota == 400 * MB
+    [version] = [s.latest for s in listing.set_years]
+    again = await owner.storage.complete_upload(CompleteUpload(  # a retried completion
+        command_id=cid(), session=owner.session, upload_id=version.version_id))
+    assert again.version == version
     assert [(s.set_id, s.year, s.latest.remark) for s in listing.set_years] == [
         ("set-123", 2018, "2018年1期")]
 
