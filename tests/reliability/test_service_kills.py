@@ -1,0 +1,260 @@
+"""SIGKILL each service in turn under a mixed load, restart it, and check nothing was lost.
+
+`make test-reliability` runs this (it is not part of `make test`). It prints, per fault:
+commands sent, acknowledged, lost (must be 0), doubled (must be 0), time to recover.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import msgspec
+import pytest
+from nats.aio.client import Client as NATS
+
+from contracts.errors import LedgerError
+from contracts.identity import IdentityClient, Login, Register
+from contracts.sharing import Grant, NotShared, Revoke, SharingClient
+from contracts.social import AddFriend, AlreadyFriends, SocialClient
+from contracts.storage import BeginUpload, CompleteUpload, StorageClient
+from contracts.subjects import all_events
+from contracts.transfer import upload
+from runtime.eventstore import EventStore
+from runtime.projector import Projection
+from runtime.replay import compare, rebuild
+from runtime.settings import Settings
+from services.identity import store as identity_store
+from services.identity.projection import IdentityProjection
+from services.sharing import store as sharing_store
+from services.sharing.projection import AccessProjection
+from services.social import store as social_store
+from services.social.projection import SocialProjection
+from services.storage import store as storage_store
+from services.storage.projection import StorageProjection
+from tests.services import service_settings
+
+pytestmark = pytest.mark.reliability
+T = TypeVar("T")
+SERVICES = ("identity", "social", "storage", "sharing")
+RETRYABLE = {"unavailable", "storage_unavailable", "conflict", "internal", "invalid_token"}
+CLIENTS = 6
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    fields = msgspec.structs.asdict(settings)
+    return {**os.environ, **{f"LEDGERSHARE_{k.upper()}": str(v) for k, v in fields.items()}}
+
+
+class Services:
+    """The four services as real processes, killed and restarted for real."""
+
+    def __init__(self, settings: Settings, logs: Path) -> None:
+        self.env = env_of(settings.with_overrides(log_json=True))
+        self.logs = logs
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> None:
+        log = (self.logs / f"{name}.log").open("ab")
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+                                            env=self.env, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            proc.terminate()
+        for proc in self.procs.values():
+            proc.wait(timeout=30)
+
+
+@dataclass
+class Ledger:
+    """What the clients sent and what was acknowledged to them."""
+
+    sent: int = 0
+    acked: Counter[str] = field(default_factory=Counter)
+    members: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def ack(self, kind: str) -> None:
+        self.acked[kind] += 1
+        self.changed.set()
+
+    async def progress(self, target: int) -> None:
+        """Return once that many commands in all were acknowledged."""
+        while sum(self.acked.values()) < target:
+            self.changed.clear()
+            await self.changed.wait()
+
+
+async def retrying(ledger: Ledger, kind: str, call: Callable[[], Awaitable[T]],
+                   *, done_if: tuple[type[Exception], ...] = ()) -> T | None:
+    """A client that retries the same command (same id) until it is answered."""
+    ledger.sent += 1
+    for _ in range(120):
+        try:
+            result = await call()
+        except done_if:
+            result = None  # an earlier attempt landed and this retry found its effect
+        except LedgerError as err:
+            if err.code not in RETRYABLE:
+                raise
+            await asyncio.sleep(0.25)
+            continue
+        ledger.ack(kind)
+        return result
+    raise AssertionError(f"{kind} never got through")
+
+
+class Member:
+    def __init__(self, nc: NATS, i: int, folder: Path) -> None:
+        self.identity = IdentityClient(nc, timeout=3)
+        self.social = SocialClient(nc, timeout=3)
+        self.storage = StorageClient(nc, timeout=5)
+        self.sharing = SharingClient(nc, timeout=3)
+        self.account = f"load{i}"
+        self.file = folder / f"{i}.bak"
+        self.session = ""
+        self.member_id = ""
+
+    async def join(self, ledger: Ledger) -> None:
+        reg = Register(command_id=uuid.uuid4().hex, account=self.account, password="secret-1",
+                       nickname=self.account)
+        reply = await retrying(ledger, "register", lambda: self.identity.register(reg))
+        assert reply is not None
+        self.member_id = reply.member_id
+        ledger.members.append(reply.member_id)
+        login = Login(account=self.account, password="secret-1")
+        session = await retrying(ledger, "login", lambda: self.identity.login(login))
+        assert session is not None
+        self.session = session.token
+
+    async def befriend(self, ledger: Ledger, other: Member) -> None:
+        req = AddFriend(command_id=uuid.uuid4().hex, session=self.session,
+                        account=other.account, nickname=other.account)
+        await retrying(ledger, "friend", lambda: self.social.add_friend(req),
+                       done_if=(AlreadyFriends,))
+
+    async def work(self, ledger: Ledger, friend: Member, stop: asyncio.Event) -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            await self.upload(ledger, n)
+            await self.share_round(ledger, friend)
+
+    async def share_round(self, ledger: Ledger, friend: Member) -> None:
+        grant = Grant(command_id=uuid.uuid4().hex, session=self.session, set_id="s",
+                      friends=[friend.account])
+        await retrying(ledger, "grant", lambda: self.sharing.grant(grant))
+        revoke = Revoke(command_id=uuid.uuid4().hex, session=self.session, set_id="s",
+                        friend=friend.account)
+        await retrying(ledger, "revoke", lambda: self.sharing.revoke(revoke),
+                       done_if=(NotShared,))
+
+    async def upload(self, ledger: Ledger, n: int) -> None:
+        self.file.write_bytes(os.urandom(2048))
+        digest = hashlib.sha256(self.file.read_bytes()).hexdigest()
+        begin = BeginUpload(command_id=uuid.uuid4().hex, session=self.session, set_id="s",
+                            set_name="S", year=2018, period=1 + n % 12, size=2048, sha256=digest)
+        plan = await retrying(ledger, "begin", lambda: self.storage.begin_upload(begin))
+        assert plan is not None
+        await upload(plan, self.file)
+        complete = CompleteUpload(command_id=uuid.uuid4().hex, session=self.session,
+                                  upload_id=plan.upload_id)
+        done = await retrying(ledger, "upload", lambda: self.storage.complete_upload(complete))
+        assert done is not None
+        ledger.versions.append(done.version.version_id)
+
+
+@pytest.fixture
+async def system(settings: Settings, tmp_path: Path) -> AsyncIterator[Services]:
+    configured = service_settings(settings)
+    services = Services(configured, tmp_path)
+    for name in SERVICES:
+        services.start(name)
+    await asyncio.sleep(3)
+    try:
+        yield services
+    finally:
+        services.stop_all()
+
+
+async def test_sigkill_of_each_service_mid_load_loses_and_doubles_nothing(
+        system: Services, nc: NATS, store: EventStore, pool: asyncpg.Pool,
+        tmp_path: Path) -> None:
+    ledger = Ledger()
+    members = [Member(nc, i, tmp_path) for i in range(CLIENTS)]
+    await asyncio.gather(*(m.join(ledger) for m in members))
+    await asyncio.gather(*(m.befriend(ledger, members[(i + 1) % CLIENTS])
+                           for i, m in enumerate(members)))
+    stop = asyncio.Event()
+    load = asyncio.gather(*(m.work(ledger, members[(i + 1) % CLIENTS], stop)
+                            for i, m in enumerate(members)))
+    report = []
+    for name in SERVICES:
+        before = ledger.sent, sum(ledger.acked.values())
+        await asyncio.sleep(1.5)
+        system.kill(name)
+        killed = time.monotonic()
+        await asyncio.sleep(1.0)
+        system.start(name)
+        await ledger.progress(sum(ledger.acked.values()) + CLIENTS)
+        recover = time.monotonic() - killed
+        report.append((name, ledger.sent - before[0], sum(ledger.acked.values()) - before[1],
+                       recover))
+    stop.set()
+    await load
+    lost, doubled = await audit(store, ledger)
+    await equal_to_fresh_replay(nc, pool)
+    print("\nfault                   sent  acknowledged  lost  doubled  recovered after")
+    for name, sent, acked, recover in report:
+        print(f"SIGKILL {name:<12} {sent:>8} {acked:>13} {lost:>5} {doubled:>8}  {recover:.1f} s")
+    assert (lost, doubled) == (0, 0)
+
+
+async def audit(store: EventStore, ledger: Ledger) -> tuple[int, int]:
+    """Acknowledged effects missing from the log, and effects the log holds twice."""
+    events = await store.load(all_events())
+    by_type = Counter((e.type, e.subject.split(".")[3]) for e in events)
+    registered = {e.subject.split(".")[3] for e in events if e.type == "MemberRegistered"}
+    uploaded = Counter(msgspec.json.decode(e.data)["version_id"] for e in events
+                       if e.type == "BackupUploaded")
+    lost = (len(set(ledger.members) - registered)
+            + sum(1 for v in ledger.versions if uploaded[v] == 0))
+    doubled = (sum(n - 1 for (t, _), n in by_type.items() if t == "MemberRegistered" and n > 1)
+               + sum(n - 1 for n in uploaded.values() if n > 1)
+               + sum(n - 1 for n in Counter(e.msg_id for e in events).values() if n > 1))
+    return lost, doubled
+
+
+async def equal_to_fresh_replay(nc: NATS, pool: asyncpg.Pool) -> None:
+    cases: list[tuple[str, Projection, tuple[str, ...]]] = [
+        ("identity", IdentityProjection(), identity_store.TABLES),
+        ("social", SocialProjection(), social_store.TABLES),
+        ("storage", StorageProjection(), storage_store.TABLES),
+        ("sharing", AccessProjection(), sharing_store.TABLES)]
+    for schema, projection, tables in cases:
+        for _ in range(60):  # the live projections catch up with the end of the load
+            await rebuild(nc, pool, projection, f"{schema}_fresh")
+            if await compare(pool, schema, f"{schema}_fresh", tables) == []:
+                break
+            await asyncio.sleep(0.5)
+        assert await compare(pool, schema, f"{schema}_fresh", tables) == []
