@@ -7,11 +7,12 @@ from typing import Any, TypeVar
 
 import msgspec
 from nats.aio.client import Client as NATS
-from nats.errors import NoRespondersError
+from nats.errors import Error as NatsError
+from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
 from contracts.base import HDR_CORRELATION, Reply, Request
-from contracts.errors import ErrorReply, Unavailable, from_reply
+from contracts.errors import ErrorReply, TooLarge, Unavailable, from_reply
 from contracts.subjects import request_subject
 
 R = TypeVar("R", bound=Reply)
@@ -57,6 +58,11 @@ class ServiceClient:
             raise Unavailable(f"no {self.context} service is running") from err
         except NatsTimeout as err:
             raise Unavailable(f"{subject} did not answer within {self.timeout:g}s") from err
+        except MaxPayloadError as err:
+            raise TooLarge(f"the request is larger than the message bus accepts ({err})"
+                           ) from err
+        except NatsError as err:  # disconnected, reconnecting, draining
+            raise Unavailable(f"the message bus is not reachable now ({err})") from err
         if msg.headers and ERROR_CODE_HEADER in msg.headers:
             raise from_reply(_error_decoder.decode(msg.data))
         return msg.data

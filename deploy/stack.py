@@ -118,6 +118,19 @@ class Stack:
             progress(f"{name:<9} stopped")
         return list(alive)
 
+    def restart(self, name: str, *, pause: float = 0.0) -> None:
+        """Stop one part, wait ``pause`` seconds, start it again on the same data."""
+        part = next(p for p in self.parts if p.name == name)
+        pids = self.pids()
+        _terminate(pids[name], part.stop_signal)
+        proc = self._procs.pop(pids[name], None)
+        if proc is not None:
+            proc.wait()
+        time.sleep(pause)
+        pids[name] = self._start(part, detach=False)
+        self._write_state(pids)
+        self._wait_ready(part, pids[name])
+
     def status(self) -> list[PartStatus]:
         """Each part's pid, liveness and whether it really answers now."""
         pids = self.pids()

@@ -1,4 +1,5 @@
-"""SIGKILL each service in turn under a mixed load, restart it, and check nothing was lost.
+"""Faults under a mixed load (each service SIGKILLed, NATS and PostgreSQL restarted, S3
+down for a while), and a check that nothing acknowledged was lost or doubled.
 
 `make test-reliability` runs this (it is not part of `make test`). It prints, per fault:
 commands sent, acknowledged, lost (must be 0), doubled (must be 0), time to recover.
@@ -32,6 +33,7 @@ from contracts.social import AddFriend, AlreadyFriends, SocialClient
 from contracts.storage import BeginUpload, CompleteUpload, StorageClient
 from contracts.subjects import all_events
 from contracts.transfer import upload
+from deploy.stack import Stack
 from runtime.eventstore import EventStore
 from runtime.projector import Projection
 from runtime.replay import compare, rebuild
@@ -176,7 +178,7 @@ class Member:
                             set_name="S", year=2018, period=1 + n % 12, size=2048, sha256=digest)
         plan = await retrying(ledger, "begin", lambda: self.storage.begin_upload(begin))
         assert plan is not None
-        await upload(plan, self.file)
+        await retrying(ledger, "put", lambda: upload(plan, self.file))
         complete = CompleteUpload(command_id=uuid.uuid4().hex, session=self.session,
                                   upload_id=plan.upload_id)
         done = await retrying(ledger, "upload", lambda: self.storage.complete_upload(complete))
@@ -197,9 +199,9 @@ async def system(settings: Settings, tmp_path: Path) -> AsyncIterator[Services]:
         services.stop_all()
 
 
-async def test_sigkill_of_each_service_mid_load_loses_and_doubles_nothing(
+async def test_faults_mid_load_lose_and_double_nothing(
         system: Services, nc: NATS, store: EventStore, pool: asyncpg.Pool,
-        tmp_path: Path) -> None:
+        stack: Stack, nats_stack: Stack, tmp_path: Path) -> None:
     ledger = Ledger()
     members = [Member(nc, i, tmp_path) for i in range(CLIENTS)]
     await asyncio.gather(*(m.join(ledger) for m in members))
@@ -209,25 +211,46 @@ async def test_sigkill_of_each_service_mid_load_loses_and_doubles_nothing(
     load = asyncio.gather(*(m.work(ledger, members[(i + 1) % CLIENTS], stop)
                             for i, m in enumerate(members)))
     report = []
-    for name in SERVICES:
+    for label, inject in faults(system, stack, nats_stack):
         before = ledger.sent, sum(ledger.acked.values())
         await asyncio.sleep(1.5)
-        system.kill(name)
-        killed = time.monotonic()
-        await asyncio.sleep(1.0)
-        system.start(name)
+        started = time.monotonic()
+        await inject()
         await ledger.progress(sum(ledger.acked.values()) + CLIENTS)
-        recover = time.monotonic() - killed
-        report.append((name, ledger.sent - before[0], sum(ledger.acked.values()) - before[1],
+        recover = time.monotonic() - started
+        report.append((label, ledger.sent - before[0], sum(ledger.acked.values()) - before[1],
                        recover))
     stop.set()
     await load
     lost, doubled = await audit(store, ledger)
     await equal_to_fresh_replay(nc, pool)
-    print("\nfault                   sent  acknowledged  lost  doubled  recovered after")
-    for name, sent, acked, recover in report:
-        print(f"SIGKILL {name:<12} {sent:>8} {acked:>13} {lost:>5} {doubled:>8}  {recover:.1f} s")
+    print("\nfault                      sent  acknowledged  lost  doubled  recovered after")
+    for label, sent, acked, recover in report:
+        print(f"{label:<24} {sent:>6} {acked:>13} {lost:>5} {doubled:>8}  {recover:.1f} s")
     assert (lost, doubled) == (0, 0)
+
+
+Fault = tuple[str, Callable[[], Awaitable[None]]]
+
+
+def faults(system: Services, stack: Stack, nats_stack: Stack) -> list[Fault]:
+    """Each fault, injected for real: a kill, a server restart, an outage."""
+    def kill(name: str) -> Callable[[], Awaitable[None]]:
+        async def inject() -> None:
+            system.kill(name)
+            await asyncio.sleep(1.0)
+            system.start(name)
+        return inject
+
+    def restart(st: Stack, part: str, pause: float) -> Callable[[], Awaitable[None]]:
+        async def inject() -> None:
+            await asyncio.to_thread(st.restart, part, pause=pause)
+        return inject
+
+    return [*((f"SIGKILL {name}", kill(name)) for name in SERVICES),
+            ("restart nats-server", restart(nats_stack, "nats", 0.5)),
+            ("restart PostgreSQL", restart(stack, "postgres", 0.5)),
+            ("S3 down for 3 s", restart(stack, "s3", 3.0))]
 
 
 async def audit(store: EventStore, ledger: Ledger) -> tuple[int, int]:
