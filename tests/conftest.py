@@ -17,6 +17,7 @@ from nats.aio.client import Client as NATS
 from deploy.stack import Stack
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
+from tests.services import running_all
 from tests.support import free_stack_ports
 
 
@@ -97,3 +98,11 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
     p = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=8)
     yield p
     await p.close()
+
+
+@pytest.fixture
+async def all_services(settings: Settings, nc: NATS, pool: asyncpg.Pool,
+                       store: EventStore) -> AsyncIterator[Settings]:
+    """identity, social, storage and sharing running on this test's servers."""
+    async with running_all(settings, nc, pool, store) as configured:
+        yield configured

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 
 import asyncpg
 from nats.aio.client import Client as NATS
@@ -12,6 +12,10 @@ from runtime.app import Builder, Resources, Wiring
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
 from runtime.tokens import new_private_key, public_key_of
+from services.identity.__main__ import build as identity
+from services.sharing.__main__ import build as sharing
+from services.social.__main__ import build as social
+from services.storage.__main__ import build as storage
 
 
 def service_settings(base: Settings) -> Settings:
@@ -34,3 +38,19 @@ async def running(build: Builder, settings: Settings, nc: NATS, pool: asyncpg.Po
         yield wiring
     finally:
         await wiring.stop(tasks)
+
+
+def all_builds() -> list[Builder]:
+    """The four services' builders, in start order."""
+    return [identity, social, storage, sharing]
+
+
+@asynccontextmanager
+async def running_all(settings: Settings, nc: NATS, pool: asyncpg.Pool,
+                      store: EventStore) -> AsyncIterator[Settings]:
+    """All four services on the test's servers; yields the settings they run with."""
+    configured = service_settings(settings)
+    async with AsyncExitStack() as stack:
+        for build in all_builds():
+            await stack.enter_async_context(running(build, configured, nc, pool, store))
+        yield configured

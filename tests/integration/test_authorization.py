@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -18,11 +15,6 @@ from contracts.identity import InvalidToken
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
 from runtime.tokens import Signer, new_private_key
-from services.identity.__main__ import build as build_identity
-from services.sharing.__main__ import build as build_sharing
-from services.social.__main__ import build as build_social
-from services.storage.__main__ import build as build_storage
-from tests.services import running, service_settings
 
 CMD = uuid.uuid4().hex
 SET = {"set_id": "s1", "year": 2018}
@@ -59,16 +51,6 @@ ENDPOINTS: list[tuple[str, str, dict[str, object]]] = [
 ]
 
 
-@pytest.fixture
-async def services(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                   store: EventStore) -> AsyncIterator[Settings]:
-    configured = service_settings(settings)
-    async with AsyncExitStack() as stack:
-        for build in (build_identity, build_social, build_storage, build_sharing):
-            await stack.enter_async_context(running(build, configured, nc, pool, store))
-        yield configured
-
-
 def bad_tokens(settings: Settings) -> dict[str, str]:
     now = datetime.now(UTC)
     member = str(uuid.uuid4())
@@ -84,11 +66,11 @@ def bad_tokens(settings: Settings) -> dict[str, str]:
 
 
 async def test_every_member_endpoint_refuses_bad_tokens_and_changes_nothing(
-        services: Settings, nc: NATS, store: EventStore) -> None:
+        all_services: Settings, nc: NATS, store: EventStore) -> None:
     before = await store.last_sequence()
     for context, op, body in ENDPOINTS:
         client = ServiceClient(nc, context=context, timeout=10)
-        for why, token in bad_tokens(services).items():
+        for why, token in bad_tokens(all_services).items():
             with pytest.raises(InvalidToken) as err:
                 await client.call_raw(op, json.dumps({**body, "session": token}).encode())
             assert "log in" in err.value.message, (context, op, why)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 
 import asyncpg
 import pytest
@@ -33,14 +31,9 @@ from runtime.projector import Projection
 from runtime.replay import compare, rebuild
 from runtime.settings import Settings
 from services.identity import store as identity_store
-from services.identity.__main__ import build as build_identity
 from services.identity.projection import IdentityProjection
-from services.sharing.__main__ import build as build_sharing
 from services.social import store as social_store
-from services.social.__main__ import build as build_social
 from services.social.projection import SocialProjection
-from services.storage.__main__ import build as build_storage
-from tests.services import running, service_settings
 
 IDENTITY_OPS = ["register", "bind", "unbind", "login", "login_openid", "me",
                 "change_password", "change_nickname", "drive_password_set",
@@ -78,13 +71,9 @@ payloads = (st.binary(max_size=3000)
 
 
 @pytest.fixture
-async def services(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                   store: EventStore) -> AsyncIterator[NATS]:
-    configured = service_settings(settings)
-    async with AsyncExitStack() as stack:
-        for build in (build_identity, build_social, build_storage, build_sharing):
-            await stack.enter_async_context(running(build, configured, nc, pool, store))
-        yield nc
+def services(all_services: Settings, nc: NATS) -> NATS:
+    """A connection, with all four services running."""
+    return nc
 
 
 @settings(max_examples=300, deadline=None,

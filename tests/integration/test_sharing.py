@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable
-from contextlib import AsyncExitStack
+from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -50,13 +49,8 @@ from contracts.transfer import download, sha256_file, upload
 from runtime.eventstore import EventStore
 from runtime.replay import compare, rebuild
 from runtime.settings import Settings
-from services.identity.__main__ import build as build_identity
 from services.sharing import store as sharing_store
-from services.sharing.__main__ import build as build_sharing
 from services.sharing.projection import AccessProjection
-from services.social.__main__ import build as build_social
-from services.storage.__main__ import build as build_storage
-from tests.services import running, service_settings
 
 SET = "set-123"
 
@@ -136,13 +130,9 @@ class Person:
 
 
 @pytest.fixture
-async def nc_all(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                 store: EventStore) -> AsyncIterator[NATS]:
-    configured = service_settings(settings)
-    async with AsyncExitStack() as stack:
-        for build in (build_identity, build_social, build_storage, build_sharing):
-            await stack.enter_async_context(running(build, configured, nc, pool, store))
-        yield nc
+def nc_all(all_services: Settings, nc: NATS) -> NATS:
+    """A connection, with all four services running."""
+    return nc
 
 
 def account_set(tmp_path: Path, name: str, size: int = 20_000) -> Path:
