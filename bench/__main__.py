@@ -20,6 +20,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from bench.check import bench_check
 from contracts.base import Event
 from contracts.subjects import aggregate_subjects, context_subjects, event_subject
 from deploy.freeports import free_stack_ports
@@ -106,11 +107,15 @@ async def measure(settings: Settings, count: int) -> list[tuple[str, str, float,
     pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=4)
     raw_pub, append = await bench_append(nc, count)
     raw_read, project = await bench_projector(nc, pool, count)
+    check, echo = await bench_check(nc, pool, count)
     await pool.close()
     await nc.close()
     return [
         ("append with OCC, 16 in flight", "raw JetStream publish with OCC", append, raw_pub),
         ("projector catch-up (1 table)", "raw pull fetch, no processing", project, raw_read),
+        (f"sharing.check, 64 in flight (p50 {check.p50_us:.0f} µs, p99 {check.p99_us:.0f} µs)",
+         f"nats.micro echo (p50 {echo.p50_us:.0f} µs, p99 {echo.p99_us:.0f} µs)",
+         check.rate, echo.rate),
     ]
 
 

@@ -1,0 +1,114 @@
+"""The sharing access check, 64 in flight, against a nats.micro echo endpoint."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+from nats.aio.client import Client as NATS
+from nats.micro import add_service
+from nats.micro.request import Request as MicroRequest
+
+from contracts.sharing import Check, ShareGranted, SharingClient, share_id, share_scope
+from contracts.sharing import share_subject as grant_subject
+from contracts.social import FriendAdded, friendship_scope, friendship_subject, pair_id
+from runtime.eventstore import EventStore, Outgoing
+from runtime.projector import Projector
+from runtime.service import ServiceHost
+from runtime.tokens import Sessions, Verifier, new_private_key, public_key_of
+from services.sharing.handlers import Sharing
+from services.sharing.projection import AccessProjection
+
+NOW = datetime.now(UTC)
+
+
+class Figures(msgspec.Struct, frozen=True):
+    rate: float
+    p50_us: float
+    p99_us: float
+
+
+async def timed(count: int, width: int, call: Callable[[int], Awaitable[None]]) -> Figures:
+    """``count`` calls, ``width`` at a time: rate and latency percentiles."""
+    latencies: list[float] = []
+    queue = iter(range(count))
+
+    async def worker() -> None:
+        for i in queue:
+            started = time.perf_counter()
+            await call(i)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(width)))
+    total = time.perf_counter() - started
+    latencies.sort()
+    return Figures(count / total, latencies[len(latencies) // 2] * 1e6,
+                   latencies[int(len(latencies) * 0.99)] * 1e6)
+
+
+async def seed(store: EventStore, pairs: int) -> list[tuple[str, str]]:
+    """Owners who share set "s" with a friend; returns (owner, friend) pairs."""
+    found = []
+    for i in range(pairs):
+        owner, friend = str(uuid.UUID(int=2 * i + 1)), str(uuid.UUID(int=2 * i + 2))
+        fid = pair_id(owner, friend)
+        added = FriendAdded(friendship_id=fid, member_id=owner, friend_id=friend,
+                            friend_nickname="f", at=NOW)
+        await store.append(friendship_scope(fid), [Outgoing(
+            subject=friendship_subject(fid, added), event=added)], expected=None,
+            msg_id=f"f{i}")
+        sid = share_id(owner, "s")
+        granted = ShareGranted(share_id=sid, owner_id=owner, set_id="s", set_name="S",
+                               friend_id=friend, at=NOW)
+        await store.append(share_scope(sid), [Outgoing(subject=grant_subject(sid, granted),
+                                                       event=granted)],
+                           expected=None, msg_id=f"g{i}")
+        found.append((owner, friend))
+    return found
+
+
+async def bench_check(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[Figures, Figures]:
+    """(sharing.check with a consistency token, micro echo), 64 in flight each."""
+    store = EventStore(nc)
+    pairs = await seed(store, 200)
+    token = await store.last_sequence()
+    access = Projector(nc, pool, AccessProjection(), schema="sharing")
+    await access.start()
+    await access.wait_until(token, within=120)
+    private = new_private_key()
+    sharing = Sharing(store, pool, access, Sessions(Verifier(public_key_of(private)), store))
+    host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
+                       endpoints=sharing.endpoints())
+    await host.start()
+
+    async def echo(req: MicroRequest) -> None:
+        await req.respond(req.data)
+
+    service = await add_service(nc, name="echo", version="0.1.0", queue_group="echo")
+    await service.add_endpoint(name="echo", subject="echo.echo", handler=echo)
+    client = SharingClient(nc, timeout=10)
+
+    async def check(i: int) -> None:
+        owner, friend = pairs[i % len(pairs)]
+        verdict = await client.check(Check(member_id=friend, owner_id=owner, set_id="s",
+                                           year=2018, access="read", token=token))
+        assert verdict.allowed
+
+    body = msgspec.json.encode(Check(member_id="m", owner_id="o", set_id="s", year=2018,
+                                     access="read", token=token))
+
+    async def ping(i: int) -> None:
+        await nc.request("echo.echo", body, timeout=10)
+
+    ours = await timed(count, 64, check)
+    raw = await timed(count, 64, ping)
+    await service.stop()
+    await host.stop()
+    await access.stop()
+    return ours, raw
