@@ -22,7 +22,7 @@ from runtime.projector import Projector
 from runtime.service import ServiceHost
 from runtime.tokens import Sessions, Verifier, new_private_key, public_key_of
 from services.sharing.handlers import Sharing
-from services.sharing.projection import AccessProjection
+from services.sharing.projection import AccessIndex, AccessProjection
 
 NOW = datetime.now(UTC)
 
@@ -78,11 +78,13 @@ async def bench_check(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[Figures
     store = EventStore(nc)
     pairs = await seed(store, 200)
     token = await store.last_sequence()
-    access = Projector(nc, pool, AccessProjection(), schema="sharing")
+    index = AccessIndex()
+    access = Projector(nc, pool, AccessProjection(), schema="sharing", mirror=index)
     await access.start()
     await access.wait_until(token, within=120)
     private = new_private_key()
-    sharing = Sharing(store, pool, access, Sessions(Verifier(public_key_of(private)), store))
+    sharing = Sharing(store, pool, access, Sessions(Verifier(public_key_of(private)), store),
+                      index=index)
     host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
                        endpoints=sharing.endpoints())
     await host.start()

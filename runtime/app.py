@@ -32,6 +32,7 @@ class Wiring:
     projectors: list[Projector] = field(default_factory=list)
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     cleanup: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    app: Any = None  # the service's operations object, for tests and tools
 
     async def start(self) -> list[asyncio.Task[None]]:
         """Projectors, then the endpoints, then background loops."""

@@ -53,6 +53,17 @@ class Projection(Protocol):
         """Apply one event; raise to have it dead-lettered."""
 
 
+class Mirror(Protocol):
+    """An in-memory copy of part of a read model, kept in step by the leading projector:
+    loaded from the tables when it takes the lead, then fed every committed batch."""
+
+    async def reload(self, conn: asyncpg.Connection, schema: str) -> None:
+        """Load from the tables (the projector holds the lead, so nothing else writes)."""
+
+    def applied(self, events: list[StoredEvent]) -> None:
+        """Follow one committed batch (events the projection could not apply included)."""
+
+
 class CursorMoved(Exception):
     """The checkpoint is not where this projector's cursor is; it must lead again."""
 
@@ -80,7 +91,7 @@ class Projector:
 
     def __init__(self, nc: NATS, pool: asyncpg.Pool, projection: Projection, *,
                  schema: str, stream: str = "EVENTS", consumer: str | None = None,
-                 batch: int = 256) -> None:
+                 batch: int = 256, mirror: Mirror | None = None) -> None:
         self.nc = nc
         self.js = nc.jetstream()
         self.pool = pool
@@ -95,6 +106,7 @@ class Projector:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.active = False
+        self.mirror = mirror
 
     async def start(self) -> None:
         """Create tables and consumer, then run in the background."""
@@ -147,9 +159,11 @@ class Projector:
                 await self._sleep(1.0)
                 return
             try:
-                self.active = True
                 async with self.pool.acquire() as conn:
                     self.position = await self._read_checkpoint(conn)
+                    if self.mirror is not None:
+                        await self.mirror.reload(conn, self.schema)
+                self.active = True
                 self._clear_to = 0  # proven only relative to the old position
                 await self._reset_consumer(self.position)
                 await self._consume()
@@ -180,6 +194,8 @@ class Projector:
                 raise
             except Exception:
                 last = await self._apply_batch(conn, events, careful=True)
+        if self.mirror is not None:
+            self.mirror.applied([e for e in events if e.seq > self.position])
         await msgs[-1].ack()
         self._advance(last)
 

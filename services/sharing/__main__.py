@@ -11,7 +11,7 @@ from runtime.service import Call, ServiceHost
 from runtime.tokens import Sessions, Verifier
 from services.sharing import store
 from services.sharing.handlers import Sharing
-from services.sharing.projection import AccessProjection, UnfriendPolicy
+from services.sharing.projection import AccessIndex, AccessProjection, UnfriendPolicy
 from services.social.__main__ import public_key
 
 VERSION = "0.1.0"
@@ -20,11 +20,12 @@ SCHEMA = "sharing"
 
 async def build(res: Resources) -> Wiring:
     """sharing's host, its access projection and the unfriend policy."""
+    index = AccessIndex()
     access = Projector(res.nc, res.pool, AccessProjection(), schema=SCHEMA,
-                       stream=res.settings.stream)
+                       stream=res.settings.stream, mirror=index)
     sharing = Sharing(res.store, res.pool, access,
                       Sessions(Verifier(public_key(res.settings)), res.store),
-                      schema=SCHEMA)
+                      schema=SCHEMA, index=index)
 
     async def shares_between(owner: str, friend: str, seq: int) -> list[str]:
         await access.wait_until(seq, within=30)
@@ -40,7 +41,7 @@ async def build(res: Resources) -> Wiring:
     host = ServiceHost(res.nc, name="sharing", version=VERSION,
                        description="grants, revocations and who may see which account-set year",
                        endpoints=sharing.endpoints(), max_in_flight=res.settings.max_in_flight)
-    return Wiring(host=host, projectors=[access, policy])
+    return Wiring(host=host, projectors=[access, policy], app=sharing)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from runtime.service import Call, Endpoint
 from runtime.tokens import Sessions
 from services.sharing import domain, store
 from services.sharing.domain import Share
+from services.sharing.projection import AccessIndex, GrantTerms
 
 _decoder = msgspec.json.Decoder(AnySharingEvent)
 
@@ -50,11 +51,13 @@ class Sharing:
     """The sharing service's operations."""
 
     def __init__(self, events: EventStore, pool: asyncpg.Pool, access: Projector,
-                 sessions: Sessions, *, schema: str = "sharing") -> None:
+                 sessions: Sessions, *, schema: str = "sharing",
+                 index: AccessIndex | None = None) -> None:
         self.events = events
         self.pool = pool
         self.access = access
         self.sessions = sessions
+        self.index = index
         self.schema = schema
 
     def endpoints(self) -> list[Endpoint]:
@@ -152,14 +155,22 @@ class Sharing:
         if req.member_id == req.owner_id:
             return Verdict(allowed=True, reason="owner")
         await self._caught_up(req.token)
-        row = await store.active_grant(self.pool, self.schema, req.member_id, req.owner_id,
-                                       req.set_id)
-        if row is None:
+        terms = await self._terms(req)
+        if terms is None:
             return Verdict(allowed=False, reason="not shared")
-        allowed, reason = domain.allows(scope=row["scope"], years=row["years"],
-                                        expires_at=row["expires_at"], year=req.year,
+        allowed, reason = domain.allows(scope=terms.scope, years=terms.years,
+                                        expires_at=terms.expires_at, year=req.year,
                                         access=req.access, now=call.received_at)
         return Verdict(allowed=allowed, reason=reason)
+
+    async def _terms(self, req: Check) -> GrantTerms | None:
+        # The leading instance answers from memory; a standby asks the tables.
+        if self.index is not None and self.access.active:
+            return self.index.lookup(req.member_id, req.owner_id, req.set_id)
+        row = await store.active_grant(self.pool, self.schema, req.member_id, req.owner_id,
+                                       req.set_id)
+        return None if row is None else GrantTerms(row["scope"], row["years"],
+                                                    row["expires_at"])
 
     async def shares(self, req: ShareListRequest, call: Call) -> ShareList:
         owner = await self._member(req.session, call)

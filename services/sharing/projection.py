@@ -9,6 +9,7 @@ identity's (names). `UnfriendPolicy` turns social's FriendRemoved into ShareRevo
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 
 import asyncpg
 import msgspec
@@ -109,3 +110,66 @@ class UnfriendPolicy:
                               (removed.friend_id, removed.member_id)):
             for set_id in await self.shares_between(owner, friend, event.seq):
                 await self.revoke(owner, set_id, friend, f"unfriend-{event.seq}")
+
+
+class GrantTerms(msgspec.Struct, frozen=True):
+    scope: str
+    years: list[int] | None
+    expires_at: datetime | None
+
+
+class AccessIndex:
+    """In memory: every grant and friendship, so a check needs no query.
+
+    The access projector keeps it (runtime.projector.Mirror): loaded from the grants and
+    friends tables when it takes the lead, then following each committed batch, so after
+    `wait_until(token)` it answers as the tables would.
+    """
+
+    def __init__(self) -> None:
+        self.grants: dict[tuple[str, str, str], GrantTerms] = {}
+        self.friends: set[tuple[str, str]] = set()
+
+    async def reload(self, conn: asyncpg.Connection, schema: str) -> None:
+        grants = await conn.fetch(f"SELECT owner_id, set_id, friend_id, scope, years, "
+                                  f"expires_at FROM {schema}.grants")
+        friends = await conn.fetch(f"SELECT member_id, friend_id FROM {schema}.friends")
+        self.grants = {(g["owner_id"], g["set_id"], g["friend_id"]): GrantTerms(
+            g["scope"], g["years"], g["expires_at"]) for g in grants}
+        self.friends = {(f["member_id"], f["friend_id"]) for f in friends}
+
+    def applied(self, events: list[StoredEvent]) -> None:
+        for event in events:
+            match split_event_subject(event.subject)[0]:
+                case sharing.CONTEXT:
+                    self._share(event)
+                case social.CONTEXT:
+                    self._friend(event)
+
+    def _share(self, stored: StoredEvent) -> None:
+        try:
+            event = _sharing.decode(stored.data)
+        except msgspec.DecodeError:
+            return  # parked as a dead letter by the projection too
+        match event:
+            case sharing.ShareGranted(owner_id=o, set_id=s, friend_id=f):
+                self.grants[(o, s, f)] = GrantTerms(event.scope, event.years, event.expires_at)
+            case sharing.ShareRevoked(owner_id=o, set_id=s, friend_id=f):
+                self.grants.pop((o, s, f), None)
+
+    def _friend(self, stored: StoredEvent) -> None:
+        try:
+            event = _social.decode(stored.data)
+        except msgspec.DecodeError:
+            return
+        match event:
+            case social.FriendAdded(member_id=a, friend_id=b):
+                self.friends |= {(a, b), (b, a)}
+            case social.FriendRemoved(member_id=a, friend_id=b):
+                self.friends -= {(a, b), (b, a)}
+
+    def lookup(self, member_id: str, owner_id: str, set_id: str) -> GrantTerms | None:
+        """The grant of (owner, set) to member, only while the two are friends."""
+        if (owner_id, member_id) not in self.friends:
+            return None
+        return self.grants.get((owner_id, set_id, member_id))

@@ -6,8 +6,10 @@ import asyncio
 import os
 import uuid
 from collections.abc import Awaitable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
@@ -50,7 +52,9 @@ from runtime.eventstore import EventStore
 from runtime.replay import compare, rebuild
 from runtime.settings import Settings
 from services.sharing import store as sharing_store
-from services.sharing.projection import AccessProjection
+from services.sharing.handlers import Sharing
+from services.sharing.projection import AccessIndex, AccessProjection
+from tests.services import all_builds, running, service_settings
 
 SET = "set-123"
 
@@ -314,3 +318,34 @@ async def test_a_password_change_ends_earlier_tokens_in_every_service(
             await refused
     for accepted in calls(new):
         await accepted
+
+
+async def test_the_in_memory_index_equals_the_tables(
+        settings: Settings, nc: NATS, pool: asyncpg.Pool, store: EventStore,
+        tmp_path: Path) -> None:
+    configured = service_settings(settings)
+    async with AsyncExitStack() as stack:
+        for build in all_builds()[:3]:
+            await stack.enter_async_context(running(build, configured, nc, pool, store))
+        wiring = await stack.enter_async_context(
+            running(all_builds()[3], configured, nc, pool, store))
+        live = cast(Sharing, wiring.app).index
+        assert live is not None
+        people = [await Person(nc, f"person{i}", f"P{i}").join() for i in range(4)]
+        for i, p in enumerate(people):
+            await p.befriend(people[(i + 1) % 4])
+            await p.upload(account_set(tmp_path, f"{i}.bak", 100))
+            await p.grant(people[(i + 1) % 4], scope="read-only" if i % 2 else "read-write")
+        await people[0].revoke()
+        removed = await people[2].social.remove_friend(RemoveFriend(
+            command_id=cid(), session=people[2].session, account=people[3].account,
+            token=people[2].token))
+        await people[1].sharing.shares(ShareListRequest(session=people[1].session,
+                                                        token=removed.token))
+        fresh = AccessIndex()
+        async with pool.acquire() as conn:
+            await fresh.reload(conn, "sharing")
+        assert (live.grants, live.friends) == (fresh.grants, fresh.friends)
+        assert live.lookup(people[2].member_id, people[1].member_id, SET) is not None
+        assert live.lookup(people[3].member_id, people[2].member_id, SET) is None
+
