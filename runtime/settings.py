@@ -63,27 +63,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return msgspec.structs.replace(self, **changes)
 
 
-def _stack_file(home: str) -> Path:
-    return Path(home) / "stack.json"
-
-
-def _from_stack_file(home: str) -> dict[str, Any]:
-    path = _stack_file(home)
+def _json_file(path: Path) -> dict[str, Any]:
+    """A JSON object from a file, or {} when there is no such file."""
     if not path.exists():
         return {}
-    data = msgspec.json.decode(path.read_bytes())
-    endpoints: dict[str, Any] = data.get("endpoints", {})
-    return endpoints
+    data: dict[str, Any] = msgspec.json.decode(path.read_bytes())
+    return data
 
 
 def _from_env(env: dict[str, str]) -> dict[str, Any]:
-    fields = {f.name: f.type for f in msgspec.structs.fields(Settings)}
-    found: dict[str, Any] = {}
-    for name in fields:
-        raw = env.get(ENV_PREFIX + name.upper())
-        if raw is not None:
-            found[name] = raw
-    return found
+    names = (f.name for f in msgspec.structs.fields(Settings))
+    return {n: env[ENV_PREFIX + n.upper()] for n in names if ENV_PREFIX + n.upper() in env}
 
 
 def key_file(home: str) -> Path:
@@ -91,12 +81,6 @@ def key_file(home: str) -> Path:
     return Path(home) / "keys" / "identity-ed25519.json"
 
 
-def _from_key_file(home: str) -> dict[str, Any]:
-    path = key_file(home)
-    if not path.exists():
-        return {}
-    keys: dict[str, Any] = msgspec.json.decode(path.read_bytes())
-    return keys
 
 
 def load_settings(env: dict[str, str] | None = None) -> Settings:
@@ -104,5 +88,6 @@ def load_settings(env: dict[str, str] | None = None) -> Settings:
     env = dict(os.environ) if env is None else env
     from_env = _from_env(env)
     home = str(from_env.get("home", Settings().home))
-    merged = {"home": home, **_from_stack_file(home), **_from_key_file(home), **from_env}
+    stack = _json_file(Path(home) / "stack.json").get("endpoints", {})
+    merged = {"home": home, **stack, **_json_file(key_file(home)), **from_env}
     return msgspec.convert(merged, Settings, strict=False)

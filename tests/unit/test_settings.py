@@ -1,0 +1,22 @@
+"""Settings: defaults, then the local stack's files, then the environment."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from runtime.settings import key_file, load_settings
+
+
+def test_stack_file_then_keys_then_environment(tmp_path: Path) -> None:
+    home = str(tmp_path)
+    assert load_settings({"LEDGERSHARE_HOME": home}).nats_url == "nats://127.0.0.1:4222"
+    (tmp_path / "stack.json").write_text(json.dumps(
+        {"endpoints": {"nats_url": "nats://127.0.0.1:1", "s3_bucket": "b"}, "pids": {}}))
+    key_file(home).parent.mkdir()
+    key_file(home).write_text(json.dumps({"token_public_key": "pub"}))
+    settings = load_settings({"LEDGERSHARE_HOME": home,
+                              "LEDGERSHARE_S3_BUCKET": "from-env",
+                              "LEDGERSHARE_STREAM_REPLICAS": "3"})
+    assert (settings.nats_url, settings.s3_bucket, settings.token_public_key,
+            settings.stream_replicas) == ("nats://127.0.0.1:1", "from-env", "pub", 3)
