@@ -352,7 +352,7 @@ async def connect(settings: Settings) -> NATS:
     async def quiet(_err: Exception) -> None:
         pass
 
-    return await nats.connect(settings.nats_url, connect_timeout=3, max_reconnect_attempts=1,
+    return await nats.connect(settings.nats_servers, connect_timeout=3, max_reconnect_attempts=1,
                               allow_reconnect=False, error_cb=quiet,
                               inbox_prefix=settings.nats_inbox_prefix)
 

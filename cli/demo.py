@@ -273,7 +273,7 @@ class Walkthrough:
 
 async def walk(settings: Settings, console: Console) -> int:
     """Run the walkthrough against the running services; returns the number of steps."""
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(settings.nats_servers)
     try:
         with tempfile.TemporaryDirectory() as folder:
             tag = new_id()[:4].translate(str.maketrans("abcdef", "012345"))

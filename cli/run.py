@@ -65,7 +65,7 @@ def start_services(settings: Settings, console: Console) -> list[subprocess.Pope
 async def wait_for_services(settings: Settings, names: tuple[str, ...],
                             within: float = 30.0) -> None:
     """Return once every named service answers ``$SRV.PING.<name>``."""
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(settings.nats_servers)
     try:
         deadline = time.monotonic() + within
         for name in names:
@@ -84,7 +84,7 @@ async def wait_for_services(settings: Settings, names: tuple[str, ...],
 async def show(settings: Settings, console: Console, parts: list[PartStatus]) -> None:
     """Print the stack, the event log and the running services."""
     console.print(status_table(parts))
-    nc = await nats.connect(settings.nats_url)
+    nc = await nats.connect(settings.nats_servers)
     try:
         store = EventStore(nc, settings.stream)
         await store.ensure_stream(replicas=settings.stream_replicas,

@@ -7,6 +7,7 @@ Requests: ``<context>.<operation>``.
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
 
 EVENT_ROOT = "evt"
@@ -24,14 +25,22 @@ def token(value: str) -> str:
     return value
 
 
+SHORT_ID = 120
+
+
 def encode_id(text: str) -> str:
-    """A subject-safe, reversible token for user text (account names, openids)."""
-    raw = base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii")
-    return "b" + raw.rstrip("=")
+    """A subject-safe token for user text (account names, openids): reversible base64 when
+    short, else a SHA-256 (a long openid of four-byte characters would pass any limit)."""
+    raw = base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii").rstrip("=")
+    if len(raw) < SHORT_ID:
+        return "b" + raw
+    return "h" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def decode_id(tok: str) -> str:
-    """Inverse of `encode_id`."""
+def decode_id(tok: str) -> str | None:
+    """Inverse of `encode_id` for short ids; None for a hashed one."""
+    if not tok.startswith("b"):
+        return None
     body = tok[1:]
     return base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)).decode("utf-8")
 

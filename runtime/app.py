@@ -68,7 +68,7 @@ Builder = Callable[[Resources], Awaitable[Wiring]]
 
 async def connect(settings: Settings) -> tuple[NATS, asyncpg.Pool, EventStore]:
     """NATS (reconnecting forever), a PostgreSQL pool and the verified event store."""
-    nc = await nats.connect(settings.nats_url, max_reconnect_attempts=-1,
+    nc = await nats.connect(settings.nats_servers, max_reconnect_attempts=-1,
                             reconnect_time_wait=0.5, name="ledgershare",
                             inbox_prefix=settings.nats_inbox_prefix)
     pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=10)

@@ -58,6 +58,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     presign_ttl_s: int = 600
     sweep_interval_s: float = 30.0
 
+    @property
+    def nats_servers(self) -> list[str]:
+        """The NATS URLs to try (``nats_url`` may list a cluster, comma-separated)."""
+        return [url.strip() for url in self.nats_url.split(",") if url.strip()]
+
     def with_overrides(self, **changes: Any) -> Settings:
         """A copy with some fields replaced."""
         return msgspec.structs.replace(self, **changes)

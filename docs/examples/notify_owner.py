@@ -47,7 +47,7 @@ async def follow(nc: nats.NATS, notify: Notify, *, durable: str = "notify_owner"
 
 
 async def main() -> None:
-    nc = await nats.connect(load_settings().nats_url)
+    nc = await nats.connect(load_settings().nats_servers)
     try:
         await follow(nc, print_notice)
     finally:

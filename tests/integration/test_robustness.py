@@ -20,6 +20,7 @@ from contracts.identity import (
     ChangeNickname,
     IdentityClient,
     Login,
+    LoginOpenid,
     Register,
     SetDrivePassword,
     VerifyDrivePassword,
@@ -109,6 +110,12 @@ async def test_subject_breaking_values_are_only_data(services: NATS) -> None:
                                      password="secret-1", nickname="d"))
     await identity.bind(Bind(command_id=uuid.uuid4().hex, openid="o.*.>", account="dots",
                              password="secret-1", nickname="d"))
+    # the longest openid, of four-byte characters, still makes one subject token
+    await identity.register(Register(command_id=uuid.uuid4().hex, account="longid",
+                                     password="secret-1", nickname="l"))
+    await identity.bind(Bind(command_id=uuid.uuid4().hex, openid="🙂" * 128,
+                             account="longid", password="secret-1", nickname="l"))
+    await identity.login_openid(LoginOpenid(openid="🙂" * 128))
 
 
 async def test_rebuilding_identity_and_social_equals_the_live_read_models(

@@ -23,12 +23,19 @@ from contracts.subjects import (
 stamps = st.datetimes(timezones=st.just(UTC))
 
 
-@given(st.text())
-def test_encoded_ids_are_single_safe_tokens_and_reversible(text: str) -> None:
+@given(st.text(max_size=600))
+def test_encoded_ids_are_single_safe_tokens_reversible_when_short(text: str) -> None:
     token = encode_id(text)
     subject = event_subject("identity", "account", token, "AccountClaimed")
     assert len(subject.split(".")) == 5
-    assert decode_id(token) == text
+    assert decode_id(token) in (text, None)
+    if len(text.encode()) < 80:
+        assert decode_id(token) == text
+
+
+def test_long_ids_stay_distinct() -> None:
+    a, b = "🙂" * 128, "🙂" * 127 + "🙃"
+    assert encode_id(a) != encode_id(b) and encode_id(a) == encode_id(a)
 
 
 @pytest.mark.parametrize("bad", ["a.b", "*", ">", "", "a b", "x" * 300])

@@ -20,3 +20,9 @@ def test_stack_file_then_keys_then_environment(tmp_path: Path) -> None:
                               "LEDGERSHARE_STREAM_REPLICAS": "3"})
     assert (settings.nats_url, settings.s3_bucket, settings.token_public_key,
             settings.stream_replicas) == ("nats://127.0.0.1:1", "from-env", "pub", 3)
+
+
+def test_a_cluster_url_lists_every_server(tmp_path: Path) -> None:
+    settings = load_settings({"LEDGERSHARE_HOME": str(tmp_path), "LEDGERSHARE_NATS_URL":
+                              "nats://n1:4222, nats://n2:4222,nats://n3:4222"})
+    assert settings.nats_servers == ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
