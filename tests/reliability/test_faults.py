@@ -202,8 +202,14 @@ async def system(settings: Settings, tmp_path: Path) -> AsyncIterator[Services]:
 async def test_faults_mid_load_lose_and_double_nothing(
         system: Services, nc: NATS, store: EventStore, pool: asyncpg.Pool,
         stack: Stack, nats_stack: Stack, tmp_path: Path) -> None:
+    await under_load(nc, store, pool, tmp_path, faults(system, stack, nats_stack))
+
+
+async def under_load(nc: NATS, store: EventStore, pool: asyncpg.Pool, folder: Path,
+                     injected: list[Fault]) -> None:
+    """Drive the mixed load through each fault; print the figures; check the log."""
     ledger = Ledger()
-    members = [Member(nc, i, tmp_path) for i in range(CLIENTS)]
+    members = [Member(nc, i, folder) for i in range(CLIENTS)]
     await asyncio.gather(*(m.join(ledger) for m in members))
     await asyncio.gather(*(m.befriend(ledger, members[(i + 1) % CLIENTS])
                            for i, m in enumerate(members)))
@@ -211,7 +217,7 @@ async def test_faults_mid_load_lose_and_double_nothing(
     load = asyncio.gather(*(m.work(ledger, members[(i + 1) % CLIENTS], stop)
                             for i, m in enumerate(members)))
     report = []
-    for label, inject in faults(system, stack, nats_stack):
+    for label, inject in injected:
         before = ledger.sent, sum(ledger.acked.values())
         await asyncio.sleep(1.5)
         started = time.monotonic()
