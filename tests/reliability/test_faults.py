@@ -18,6 +18,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -30,7 +31,14 @@ from contracts.errors import LedgerError
 from contracts.identity import IdentityClient, Login, Register
 from contracts.sharing import Grant, NotShared, Revoke, SharingClient
 from contracts.social import AddFriend, AlreadyFriends, SocialClient
-from contracts.storage import BeginUpload, CompleteUpload, StorageClient
+from contracts.storage import (
+    MB,
+    AnyStorageEvent,
+    BeginUpload,
+    CompleteUpload,
+    StorageClient,
+    drive_scope,
+)
 from contracts.subjects import all_events
 from contracts.transfer import upload
 from deploy.stack import Stack
@@ -44,6 +52,7 @@ from services.sharing import store as sharing_store
 from services.sharing.projection import AccessProjection
 from services.social import store as social_store
 from services.social.projection import SocialProjection
+from services.storage import domain as storage_domain
 from services.storage import store as storage_store
 from services.storage.projection import StorageProjection
 from tests.services import service_settings
@@ -229,6 +238,7 @@ async def under_load(nc: NATS, store: EventStore, pool: asyncpg.Pool, folder: Pa
     stop.set()
     await load
     lost, doubled = await audit(store, ledger)
+    await quota_held(store, [m.member_id for m in members])
     await equal_to_fresh_replay(nc, pool)
     print("\nfault                      sent  acknowledged  lost  doubled  recovered after")
     for label, sent, acked, recover in report:
@@ -272,6 +282,17 @@ async def audit(store: EventStore, ledger: Ledger) -> tuple[int, int]:
                + sum(n - 1 for n in uploaded.values() if n > 1)
                + sum(n - 1 for n in Counter(e.msg_id for e in events).values() if n > 1))
     return lost, doubled
+
+
+async def quota_held(store: EventStore, owners: list[str]) -> None:
+    """No drive ever holds more than its quota (folded from the log)."""
+    decoder = msgspec.json.Decoder(AnyStorageEvent)
+    now = datetime.now(UTC)
+    for owner in owners:
+        events, _ = await store.history(drive_scope(owner), decoder)
+        drive = storage_domain.fold(events)
+        assert drive.versions, f"{owner} has no version"
+        assert drive.used(now) <= drive.quota_or(400 * MB)
 
 
 async def equal_to_fresh_replay(nc: NATS, pool: asyncpg.Pool) -> None:
