@@ -28,7 +28,14 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from contracts.errors import LedgerError
-from contracts.identity import IdentityClient, Login, Register
+from contracts.identity import (
+    DrivePasswordAlreadySet,
+    IdentityClient,
+    Login,
+    Register,
+    SetDrivePassword,
+    VerifyDrivePassword,
+)
 from contracts.sharing import Grant, NotShared, Revoke, SharingClient
 from contracts.social import AddFriend, AlreadyFriends, SocialClient
 from contracts.storage import (
@@ -36,11 +43,12 @@ from contracts.storage import (
     AnyStorageEvent,
     BeginUpload,
     CompleteUpload,
+    DownloadRequest,
     StorageClient,
     drive_scope,
 )
 from contracts.subjects import all_events
-from contracts.transfer import upload
+from contracts.transfer import download, upload
 from deploy.stack import Stack
 from runtime.eventstore import EventStore
 from runtime.projector import Projection
@@ -142,9 +150,10 @@ class Member:
         self.storage = StorageClient(nc, timeout=5)
         self.sharing = SharingClient(nc, timeout=3)
         self.account = f"load{i}"
-        self.file = folder / f"{i}.bak"
+        self.folder = folder
         self.session = ""
         self.member_id = ""
+        self.drive = ""
 
     async def join(self, ledger: Ledger) -> None:
         reg = Register(command_id=uuid.uuid4().hex, account=self.account, password="secret-1",
@@ -157,6 +166,16 @@ class Member:
         session = await retrying(ledger, "login", lambda: self.identity.login(login))
         assert session is not None
         self.session = session.token
+        setup = SetDrivePassword(command_id=uuid.uuid4().hex, session=self.session,
+                                 password="drive-pw", question="q", answer="a")
+        await retrying(ledger, "drive password", lambda: self.identity.drive_password_set(setup),
+                       done_if=(DrivePasswordAlreadySet,))
+        unlock = VerifyDrivePassword(command_id=uuid.uuid4().hex, session=self.session,
+                                     password="drive-pw")
+        drive = await retrying(ledger, "unlock",
+                               lambda: self.identity.drive_password_verify(unlock))
+        assert drive is not None
+        self.drive = drive.drive_token
 
     async def befriend(self, ledger: Ledger, other: Member) -> None:
         req = AddFriend(command_id=uuid.uuid4().hex, session=self.session,
@@ -172,24 +191,46 @@ class Member:
             await self.share_round(ledger, friend)
 
     async def share_round(self, ledger: Ledger, friend: Member) -> None:
+        """Grant; the friend downloads and uploads back into our drive; revoke."""
         grant = Grant(command_id=uuid.uuid4().hex, session=self.session, set_id="s",
                       friends=[friend.account])
-        await retrying(ledger, "grant", lambda: self.sharing.grant(grant))
+        granted = await retrying(ledger, "grant", lambda: self.sharing.grant(grant))
+        assert granted is not None
+        await friend.download(ledger, self, granted.token)
+        await friend.upload(ledger, 1, owner=self, token=granted.token)
         revoke = Revoke(command_id=uuid.uuid4().hex, session=self.session, set_id="s",
                         friend=friend.account)
         await retrying(ledger, "revoke", lambda: self.sharing.revoke(revoke),
                        done_if=(NotShared,))
 
-    async def upload(self, ledger: Ledger, n: int) -> None:
-        self.file.write_bytes(os.urandom(2048))
-        digest = hashlib.sha256(self.file.read_bytes()).hexdigest()
+    async def download(self, ledger: Ledger, owner: Member, token: int) -> None:
+        """One fiscal year of the owner's set, as a sharee (drive token, consistency token)."""
+        ask = DownloadRequest(command_id=uuid.uuid4().hex, session=self.session,
+                              owner_id=owner.member_id, set_id="s", year=2018,
+                              drive_token=self.drive, token=token)
+        ticket = await retrying(ledger, "download", lambda: self.storage.download(ask))
+        assert ticket is not None
+        into = self.folder / f"{uuid.uuid4().hex}.got"
+        size = await retrying(ledger, "get", lambda: download(ticket.url, into))
+        assert size == 2048
+
+    async def upload(self, ledger: Ledger, n: int, *, owner: Member | None = None,
+                     token: int = 0) -> None:
+        # A file of this upload's own: a member uploads for itself and, as a sharee, for a
+        # friend at the same time.
+        path = self.folder / f"{uuid.uuid4().hex}.bak"
+        path.write_bytes(os.urandom(2048))
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        owner_id = owner.member_id if owner else None
         begin = BeginUpload(command_id=uuid.uuid4().hex, session=self.session, set_id="s",
-                            set_name="S", year=2018, period=1 + n % 12, size=2048, sha256=digest)
+                            set_name="S", year=2018, period=1 + n % 12, size=2048, sha256=digest,
+                            owner_id=owner_id, drive_token=self.drive, token=token)
         plan = await retrying(ledger, "begin", lambda: self.storage.begin_upload(begin))
         assert plan is not None
-        await retrying(ledger, "put", lambda: upload(plan, self.file))
+        await retrying(ledger, "put", lambda: upload(plan, path))
         complete = CompleteUpload(command_id=uuid.uuid4().hex, session=self.session,
-                                  upload_id=plan.upload_id)
+                                  upload_id=plan.upload_id, owner_id=owner_id,
+                                  drive_token=self.drive, token=token)
         done = await retrying(ledger, "upload", lambda: self.storage.complete_upload(complete))
         assert done is not None
         ledger.versions.append(done.version.version_id)
