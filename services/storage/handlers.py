@@ -14,6 +14,7 @@ from contracts.base import Reply
 from contracts.identity import InvalidToken
 from contracts.storage import (
     AnyStorageEvent,
+    BackupUploaded,
     BeginUpload,
     ChecksumMismatch,
     CompleteUpload,
@@ -230,18 +231,21 @@ class Storage:
         if not domain.already_stored(drive, reservation):
             await self._verify(owner, reservation, call)
 
-        async def attempt() -> Uploaded:
+        async def attempt() -> tuple[BackupUploaded, int]:
             current, seq = await self._drive(owner)
             open_ = domain.open_reservation(current, reservation.upload_id,
                                             now=call.received_at)
             uploaded = domain.decide_complete(current, open_, at=call.received_at)
             token = await self._append(owner, uploaded, expected=seq, msg_id=req.command_id,
                                        call=call, actor=caller)
-            return Uploaded(version=domain.info_of(uploaded), token=token)
+            return uploaded, token
 
-        done = await with_retry(attempt)
-        await self._drop_duplicate(reservation, done)
-        return done
+        uploaded, token = await with_retry(attempt)
+        if uploaded.key != reservation.key:
+            # Two uploads of the same content raced: the version uses the first stored
+            # copy, so this upload's own object is not needed.
+            await self.objects.delete(reservation.key)
+        return Uploaded(version=domain.info_of(uploaded), token=token)
 
     def _uploaders(self, drive: Drive, upload_id: str, caller: str,
                    now: datetime) -> UploadReserved:
@@ -286,14 +290,6 @@ class Storage:
                                       msg_id=f"abort-{upload_id}", call=call, actor="storage")
 
         return await with_retry(attempt)
-
-    async def _drop_duplicate(self, r: UploadReserved, done: Uploaded) -> None:
-        # Two uploads of the same content raced: the version uses the first stored copy.
-        key = f"objects/{r.owner_id}/{r.upload_id}"
-        if r.charged and done.version.sha256 == r.sha256 and r.key == key:
-            drive, _ = await self._drive(r.owner_id)
-            if drive.versions[done.version.version_id].key != key:
-                await self.objects.delete(key)
 
     async def sweep(self, owner: str, now: datetime, call: Call) -> int:
         """Abort the owner's expired reservations and their S3 leftovers; returns how many."""
