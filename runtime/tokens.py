@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 
 from contracts.identity import InvalidToken, PasswordChanged, password_changes
 from runtime.eventstore import EventStore
+from runtime.settings import Settings
 
 
 class Claims(msgspec.Struct, frozen=True, kw_only=True):
@@ -61,6 +62,15 @@ def public_key_of(private_key: str) -> str:
     key = Ed25519PrivateKey.from_private_bytes(_unb64(private_key))
     return _b64(key.public_key().public_bytes(serialization.Encoding.Raw,
                                               serialization.PublicFormat.Raw))
+
+
+def configured_public_key(settings: Settings) -> str:
+    """The token public key from settings (or derived from a local private key)."""
+    if settings.token_public_key:
+        return settings.token_public_key
+    if settings.token_private_key:
+        return public_key_of(settings.token_private_key)
+    raise SystemExit("set LEDGERSHARE_TOKEN_PUBLIC_KEY (identity's public_key endpoint has it)")
 
 
 class Signer:

@@ -8,11 +8,10 @@ from datetime import UTC, datetime
 from runtime.app import Resources, Wiring, main
 from runtime.projector import Projector
 from runtime.service import Call, ServiceHost
-from runtime.tokens import Sessions, Verifier
+from runtime.tokens import Sessions, Verifier, configured_public_key
 from services.sharing import store
 from services.sharing.handlers import Sharing
 from services.sharing.projection import AccessIndex, AccessProjection, UnfriendPolicy
-from services.social.__main__ import public_key
 
 VERSION = "0.1.0"
 SCHEMA = "sharing"
@@ -24,7 +23,7 @@ async def build(res: Resources) -> Wiring:
     access = Projector(res.nc, res.pool, AccessProjection(), schema=SCHEMA,
                        stream=res.settings.stream, mirror=index)
     sharing = Sharing(res.store, res.pool, access,
-                      Sessions(Verifier(public_key(res.settings)), res.store),
+                      Sessions(Verifier(configured_public_key(res.settings)), res.store),
                       schema=SCHEMA, index=index)
 
     async def shares_between(owner: str, friend: str, seq: int) -> list[str]:

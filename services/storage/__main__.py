@@ -13,8 +13,7 @@ from runtime.projector import Projector
 from runtime.s3 import s3_client
 from runtime.service import Call, ServiceHost
 from runtime.settings import Settings
-from runtime.tokens import Sessions, Verifier
-from services.social.__main__ import public_key
+from runtime.tokens import Sessions, Verifier, configured_public_key
 from services.storage import store
 from services.storage.gate import SharingGate
 from services.storage.handlers import Limits, Storage
@@ -48,7 +47,8 @@ async def build(res: Resources) -> Wiring:
     stack = AsyncExitStack()
     s3 = await stack.enter_async_context(s3_client(res.settings, timeout_s=10))
     objects = ObjectStore(s3, res.settings.s3_bucket, url_ttl_s=res.settings.presign_ttl_s)
-    storage = Storage(res.store, objects, Sessions(Verifier(public_key(res.settings)), res.store),
+    sessions = Sessions(Verifier(configured_public_key(res.settings)), res.store)
+    storage = Storage(res.store, objects, sessions,
                       limits(res.settings),
                       SharingGate(res.nc, timeout=res.settings.request_timeout_s))
     projector = Projector(res.nc, res.pool, StorageProjection(), schema="storage",
