@@ -259,11 +259,22 @@ async def probe_postgres(dsn: str) -> None:
         await conn.close()
 
 
+PROBE_KEY = ".ledgershare-probe"
+
+
 async def probe_s3(settings: Settings) -> None:
-    """Head the bucket, creating it if missing: fails until S3 really serves requests."""
-    from runtime.s3 import ensure_bucket
+    """Create the bucket if missing, then write and read back a small object: SeaweedFS
+    answers bucket calls before its volume server takes data, so heading the bucket alone
+    let a just-restarted store fail the first real read."""
+    from runtime.s3 import ensure_bucket, s3_client
 
     await ensure_bucket(settings)
+    async with s3_client(settings, timeout_s=1.0) as s3:
+        await s3.put_object(Bucket=settings.s3_bucket, Key=PROBE_KEY, Body=b"ok")
+        reply = await s3.get_object(Bucket=settings.s3_bucket, Key=PROBE_KEY)
+        async with reply["Body"] as body:
+            if await body.read() != b"ok":
+                raise OSError("S3 returned other bytes than were written")
 
 
 def ports_from_env(env: dict[str, str] | None = None) -> StackPorts:
