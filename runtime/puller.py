@@ -57,21 +57,27 @@ class Puller:
         return msgs
 
     def _take(self, msg: Msg) -> list[Msg]:
-        status = (msg.headers or {}).get("Status")
+        headers = msg.headers or {}
+        status = headers.get("Status")
         if status is None and msg.reply:
             self.outstanding -= 1
             return [msg]
         if status is not None and status != "100":
-            self.outstanding = 0  # 408 expired / 409 gone: the request is over
+            # 408 expired / 409 gone: that request is over, with what it had left unsent.
+            left = headers.get("Nats-Pending-Messages")
+            self.outstanding = max(0, self.outstanding - int(left)) if left else 0
         return []
 
     async def _request(self) -> None:
-        # One request at a time: a new one when the last expired or was used up, or went
+        # Up to two batches asked for: the next one streams in while the caller applies
+        # this one. A new request when at most a batch is left, or when the last went
         # unanswered past its expiry (lost in a reconnect).
         lost = time.monotonic() - self.requested_at > EXPIRES_S + 0.5
-        if self.outstanding > 0 and not lost:
+        if self.outstanding > self.batch and not lost:
             return
-        self.outstanding = self.batch
+        if lost:
+            self.outstanding = 0
+        self.outstanding += self.batch
         self.requested_at = time.monotonic()
         req = {"batch": self.batch, "expires": int(EXPIRES_S * 1e9)}
         await self.nc.publish(self.subject, json.dumps(req).encode(), reply=self.inbox)

@@ -40,7 +40,8 @@ async def rebuild(nc: NATS, pool: asyncpg.Pool, projection: Projection, schema: 
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
     token = await EventStore(nc, stream).last_sequence()
     consumer = f"rebuild_{schema}_{uuid.uuid4().hex[:8]}"
-    projector = Projector(nc, pool, projection, schema=schema, stream=stream, consumer=consumer)
+    projector = Projector(nc, pool, projection, schema=schema, stream=stream, consumer=consumer,
+                          batch=4096)
     await projector.start()
     reporter = asyncio.create_task(_report(projector, token, progress))
     try:

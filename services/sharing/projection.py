@@ -8,13 +8,15 @@ identity's (names). `UnfriendPolicy` turns social's FriendRemoved into ShareRevo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from datetime import datetime
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
 
 from contracts import identity, sharing, social, storage
+from contracts.base import Event
 from contracts.subjects import context_subjects, split_event_subject
 from runtime.eventstore import StoredEvent
 from services.sharing import store
@@ -23,9 +25,17 @@ _sharing = msgspec.json.Decoder(sharing.AnySharingEvent)
 _social = msgspec.json.Decoder(social.AnySocialEvent)
 _storage = msgspec.json.Decoder(storage.AnyStorageEvent)
 _identity = msgspec.json.Decoder(identity.AnyIdentityEvent)
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
+    sharing.CONTEXT: _sharing, social.CONTEXT: _social, storage.CONTEXT: _storage}
+
+
+Claim: TypeAlias = tuple[str, ...]
 
 
 class AccessProjection:
+    """Applies a batch as a few segments of events that commute, one statement per table
+    per segment; a single event is a batch of one, so both paths share one meaning."""
+
     name = "access"
     subjects: Sequence[str] = (
         context_subjects(sharing.CONTEXT),
@@ -38,51 +48,93 @@ class AccessProjection:
         await store.create_tables(conn, schema)
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: StoredEvent) -> None:
-        match split_event_subject(event.subject)[0]:
-            case sharing.CONTEXT:
-                await self._share(conn, schema, _sharing.decode(event.data))
-            case social.CONTEXT:
-                await self._friend(conn, schema, _social.decode(event.data))
-            case storage.CONTEXT:
-                await self._backup(conn, schema, _storage.decode(event.data))
-            case _:
-                await self._member(conn, schema, _identity.decode(event.data))
+        await self.apply_prepared(conn, schema, self.prepare([event]))
 
-    async def _share(self, conn: asyncpg.Connection, schema: str,
-                     event: sharing.SharingEvent) -> None:
-        match event:
-            case sharing.ShareGranted():
-                await store.grant(conn, schema, event)
-            case sharing.ShareRevoked(owner_id=o, set_id=s, friend_id=f, at=at):
-                await store.revoke(conn, schema, o, s, f, at)
+    def prepare(self, events: list[StoredEvent]) -> list[store.Changes]:
+        return list(segments(decode(e) for e in events))
 
-    async def _friend(self, conn: asyncpg.Connection, schema: str,
-                      event: social.SocialEvent) -> None:
-        match event:
-            case social.FriendAdded(member_id=a, friend_id=b):
-                await store.befriend(conn, schema, a, b)
-            case social.FriendRemoved(member_id=a, friend_id=b, at=at):
-                await store.unfriend(conn, schema, a, b, at)
+    async def apply_prepared(self, conn: asyncpg.Connection, schema: str,
+                             prepared: list[store.Changes]) -> None:
+        for changes in prepared:
+            await store.write(conn, schema, changes)
 
-    async def _backup(self, conn: asyncpg.Connection, schema: str,
-                      event: storage.StorageEvent) -> None:
-        match event:
-            case storage.BackupUploaded():
-                await store.add_backup(conn, schema, event)
-            case storage.VersionDeleted(version_id=vid):
-                await store.delete_backup(conn, schema, vid)
-            case _:
-                pass
 
-    async def _member(self, conn: asyncpg.Connection, schema: str,
-                      event: identity.IdentityEvent) -> None:
-        match event:
-            case identity.MemberRegistered(member_id=mid, account=acc, nickname=nick):
-                await store.add_member(conn, schema, mid, acc, identity.account_key(acc), nick)
-            case identity.NicknameChanged(member_id=mid, nickname=nick):
-                await store.set_nickname(conn, schema, mid, nick)
-            case _:
-                pass
+def decode(stored: StoredEvent) -> Event:
+    """The typed event of a stored one (raises msgspec.DecodeError on a bad payload)."""
+    decoder = _DECODERS.get(stored.subject.split(".", 2)[1], _identity)
+    event: Event = decoder.decode(stored.data)
+    return event
+
+
+def segments(events: Iterable[Event]) -> Iterator[store.Changes]:
+    """Consecutive runs of events whose changes commute (no two touch the same row in an
+    order-dependent way), each gathered into one `store.Changes`."""
+    changes, held = store.Changes(), dict[Claim, bool]()
+    for event in events:
+        wanted = claims(event)
+        if _conflict(held, wanted):
+            yield changes
+            changes, held = store.Changes(), {}
+        for key, exclusive in wanted:
+            held[key] = held.get(key, False) or exclusive
+        gather(changes, event)
+    if held:
+        yield changes
+
+
+def _conflict(held: dict[Claim, bool], wanted: list[tuple[Claim, bool]]) -> bool:
+    for key, exclusive in wanted:
+        if key in held and (exclusive or held[key]):
+            return True
+    return False
+
+
+def _pair(kind: str, a: str, b: str) -> Claim:
+    return (kind, a, b) if a < b else (kind, b, a)
+
+
+def claims(event: Event) -> list[tuple[Claim, bool]]:
+    """The rows an event changes, as (key, exclusive); shared keys commute with each other."""
+    match event:
+        case identity.MemberRegistered(member_id=mid, account=acc):
+            return [(("member", mid), True), (("account", identity.account_key(acc)), True)]
+        case identity.NicknameChanged(member_id=mid):
+            return [(("member", mid), True)]
+        case social.FriendAdded(member_id=a, friend_id=b):
+            return [(_pair("pair", a, b), True)]
+        case social.FriendRemoved(member_id=a, friend_id=b):
+            return [(_pair("pair", a, b), True), (_pair("history", a, b), True)]
+        case storage.BackupUploaded(version_id=vid) | storage.VersionDeleted(version_id=vid):
+            return [(("version", vid), True)]
+        case sharing.ShareGranted(owner_id=o, set_id=s, friend_id=f) | sharing.ShareRevoked(
+                owner_id=o, set_id=s, friend_id=f):
+            return [(("share", o, s, f), True), (_pair("history", o, f), False)]
+        case _:
+            return []
+
+
+def gather(changes: store.Changes, event: Event) -> None:
+    """Add one event's changes to a segment."""
+    match event:
+        case identity.MemberRegistered(member_id=mid, account=acc, nickname=nick):
+            changes.members.append(store.Member(member_id=mid, account=acc, nickname=nick,
+                                                account_key=identity.account_key(acc)))
+        case identity.NicknameChanged():
+            changes.nicknames.append(event)
+        case social.FriendAdded():
+            changes.befriended.append(event)
+        case social.FriendRemoved():
+            changes.unfriended.append(event)
+        case storage.BackupUploaded():
+            changes.backups.append(event)
+        case storage.VersionDeleted():
+            changes.deleted.append(event)
+        case sharing.ShareGranted():
+            changes.grants.append(event)
+        case sharing.ShareRevoked():
+            changes.revokes.append(event)
+        case _:
+            pass
 
 
 Revoker = Callable[[str, str, str, str], Awaitable[None]]

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TypeAlias
 
 import asyncpg
+import msgspec
 
-from contracts.sharing import ShareGranted
-from contracts.storage import BackupUploaded
+from contracts.identity import NicknameChanged
+from contracts.sharing import ShareGranted, ShareRevoked
+from contracts.social import FriendAdded, FriendRemoved
+from contracts.storage import BackupUploaded, VersionDeleted
 
 Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
+_encode = msgspec.json.Encoder().encode
 TABLES = ("directory", "friends", "backups", "grants", "grant_history")
 
 
@@ -39,74 +44,113 @@ async def create_tables(conn: asyncpg.Connection, schema: str) -> None:
             owner_id text NOT NULL, set_id text NOT NULL, friend_id text NOT NULL,
             granted_at timestamptz NOT NULL, ended_at timestamptz, expires_at timestamptz,
             PRIMARY KEY (owner_id, set_id, friend_id, granted_at));
+        CREATE INDEX IF NOT EXISTS grant_history_open ON {schema}.grant_history
+            (owner_id, friend_id) WHERE ended_at IS NULL;
     """)
 
 
 # ---- writes (projection) --------------------------------------------------------------
 
-async def add_member(conn: asyncpg.Connection, schema: str, member_id: str, account: str,
-                     account_key: str, nickname: str) -> None:
-    await conn.execute(f"INSERT INTO {schema}.directory VALUES ($1, $2, $3, $4)",
-                       member_id, account, account_key, nickname)
+class Member(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of the directory."""
+
+    member_id: str
+    account: str
+    account_key: str
+    nickname: str
 
 
-async def set_nickname(conn: asyncpg.Connection, schema: str, member_id: str,
-                       nickname: str) -> None:
-    await conn.execute(f"UPDATE {schema}.directory SET nickname = $2 WHERE member_id = $1",
-                       member_id, nickname)
+class Changes:
+    """One segment of commuting changes (see projection.segments): each list goes to
+    PostgreSQL as one JSON document in one statement, so a replay costs a few statements
+    per thousand events rather than three per event, and msgspec (not a Python loop per
+    array element) does the encoding."""
+
+    def __init__(self) -> None:
+        self.members: list[Member] = []
+        self.nicknames: list[NicknameChanged] = []
+        self.befriended: list[FriendAdded] = []
+        self.unfriended: list[FriendRemoved] = []
+        self.backups: list[BackupUploaded] = []
+        self.deleted: list[VersionDeleted] = []
+        self.grants: list[ShareGranted] = []
+        self.revokes: list[ShareRevoked] = []
 
 
-async def befriend(conn: asyncpg.Connection, schema: str, a: str, b: str) -> None:
-    await conn.executemany(f"INSERT INTO {schema}.friends VALUES ($1, $2) "
-                           "ON CONFLICT DO NOTHING", [(a, b), (b, a)])
+# Both directions of a pair as rows, so joins stay equality joins (an OR of the two
+# directions makes PostgreSQL compare every pair with every row).
+_BOTH_WAYS = ("LATERAL (VALUES (u.member_id, u.friend_id, u.at), "
+              "(u.friend_id, u.member_id, u.at)) p(x, y, at)")
+_PAIRS = "u(member_id text, friend_id text, at timestamptz)"
+_SHARES = "u(owner_id text, set_id text, friend_id text, at timestamptz)"
 
 
-async def unfriend(conn: asyncpg.Connection, schema: str, a: str, b: str,
-                   at: datetime) -> None:
-    await conn.execute(f"DELETE FROM {schema}.friends WHERE (member_id, friend_id) IN "
-                       "(($1, $2), ($2, $1))", a, b)
-    await conn.execute(
-        f"UPDATE {schema}.grant_history SET ended_at = $3 WHERE ended_at IS NULL AND "
-        "((owner_id = $1 AND friend_id = $2) OR (owner_id = $2 AND friend_id = $1))", a, b, at)
+async def write(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
+    """Apply one segment. Its changes commute, so only the order within a row matters:
+    an interval of grant history is closed before a new one opens."""
+    await _directory(conn, schema, c)
+    await _friends(conn, schema, c)
+    await _backups(conn, schema, c)
+    await _grants(conn, schema, c)
+    await _history(conn, schema, c)
 
 
-async def add_backup(conn: asyncpg.Connection, schema: str, e: BackupUploaded) -> None:
-    await conn.execute(
-        f"INSERT INTO {schema}.backups VALUES "
-        "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        e.version_id, e.owner_id, e.set_id, e.set_name, e.year, e.period, e.remark,
-        e.uploader_id, e.at, e.size, e.sha256, e.base_version, e.conflict_with)
+async def _each(conn: asyncpg.Connection, sql: str, rows: Sequence[msgspec.Struct]) -> None:
+    """Run ``sql`` once for all ``rows``, given as the JSON array ``$1``."""
+    if rows:
+        await conn.execute(sql, _encode(rows).decode())
 
 
-async def delete_backup(conn: asyncpg.Connection, schema: str, version_id: str) -> None:
-    await conn.execute(f"DELETE FROM {schema}.backups WHERE version_id = $1", version_id)
+async def _directory(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
+    await _each(conn, f"INSERT INTO {schema}.directory SELECT * FROM json_to_recordset($1) "
+                "u(member_id text, account text, account_key text, nickname text)", c.members)
+    await _each(conn, f"UPDATE {schema}.directory d SET nickname = u.nickname FROM "
+                "json_to_recordset($1) u(member_id text, nickname text) "
+                "WHERE d.member_id = u.member_id", c.nicknames)
 
 
-async def grant(conn: asyncpg.Connection, schema: str, e: ShareGranted) -> None:
-    await conn.execute(
-        f"INSERT INTO {schema}.grants VALUES ($1, $2, $3, $4, $5, $6, $7, $8) "
-        "ON CONFLICT (owner_id, set_id, friend_id) DO UPDATE SET scope = EXCLUDED.scope, "
-        "years = EXCLUDED.years, expires_at = EXCLUDED.expires_at, "
-        "set_name = EXCLUDED.set_name",
-        e.owner_id, e.set_id, e.friend_id, e.set_name, e.scope, e.years, e.expires_at, e.at)
-    # A new grant (or new terms) starts a new interval of the history.
-    await conn.execute(
-        f"UPDATE {schema}.grant_history SET ended_at = $4 WHERE owner_id = $1 AND "
-        "set_id = $2 AND friend_id = $3 AND ended_at IS NULL",
-        e.owner_id, e.set_id, e.friend_id, e.at)
-    await conn.execute(
-        f"INSERT INTO {schema}.grant_history (owner_id, set_id, friend_id, granted_at, "
-        "expires_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        e.owner_id, e.set_id, e.friend_id, e.at, e.expires_at)
+async def _friends(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
+    await _each(conn, f"DELETE FROM {schema}.friends f USING json_to_recordset($1) {_PAIRS}, "
+                f"{_BOTH_WAYS} WHERE f.member_id = p.x AND f.friend_id = p.y", c.unfriended)
+    await _each(conn, f"INSERT INTO {schema}.friends SELECT x, y FROM json_to_recordset($1) "
+                f"{_PAIRS}, {_BOTH_WAYS} ON CONFLICT DO NOTHING", c.befriended)
 
 
-async def revoke(conn: asyncpg.Connection, schema: str, owner_id: str, set_id: str,
-                 friend_id: str, at: datetime) -> None:
-    await conn.execute(f"DELETE FROM {schema}.grants WHERE owner_id = $1 AND set_id = $2 "
-                       "AND friend_id = $3", owner_id, set_id, friend_id)
-    await conn.execute(
-        f"UPDATE {schema}.grant_history SET ended_at = $4 WHERE owner_id = $1 AND "
-        "set_id = $2 AND friend_id = $3 AND ended_at IS NULL", owner_id, set_id, friend_id, at)
+async def _backups(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
+    await _each(conn, f"INSERT INTO {schema}.backups SELECT * FROM json_to_recordset($1) "
+                "u(version_id text, owner_id text, set_id text, set_name text, year int, "
+                "period int, remark text, uploader_id text, at timestamptz, size bigint, "
+                "sha256 text, base_version text, conflict_with text)", c.backups)
+    await _each(conn, f"DELETE FROM {schema}.backups b USING json_to_recordset($1) "
+                "u(version_id text) WHERE b.version_id = u.version_id", c.deleted)
+
+
+async def _grants(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
+    await _each(conn, f"INSERT INTO {schema}.grants SELECT * FROM json_to_recordset($1) "
+                "u(owner_id text, set_id text, friend_id text, set_name text, scope text, "
+                "years int[], expires_at timestamptz, at timestamptz) "
+                "ON CONFLICT (owner_id, set_id, friend_id) DO UPDATE SET scope = EXCLUDED.scope, "
+                "years = EXCLUDED.years, expires_at = EXCLUDED.expires_at, "
+                "set_name = EXCLUDED.set_name", c.grants)
+    await _each(conn, f"DELETE FROM {schema}.grants g USING json_to_recordset($1) {_SHARES} "
+                "WHERE g.owner_id = u.owner_id AND g.set_id = u.set_id "
+                "AND g.friend_id = u.friend_id", c.revokes)
+
+
+async def _history(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
+    # A new grant (or new terms) ends the open interval and starts a new one; a revoke
+    # ends it; an unfriending ends every open interval between the two.
+    await _each(conn, f"UPDATE {schema}.grant_history h SET ended_at = u.at FROM "
+                f"json_to_recordset($1) {_SHARES} WHERE h.owner_id = u.owner_id "
+                "AND h.set_id = u.set_id AND h.friend_id = u.friend_id AND h.ended_at IS NULL",
+                [*c.grants, *c.revokes])
+    await _each(conn, f"UPDATE {schema}.grant_history h SET ended_at = p.at FROM "
+                f"json_to_recordset($1) {_PAIRS}, {_BOTH_WAYS} WHERE h.ended_at IS NULL "
+                "AND h.owner_id = p.x AND h.friend_id = p.y", c.unfriended)
+    await _each(conn, f"INSERT INTO {schema}.grant_history (owner_id, set_id, friend_id, "
+                "granted_at, expires_at) SELECT owner_id, set_id, friend_id, at, expires_at "
+                "FROM json_to_recordset($1) u(owner_id text, set_id text, friend_id text, "
+                "at timestamptz, expires_at timestamptz) ON CONFLICT DO NOTHING", c.grants)
 
 
 # ---- reads ------------------------------------------------------------------------------
