@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 
 import asyncpg
@@ -19,16 +22,19 @@ import msgspec
 import nats
 from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
+from rich.console import Console
 
-from bench.check import bench_check
+from bench import lag, replay, transfer
+from bench.check import bench_check, bench_grant, bench_scale
+from cli.run import start_services, stop_services
 from contracts.base import Event
 from contracts.subjects import aggregate_subjects, context_subjects, event_subject
 from deploy.freeports import free_stack_ports
-from deploy.parts import StackPorts
+from deploy.parts import find_binary
 from deploy.stack import Stack
 from runtime.eventstore import EventStore, Outgoing, StoredEvent
 from runtime.projector import Projector
-from runtime.settings import Settings
+from runtime.settings import Settings, load_settings
 
 
 class Ticked(Event, frozen=True, kw_only=True):
@@ -101,55 +107,198 @@ async def bench_projector(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[flo
     return raw, ours
 
 
-async def measure(settings: Settings, count: int) -> list[tuple[str, str, float, float]]:
+class Size(msgspec.Struct, frozen=True):
+    """How big each row runs (`--quick`: about a minute in all)."""
+
+    ops: int  # calls or events for the short rows
+    log_members: int  # bench.log members for the replay (20 events each)
+    scale_members: int  # the large access-check case: members x 10 grants
+    lag_rate: float
+    lag_seconds: float
+    file_mb: int
+    big_mb: int
+    trials: int
+
+
+FULL = Size(ops=20_000, log_members=50_000, scale_members=100_000, lag_rate=3000,
+            lag_seconds=10, file_mb=256, big_mb=1024, trials=3)
+QUICK = Size(ops=2_000, log_members=2_000, scale_members=10_000, lag_rate=1000,
+             lag_seconds=3, file_mb=32, big_mb=64, trials=1)
+
+
+class Row(msgspec.Struct, frozen=True):
+    """One line of the results: ours against its baseline, and the issue's bar."""
+
+    path: str
+    ours: str
+    baseline: str
+    base: str
+    ratio: str
+    bar: str
+    met: bool | None  # None: no bar for this row
+
+
+def _rate(value: float, unit: str = "/s") -> str:
+    return f"{value:,.0f}{unit}"
+
+
+async def measure_bus(settings: Settings, size: Size,
+                      say: Callable[[str], None]) -> list[Row]:
+    """Every row that needs only NATS and PostgreSQL, in one process."""
     nc = await nats.connect(settings.nats_url)
     await EventStore(nc).ensure_stream()
     pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=4)
-    raw_pub, append = await bench_append(nc, count)
-    raw_read, project = await bench_projector(nc, pool, count)
-    check, echo = await bench_check(nc, pool, count)
-    await pool.close()
-    await nc.close()
+    try:
+        return await _bus_rows(nc, pool, size, say)
+    finally:
+        await pool.close()
+        await nc.close()
+
+
+async def _bus_rows(nc: NATS, pool: asyncpg.Pool, size: Size,
+                    say: Callable[[str], None]) -> list[Row]:
+    say("replay: writing the log, reading it raw, rebuilding sharing's read model")
+    events, raw_read, replayed = await replay.measure(nc, pool, size.log_members, say)
+    rows = [Row(f"replay of {events:,} events into sharing's read model", _rate(replayed),
+                "raw ordered consumer, no processing", _rate(raw_read),
+                f"{replayed / raw_read:.2f}x", "≥ 0.25x and ≥ 50,000/s",
+                replayed / raw_read >= 0.25 and replayed >= 50_000)]
+    say("append with OCC against raw publishes")
+    raw_pub, append = await bench_append(nc, size.ops)
+    rows.append(Row("append with OCC + dedup, 16 in flight", _rate(append),
+                    "raw JetStream publish with OCC, 16 in flight", _rate(raw_pub),
+                    f"{append / raw_pub:.2f}x", "—", None))
+    say("projector catch-up, one table")
+    raw_fetch, project = await bench_projector(nc, pool, size.ops)
+    rows.append(Row("projector catch-up (1 table)", _rate(project),
+                    "raw pull fetch, no processing", _rate(raw_fetch),
+                    f"{project / raw_fetch:.2f}x", "—", None))
+    rows += await _access_rows(nc, pool, size, say)
+    say("grant commands, 64 clients on distinct account sets")
+    grant = await bench_grant(nc, pool, "sharing_bench", size.log_members, size.ops)
+    rows.append(Row("`sharing.grant` command, 64 clients", _rate(grant),
+                    "raw JetStream publish with OCC, 16 in flight", _rate(raw_pub),
+                    f"{grant / raw_pub:.2f}x", "≥ 0.2x", grant / raw_pub >= 0.2))
+    say(f"projector lag: {size.lag_rate:,.0f} events/s for {size.lag_seconds:.0f} s")
+    lag_ = await lag.measure(nc, pool, size.lag_rate, size.lag_seconds)
+    rows.append(Row(f"sharing projector under a mixed load (lag p50 {lag_.p50_ms:.0f} ms, "
+                    f"p99 {lag_.p99_ms:.0f} ms, max {lag_.max_ms:.0f} ms)",
+                    _rate(lag_.applied), "the load's own rate", _rate(lag_.offered),
+                    f"{lag_.applied / lag_.offered:.2f}x", "keeps up; p99 lag printed",
+                    lag_.applied >= 0.97 * lag_.offered))
+    return rows
+
+
+async def _access_rows(nc: NATS, pool: asyncpg.Pool, size: Size,
+                       say: Callable[[str], None]) -> list[Row]:
+    say("sharing.check against a nats.micro echo")
+    check, echo = await bench_check(nc, pool, size.ops)
+    rows = [Row(f"`sharing.check`, 64 in flight (p50 {check.p50_us:,.0f} µs, "
+                f"p99 {check.p99_us:,.0f} µs)", _rate(check.rate),
+                f"nats.micro echo (p50 {echo.p50_us:,.0f} µs, p99 {echo.p99_us:,.0f} µs)",
+                _rate(echo.rate),
+                f"{check.rate / echo.rate:.2f}x; p50 {check.p50_us / echo.p50_us:.2f}x",
+                "≥ 0.5x; p50 ≤ 1.5x",
+                check.rate >= 0.5 * echo.rate and check.p50_us <= 1.5 * echo.p50_us)]
+    say("sharing.check over 1,000 grants")
+    small = await bench_scale(nc, pool, 100, 10, size.ops, say)
+    big = size.scale_members
+    say(f"sharing.check over {big:,} members and {big * 10:,} grants")
+    large = await bench_scale(nc, pool, big, 10, size.ops, say)
+    rows.append(Row(f"`sharing.check` with {big:,} members, {big * 10:,} grants "
+                    f"(p50 {large.p50_us:,.0f} µs)", f"p99 {large.p99_us:,.0f} µs",
+                    f"the same check with 1,000 grants (p50 {small.p50_us:,.0f} µs)",
+                    f"p99 {small.p99_us:,.0f} µs", f"{large.p99_us / small.p99_us:.2f}x",
+                    "p99 ≤ 1.5x", large.p99_us <= 1.5 * small.p99_us))
+    return rows
+
+
+def measure_files(stack: Stack, size: Size, say: Callable[[str], None]) -> list[Row]:
+    """The transfer rows: the four services run as processes, `ledgershare` commands."""
+    home = stack.settings.home
+    env = {**os.environ, "LEDGERSHARE_HOME": home, "LEDGERSHARE_QUOTA_BYTES": str(16 << 30),
+           "LEDGERSHARE_PASSWORD": "bench-pass-1", "LEDGERSHARE_LOG_LEVEL": "WARNING"}
+    say(f"transfers: {size.file_mb} MB through `ledgershare backup` and raw aiobotocore")
+    procs = _services(env)
+    try:
+        f = transfer.measure(stack.settings, env, Path(home), size_mb=size.file_mb,
+                             big_mb=size.big_mb, trials=size.trials)
+    finally:
+        stop_services(procs, Console(stderr=True))
+    note = "process to process; in this process the raw one does {:,.0f} MB/s"
     return [
-        ("append with OCC, 16 in flight", "raw JetStream publish with OCC", append, raw_pub),
-        ("projector catch-up (1 table)", "raw pull fetch, no processing", project, raw_read),
-        (f"sharing.check, 64 in flight (p50 {check.p50_us:.0f} µs, p99 {check.p99_us:.0f} µs)",
-         f"nats.micro echo (p50 {echo.p50_us:.0f} µs, p99 {echo.p99_us:.0f} µs)",
-         check.rate, echo.rate),
+        Row(f"`ledgershare backup upload` of {f.size_mb} MB", _rate(f.upload, " MB/s"),
+            "`python -m bench.rawcopy put`: aiobotocore multipart PUT, 4 parts at a time",
+            _rate(f.raw_upload, " MB/s"), f"{f.upload / f.raw_upload:.2f}x",
+            "≥ 0.85x (" + note.format(f.raw_upload_inproc) + ")",
+            f.upload >= 0.85 * f.raw_upload),
+        Row(f"`ledgershare backup download` of {f.size_mb} MB", _rate(f.download, " MB/s"),
+            "`python -m bench.rawcopy get`: aiobotocore GET streamed to a file",
+            _rate(f.raw_download, " MB/s"), f"{f.download / f.raw_download:.2f}x",
+            "≥ 0.85x (" + note.format(f.raw_download_inproc) + ")",
+            f.download >= 0.85 * f.raw_download),
+        Row(f"client peak RSS, {f.big_mb} MB upload / download",
+            f"{f.upload_rss_mb:.0f} / {f.download_rss_mb:.0f} MB", "—", "—", "—",
+            "≤ 100 MB", max(f.upload_rss_mb, f.download_rss_mb) <= 100),
     ]
 
 
-def report(rows: list[tuple[str, str, float, float]], count: int) -> str:
+def _services(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    saved = dict(os.environ)
+    os.environ.update(env)  # start_services passes its environment on
+    try:
+        return start_services(load_settings(), Console(stderr=True))
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def report(rows: list[Row], size: Size, quick: bool, seconds: float) -> str:
     lines = [
         "# ledgershare benchmarks", "",
-        f"{count} events per row; {platform.processor() or platform.machine()}, "
-        f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
-        "", "| path | ours (ops/s) | baseline | baseline (ops/s) | ratio |",
-        "|---|---|---|---|---|",
+        f"`make bench{' QUICK=1' if quick else ''}`: {size.ops:,} calls per short row; "
+        f"{_machine()}; took {seconds:.0f} s.", "",
+        "| path | ours | baseline | baseline figure | ratio | bar | met |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for path, base, ours, raw in rows:
-        lines.append(f"| {path} | {ours:,.0f} | {base} | {raw:,.0f} | {ours / raw:.2f}x |")
+    for r in rows:
+        met = "—" if r.met is None else ("yes" if r.met else "**no**")
+        lines.append(f"| {r.path} | {r.ours} | {r.baseline} | {r.base} | {r.ratio} | "
+                     f"{r.bar} | {met} |")
     return "\n".join(lines) + "\n"
+
+
+def _machine() -> str:
+    versions = ", ".join(f"{name} {metadata.version(name)}" for name in
+                         ("nats-py", "msgspec", "asyncpg", "aiobotocore"))
+    server = subprocess.run([find_binary("nats-server"), "--version"], capture_output=True,
+                            text=True, check=False).stdout.strip()
+    return (f"{os.cpu_count()} cores, {platform.machine()}, Python "
+            f"{sys.version.split()[0]}, {server}, {versions}, "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
 
 
 def main() -> None:
     args = argparse.ArgumentParser(prog="bench")
     args.add_argument("--quick", action="store_true")
-    count = 2000 if args.parse_args().quick else 20000
+    quick = args.parse_args().quick
+    size = QUICK if quick else FULL
+    started = time.perf_counter()
+
+    def say(text: str) -> None:
+        print(f"[{time.perf_counter() - started:6.1f} s] {text}", flush=True)
+
     with tempfile.TemporaryDirectory() as home:
-        stack = Stack.local(Settings(home=home), _ports(), fast=True, only=("nats", "postgres"))
-        stack.up(detach=False, progress=print)
+        stack = Stack.local(Settings(home=home), free_stack_ports(), fast=True)
+        stack.up(detach=False, progress=say)
         try:
-            rows = asyncio.run(measure(stack.settings, count))
+            rows = measure_files(stack, size, say)
+            rows = asyncio.run(measure_bus(stack.settings, size, say)) + rows
         finally:
-            stack.down(progress=print)
-    text = report(rows, count)
+            stack.down(progress=say)
+    text = report(rows, size, quick, time.perf_counter() - started)
     print(text)
     Path(__file__).with_name("results.md").write_text(text)
-
-
-def _ports() -> StackPorts:
-    return free_stack_ports()
 
 
 if __name__ == "__main__":

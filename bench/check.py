@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
@@ -14,13 +14,14 @@ from nats.aio.client import Client as NATS
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
 
-from contracts.sharing import Check, ShareGranted, SharingClient, share_id, share_scope
+from bench import log
+from contracts.sharing import Check, Grant, ShareGranted, SharingClient, share_id, share_scope
 from contracts.sharing import share_subject as grant_subject
 from contracts.social import FriendAdded, friendship_scope, friendship_subject, pair_id
 from runtime.eventstore import EventStore, Outgoing
-from runtime.projector import Projector
+from runtime.projector import Projector, setup_bookkeeping
 from runtime.service import ServiceHost
-from runtime.tokens import Sessions, Verifier, new_private_key, public_key_of
+from runtime.tokens import Sessions, Signer, Verifier, new_private_key, public_key_of
 from services.sharing.handlers import Sharing
 from services.sharing.projection import AccessIndex, AccessProjection
 
@@ -114,3 +115,96 @@ async def bench_check(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[Figures
     await host.stop()
     await access.stop()
     return ours, raw
+
+
+async def bench_grant(nc: NATS, pool: asyncpg.Pool, schema: str, members: int,
+                      count: int) -> float:
+    """Grant commands/s, 64 clients, each command on another owner's account set, over
+    the read model a replay of `bench.log` left in ``schema``."""
+    store = EventStore(nc)
+    private = new_private_key()
+    signer = Signer(private)
+    index = AccessIndex()
+    access = Projector(nc, pool, AccessProjection(), schema=schema, mirror=index)
+    await access.start()
+    await access.wait_until(await store.last_sequence(), within=120)
+    sharing = Sharing(store, pool, access, Sessions(Verifier(public_key_of(private)), store),
+                      schema=schema, index=index)
+    host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
+                       endpoints=sharing.endpoints())
+    await host.start()
+    client = SharingClient(nc, timeout=10)
+
+    async def grant(i: int) -> None:
+        owner = i % members
+        session, _ = signer.issue(member_id=log.member(owner), kind="session", now=NOW,
+                                  ttl=timedelta(hours=1), pv=0)
+        friend = (owner + 3 * log.FRIEND_STEP) % members
+        await client.grant(Grant(command_id=f"bench-grant-{i}", session=session,
+                                 set_id="set1", friends=[f"user{friend}"], scope="read-only"))
+
+    rate = (await timed(count, 64, grant)).rate
+    await host.stop()
+    await access.stop()
+    return rate
+
+
+async def load_grants(pool: asyncpg.Pool, schema: str, members: int, per_member: int,
+                      at_seq: int) -> None:
+    """A sharing read model of ``members`` members who each share set "s" with their next
+    ``per_member`` members (who are their friends), written straight into the tables."""
+    async with pool.acquire() as conn:
+        await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        await setup_bookkeeping(conn, schema)
+        await AccessProjection().setup(conn, schema)
+        await conn.execute(f"INSERT INTO {schema}.checkpoints VALUES ('access', $1)", at_seq)
+        pairs = [(log.member(i), log.member((i + d) % members))
+                 for i in range(members) for d in range(1, per_member + 1)]
+        await conn.copy_records_to_table("friends", schema_name=schema, records=pairs)
+        await conn.copy_records_to_table("friends", schema_name=schema,
+                                         records=[(b, a) for a, b in pairs])
+        await conn.copy_records_to_table(
+            "grants", schema_name=schema,
+            columns=["owner_id", "set_id", "friend_id", "set_name", "scope", "since"],
+            records=[(a, "s", b, "S", "read-write", NOW) for a, b in pairs])
+
+
+async def bench_scale(nc: NATS, pool: asyncpg.Pool, members: int, per_member: int,
+                      count: int, say: Callable[[str], None]) -> Figures:
+    """sharing.check, 64 in flight, over a read model of members x per_member grants."""
+    schema = f"scale_{members}_{per_member}"
+    token = await EventStore(nc).last_sequence()
+    started = time.perf_counter()
+    await load_grants(pool, schema, members, per_member, token)
+    say(f"  {members * per_member:,} grants written in {time.perf_counter() - started:.1f} s")
+    index = AccessIndex()
+    access = Projector(nc, pool, AccessProjection(), schema=schema, mirror=index)
+    started = time.perf_counter()
+    await access.start()
+    await access.wait_leading(within=600)
+    say(f"  index of {len(index.grants):,} grants loaded in "
+        f"{time.perf_counter() - started:.1f} s")
+    private = new_private_key()
+    sharing = Sharing(EventStore(nc), pool, access,
+                      Sessions(Verifier(public_key_of(private)), EventStore(nc)),
+                      schema=schema, index=index)
+    host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
+                       endpoints=sharing.endpoints())
+    await host.start()
+    client = SharingClient(nc, timeout=10)
+    step = 7919  # a prime: calls spread over the whole population
+
+    async def check(i: int) -> None:
+        owner = (i * step) % members
+        friend = (owner + 1 + i % per_member) % members
+        verdict = await client.check(Check(member_id=log.member(friend),
+                                           owner_id=log.member(owner), set_id="s",
+                                           year=2018, access="read", token=token))
+        assert verdict.allowed
+
+    figures = await timed(count, 64, check)
+    await host.stop()
+    await access.stop()
+    async with pool.acquire() as conn:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    return figures

@@ -22,6 +22,7 @@ from runtime.eventstore import EventStore
 
 EVENTS_PER_MEMBER = 20
 FRIENDS = 4
+FRIEND_STEP = 7  # member i befriends i + 7k (k = 1..FRIENDS)
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 WINDOW = 5000
 
@@ -51,7 +52,7 @@ def events(members: int) -> Iterator[tuple[str, Event]]:
 def _friendships(i: int, members: int, at: datetime) -> Iterator[tuple[str, Event]]:
     mid = member(i)
     for k in range(1, FRIENDS + 1):
-        other = member((i + k * 7) % members)
+        other = member((i + k * FRIEND_STEP) % members)
         fid = social.pair_id(mid, other)
         added = social.FriendAdded(friendship_id=fid, member_id=mid, friend_id=other,
                                    friend_nickname="F", at=at)
@@ -83,7 +84,7 @@ def _grants(i: int, members: int, at: datetime) -> Iterator[tuple[str, Event]]:
         for k in (1, 2):
             granted = sharing.ShareGranted(
                 share_id=sid, owner_id=mid, set_id=f"set{set_no}", set_name=f"Set {set_no}",
-                friend_id=member((i + k * 7) % members),
+                friend_id=member((i + k * FRIEND_STEP) % members),
                 scope="read-only" if k == 2 else "read-write",
                 years=[2025] if set_no else None, at=at)
             yield sharing.share_subject(sid, granted), granted
@@ -95,10 +96,10 @@ def _changes(i: int, members: int, at: datetime) -> Iterator[tuple[str, Event]]:
     yield identity.member_subject(mid, renamed), renamed
     sid = sharing.share_id(mid, "set0")
     revoked = sharing.ShareRevoked(share_id=sid, owner_id=mid, set_id="set0",
-                                   friend_id=member((i + 7) % members), at=at)
+                                   friend_id=member((i + FRIEND_STEP) % members), at=at)
     yield sharing.share_subject(sid, revoked), revoked
     if i % 2:
-        other = member((i + 14) % members)
+        other = member((i + 2 * FRIEND_STEP) % members)
         fid = social.pair_id(mid, other)
         removed = social.FriendRemoved(friendship_id=fid, member_id=mid, friend_id=other,
                                        at=at)

@@ -258,7 +258,8 @@ async def fetch(c: Client, *, owner_id: str | None, set_id: str, year: int,
     path = Path(out or f"{ticket.version.set_name}-{year}.bak")
     with c.progress() as bar:
         task = bar.add_task(f"download {path.name}", total=ticket.version.size)
-        await download(ticket.url, path, progress=lambda n: bar.advance(task, n))
+        await download(ticket.url, path, size=ticket.version.size,
+                       progress=lambda n: bar.advance(task, n))
     return path
 
 

@@ -242,7 +242,7 @@ class Walkthrough:
             command_id=new_id(), session=who.session, owner_id=owner.member_id,
             set_id=SET_ID, year=2018, drive_token=who.drive, token=who.token))
         path = self.folder / name
-        await download(ticket.url, path)
+        await download(ticket.url, path, size=ticket.version.size)
         return path
 
     async def owner_sees(self) -> None:

@@ -133,6 +133,7 @@ class Projector:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.active = False
+        self._leading = asyncio.Event()
         self.mirror = mirror
         # One filter on the consumer even when the projection names several: nats-server
         # 2.15 serves a multi-filter consumer over a stream of many subjects at ~1k msg/s
@@ -198,11 +199,13 @@ class Projector:
                     if self.mirror is not None:
                         await self.mirror.reload(conn, self.schema)
                 self.active = True
+                self._leading.set()
                 self._clear_to = 0  # proven only relative to the old position
                 await self._reset_consumer(self.position)
                 await self._consume()
             finally:
                 self.active = False
+                self._leading.clear()
                 with contextlib.suppress(*TRANSIENT):
                     await lock_conn.execute("SELECT pg_advisory_unlock_all()")
 
@@ -319,6 +322,10 @@ class Projector:
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def wait_leading(self, within: float) -> None:
+        """Return once this instance leads (its mirror, if any, is loaded)."""
+        await asyncio.wait_for(self._leading.wait(), within)
 
     async def wait_until(self, token: int, within: float = 5.0) -> None:
         """Return once every event this projection cares about up to ``token`` is applied."""

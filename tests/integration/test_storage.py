@@ -115,8 +115,19 @@ async def round_trip(owner: Member, path: Path, tmp_path: Path) -> Path:
         command_id=cid(), session=owner.session, set_id="set-123", year=2018))
     assert ticket.version.version_id == version
     out = tmp_path / "downloaded.bak"
-    await download(ticket.url, out)
+    assert await download(ticket.url, out, size=ticket.version.size) == path.stat().st_size
     return out
+
+
+async def test_a_50mb_backup_comes_back_in_byte_ranges_exactly(
+        env: tuple[NATS, Wiring], tmp_path: Path) -> None:
+    owner = await member(env[0], "ranges")
+    source = tmp_path / "big.bak"
+    with source.open("wb") as f:
+        for _ in range(50):
+            f.write(os.urandom(MB))
+    out = await round_trip(owner, source, tmp_path)
+    assert sha256_file(out) == sha256_file(source)
 
 
 async def test_a_1kb_backup_round_trips_exactly_and_the_download_is_audited(
