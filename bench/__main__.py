@@ -32,6 +32,7 @@ from contracts.subjects import aggregate_subjects, context_subjects, event_subje
 from deploy.freeports import free_stack_ports
 from deploy.parts import find_binary
 from deploy.stack import Stack
+from runtime.app import create_pool
 from runtime.eventstore import EventStore, Outgoing, StoredEvent
 from runtime.projector import Projector
 from runtime.settings import Settings, load_settings
@@ -147,7 +148,7 @@ async def measure_bus(settings: Settings, size: Size,
     """Every row that needs only NATS and PostgreSQL, in one process."""
     nc = await nats.connect(settings.nats_url)
     await EventStore(nc).ensure_stream()
-    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=4)
+    pool = await create_pool(settings.pg_dsn, size=10)
     try:
         return await _bus_rows(nc, pool, size, say)
     finally:

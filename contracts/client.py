@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
+import random
 from typing import Any, TypeVar
 
 import msgspec
@@ -13,6 +13,7 @@ from nats.errors import TimeoutError as NatsTimeout
 
 from contracts.base import HDR_CORRELATION, Reply, Request
 from contracts.errors import ErrorReply, TooLarge, Unavailable, from_reply
+from contracts.requests import mux_of
 from contracts.subjects import request_subject
 
 R = TypeVar("R", bound=Reply)
@@ -51,9 +52,10 @@ class ServiceClient:
                        correlation_id: str | None = None) -> bytes:
         """Send raw bytes (for tests and tools); raise the typed error on an error reply."""
         subject = request_subject(self.context, operation)
-        headers = {HDR_CORRELATION: correlation_id or uuid.uuid4().hex}
+        headers = {HDR_CORRELATION: correlation_id or f"{random.getrandbits(128):032x}"}
         try:
-            msg = await self.nc.request(subject, payload, timeout=self.timeout, headers=headers)
+            msg = await mux_of(self.nc).request(subject, payload, within=self.timeout,
+                                                headers=headers)
         except NoRespondersError as err:
             raise Unavailable(f"no {self.context} service is running") from err
         except NatsTimeout as err:

@@ -66,12 +66,24 @@ class Resources:
 Builder = Callable[[Resources], Awaitable[Wiring]]
 
 
+async def create_pool(dsn: str, *, size: int) -> asyncpg.Pool:
+    """A PostgreSQL pool whose release skips asyncpg's reset query (a round trip after
+    every query). Nothing here leaves session state behind: no SET, LISTEN or cursors, and
+    the projector releases its advisory lock itself; an open transaction is still rolled
+    back."""
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=size, reset=_keep_session)
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    pass
+
+
 async def connect(settings: Settings) -> tuple[NATS, asyncpg.Pool, EventStore]:
     """NATS (reconnecting forever), a PostgreSQL pool and the verified event store."""
     nc = await nats.connect(settings.nats_servers, max_reconnect_attempts=-1,
                             reconnect_time_wait=0.5, name="ledgershare",
                             inbox_prefix=settings.nats_inbox_prefix)
-    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=10)
+    pool = await create_pool(settings.pg_dsn, size=10)
     store = EventStore(nc, settings.stream, timeout=settings.request_timeout_s)
     await store.ensure_stream(replicas=settings.stream_replicas,
                               duplicate_window_s=settings.duplicate_window_s)

@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
@@ -190,7 +191,8 @@ def translate(err: Exception) -> LedgerError | None:
         return Conflict("someone else changed the same thing at the same time; try again")
     if isinstance(err, ProjectionLag):
         return Unavailable(f"the read model is behind: {err}; try again")
-    if isinstance(err, NatsTimeout | TimeoutError | asyncpg.PostgresConnectionError | OSError):
+    if isinstance(err, NatsTimeout | TimeoutError | NoRespondersError
+                  | asyncpg.PostgresConnectionError | OSError):
         return Unavailable(f"a part of the system did not answer in time ({type(err).__name__})")
     return None
 

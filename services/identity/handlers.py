@@ -94,8 +94,8 @@ class Identity:
     async def _member(self, member_id: str | None) -> tuple[Member, int]:
         if not member_id:
             return Member(), 0
-        events, seq = await self.store.history(member_scope(member_id), _decoder)
-        return domain.fold(events), seq
+        return await self.store.state(member_scope(member_id), _decoder, domain.evolve,
+                                      domain.Member())
 
     async def _claim(self, scope: str) -> tuple[Holder, int]:
         events, seq = await self.store.history(scope, _decoder)

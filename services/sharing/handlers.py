@@ -80,8 +80,8 @@ class Sharing:
         return await self.sessions.member(session, now=call.received_at)
 
     async def _share(self, sid: str) -> tuple[Share, int]:
-        events, seq = await self.events.history(share_scope(sid), _decoder)
-        return domain.fold(events), seq
+        return await self.events.state(share_scope(sid), _decoder, domain.evolve,
+                                       domain.Share())
 
     async def _append(self, sid: str, events: list[SharingEvent], seq: int, msg_id: str,
                       call: Call, actor: str) -> int:
@@ -91,26 +91,26 @@ class Sharing:
         return await self.events.append(share_scope(sid), outs, expected=seq, msg_id=msg_id,
                                         meta=call.meta(msg_id, actor))
 
-    async def _friend_ids(self, owner: str, accounts: list[str]) -> list[str]:
-        ids = []
-        for account in accounts:
-            row = await store.member_by_account(self.pool, self.schema, account_key(account))
-            if row is None or not await store.are_friends(self.pool, self.schema, owner,
-                                                          row["member_id"]):
+    async def _grant_facts(self, owner: str, set_id: str,
+                           accounts: list[str]) -> tuple[str, list[str]]:
+        """The set's name and the friends' member ids, in one query; refuses a set with no
+        backup and anyone who is not the owner's friend."""
+        name, found = await store.grant_facts(self.pool, self.schema, owner, set_id,
+                                              [account_key(a) for a in accounts])
+        if name is None:
+            raise NoBackup("that account set has no cloud backup in your drive; upload a "
+                           "cloud backup first")
+        for account, member_id in zip(accounts, found, strict=True):
+            if member_id is None:
                 raise NotAFriend(f"{account} is not your friend; add them as a friend first")
-            ids.append(str(row["member_id"]))
-        return ids
+        return name, [m for m in found if m is not None]
 
     # ---- commands -----------------------------------------------------------------------
 
     async def grant(self, req: Grant, call: Call) -> Changed:
         owner = await self._member(req.session, call)
         await self._caught_up(req.token)
-        name = await store.set_name(self.pool, self.schema, owner, req.set_id)
-        if name is None:
-            raise NoBackup("that account set has no cloud backup in your drive; upload a "
-                           "cloud backup first")
-        friend_ids = await self._friend_ids(owner, req.friends)
+        name, friend_ids = await self._grant_facts(owner, req.set_id, req.friends)
         sid = share_id(owner, req.set_id)
 
         async def attempt() -> Changed:

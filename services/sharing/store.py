@@ -161,16 +161,18 @@ async def member_by_account(conn: Conn, schema: str, key: str) -> asyncpg.Record
     return row
 
 
-async def are_friends(conn: Conn, schema: str, a: str, b: str) -> bool:
-    return bool(await conn.fetchval(
-        f"SELECT 1 FROM {schema}.friends WHERE member_id = $1 AND friend_id = $2", a, b))
-
-
-async def set_name(conn: Conn, schema: str, owner_id: str, set_id: str) -> str | None:
-    name: str | None = await conn.fetchval(
-        f"SELECT set_name FROM {schema}.backups WHERE owner_id = $1 AND set_id = $2 "
-        "ORDER BY uploaded_at DESC LIMIT 1", owner_id, set_id)
-    return name
+async def grant_facts(conn: Conn, schema: str, owner_id: str, set_id: str,
+                      account_keys: list[str]) -> tuple[str | None, list[str | None]]:
+    """What a grant needs, in one round trip: the set's name (None: no backup) and, per
+    account, the member id of that friend of the owner (None: no such member or friend)."""
+    rows = await conn.fetch(
+        f"SELECT (SELECT set_name FROM {schema}.backups WHERE owner_id = $1 AND set_id = $2 "
+        "ORDER BY uploaded_at DESC LIMIT 1) AS set_name, f.friend_id FROM "
+        f"unnest($3::text[]) WITH ORDINALITY k(key, n) LEFT JOIN {schema}.directory d "
+        f"ON d.account_key = k.key LEFT JOIN {schema}.friends f ON f.member_id = $1 "
+        "AND f.friend_id = d.member_id ORDER BY k.n", owner_id, set_id, account_keys)
+    name = rows[0]["set_name"] if rows else None
+    return name, [r["friend_id"] for r in rows]
 
 
 async def active_grant(conn: Conn, schema: str, member_id: str, owner_id: str,

@@ -63,8 +63,8 @@ class Social:
         return row
 
     async def _friendship(self, friendship_id: str) -> tuple[Friendship, int]:
-        events, seq = await self.events.history(friendship_scope(friendship_id), _decoder)
-        return domain.fold(events), seq
+        return await self.events.state(friendship_scope(friendship_id), _decoder,
+                                       domain.evolve, domain.Friendship())
 
     async def _append(self, event: SocialEvent, friendship_id: str, seq: int, msg_id: str,
                       call: Call, actor: str) -> int:

@@ -117,8 +117,8 @@ class Storage:
     # ---- loading and access -----------------------------------------------------------
 
     async def _drive(self, owner_id: str) -> tuple[Drive, int]:
-        events, seq = await self.events.history(drive_scope(owner_id), _decoder)
-        drive = domain.fold(events)
+        drive, seq = await self.events.state(drive_scope(owner_id), _decoder, domain.evolve,
+                                             domain.Drive())
         if not drive.owner_id:
             drive = msgspec.structs.replace(drive, owner_id=owner_id)
         return drive, seq

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 from nats.js.api import StreamConfig
@@ -124,3 +125,65 @@ def test_servers_older_than_2_11_are_refused() -> None:
         check_server_version(2, 10)
     check_server_version(2, 11)
     check_server_version(3, 0)
+
+
+async def test_a_load_reads_every_subject_of_the_scope_in_log_order(store: EventStore) -> None:
+    # Several event types (subjects) of one aggregate, interleaved with another's.
+    for i in range(600):
+        kind = ("Deposited", "Withdrawn", "Frozen")[i % 3]
+        await store.append(SCOPE, [Outgoing(subject=event_subject("test", "account", "a1", kind),
+                                            event=Deposited(amount=i))], expected=None,
+                           msg_id=f"mix-{i}")
+        await store.append("x", [Outgoing(subject=event_subject("test", "account", "b2", kind),
+                                          event=Deposited(amount=-i))], expected=None,
+                           msg_id=f"other-{i}")
+    loaded = await store.load(SCOPE)
+    assert [_amount(e.data) for e in loaded] == list(range(600))
+    assert [_amount(e.data) for e in await store.load(SCOPE, after=loaded[299].seq)] == list(
+        range(300, 600))
+
+
+async def test_a_scope_over_more_subjects_than_one_listing_still_loads_everything(
+        store: EventStore) -> None:
+    for i in range(300):
+        await store.append("x", [Outgoing(subject=event_subject("test", "many", f"m{i}", "E"),
+                                          event=Deposited(amount=i))], expected=None,
+                           msg_id=f"many-{i}")
+    loaded = await store.load("evt.test.many.*.*")
+    assert [_amount(e.data) for e in loaded] == list(range(300))
+
+
+async def test_a_remembered_aggregate_is_as_fresh_as_the_log(store: EventStore,
+                                                            nc: NATS) -> None:
+    mine, theirs = store, EventStore(nc)  # two service instances
+    await mine.append(SCOPE, [deposit(1)], expected=0, msg_id="r-1")
+    assert [_amount(e.data) for e in await mine.load(SCOPE)] == [1]
+    last = (await theirs.load(SCOPE))[-1].seq
+    await theirs.append(SCOPE, [deposit(2)], expected=last, msg_id="r-2")
+    seen = await mine.load(SCOPE)  # remembered [1], the log says 2 is newer
+    assert [_amount(e.data) for e in seen] == [1, 2]
+    await mine.append(SCOPE, [deposit(3)], expected=seen[-1].seq, msg_id="r-3")
+    assert [_amount(e.data) for e in await mine.load(SCOPE)] == [1, 2, 3]
+    assert [_amount(e.data) for e in await theirs.load(SCOPE)] == [1, 2, 3]
+    with pytest.raises(ConcurrencyConflict):  # a stale expectation is still refused
+        await theirs.append(SCOPE, [deposit(4)], expected=seen[-1].seq, msg_id="r-4")
+    assert [_amount(e.data) for e in await theirs.load(SCOPE)] == [1, 2, 3]
+
+
+async def test_a_remembered_state_folds_only_what_is_new(store: EventStore, nc: NATS) -> None:
+    decoder = msgspec.json.Decoder(Deposited)
+    folded: list[int] = []
+
+    def add(total: int, event: Deposited) -> int:
+        folded.append(event.amount)
+        return total + event.amount
+
+    other = EventStore(nc)
+    for i in range(1, 4):
+        await store.append(SCOPE, [deposit(i)], expected=None, msg_id=f"s-{i}")
+    assert await store.state(SCOPE, decoder, add, 0) == (6, 3) and folded == [1, 2, 3]
+    await other.append(SCOPE, [deposit(10)], expected=3, msg_id="s-10")
+    assert await store.state(SCOPE, decoder, add, 0) == (16, 4) and folded[3:] == [10]
+    await store.append(SCOPE, [deposit(100)], expected=4, msg_id="s-100")
+    assert await store.state(SCOPE, decoder, add, 0) == (116, 5) and folded[4:] == [100]
+    assert await other.state(SCOPE, decoder, add, 0) == (116, 5)  # folded from scratch
