@@ -20,6 +20,7 @@ from cli.client import table
 from contracts.base import HDR_ACTOR, HDR_EVENT_TYPE
 from contracts.errors import BadRequest
 from contracts.subjects import all_events, context_subjects
+from runtime.app import create_pool
 from runtime.eventstore import EventStore
 from runtime.projector import Projection
 from runtime.replay import compare, digest, rebuild, swap
@@ -96,7 +97,7 @@ async def replay(nc: NATS, settings: Settings, console: Console,
     """Rebuild a service's read model into a fresh schema, verify it, swap if asked."""
     schema, projection_type, tables = READ_MODELS[a.service]
     fresh = f"{schema}_rebuild"
-    pool = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=4)
+    pool = await create_pool(settings.pg_dsn, size=4)
     try:
         started = time.monotonic()
         reached = await _rebuild_with_bar(nc, pool, projection_type(), fresh, console)

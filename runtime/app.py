@@ -67,11 +67,15 @@ Builder = Callable[[Resources], Awaitable[Wiring]]
 
 
 async def create_pool(dsn: str, *, size: int) -> asyncpg.Pool:
-    """A PostgreSQL pool whose release skips asyncpg's reset query (a round trip after
-    every query). Nothing here leaves session state behind: no SET, LISTEN or cursors, and
-    the projector releases its advisory lock itself; an open transaction is still rolled
-    back."""
-    return await asyncpg.create_pool(dsn, min_size=1, max_size=size, reset=_keep_session)
+    """A PostgreSQL pool tuned for many small key lookups.
+
+    Release skips asyncpg's reset query (a round trip after every query): nothing here
+    leaves session state behind (no SET outside a transaction, LISTEN or cursors; the
+    projector releases its advisory lock itself), and an open transaction is still rolled
+    back. Prepared statements keep one generic plan: PostgreSQL otherwise re-planned
+    sharing's grant lookup on every call (0.3 ms of planning for 0.04 ms of work)."""
+    return await asyncpg.create_pool(dsn, min_size=1, max_size=size, reset=_keep_session,
+                                     server_settings={"plan_cache_mode": "force_generic_plan"})
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -15,6 +15,7 @@ import pytest
 from nats.aio.client import Client as NATS
 
 from deploy.stack import Stack
+from runtime.app import create_pool
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
 from tests.services import running_all
@@ -95,7 +96,7 @@ async def store(nc: NATS) -> EventStore:
 
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    p = await asyncpg.create_pool(settings.pg_dsn, min_size=1, max_size=8)
+    p = await create_pool(settings.pg_dsn, size=8)
     yield p
     await p.close()
 

@@ -55,6 +55,8 @@ class AccessProjection:
 
     async def apply_prepared(self, conn: asyncpg.Connection, schema: str,
                              prepared: list[store.Changes]) -> None:
+        if prepared:
+            await store.prefer_lookups(conn)
         for changes in prepared:
             await store.write(conn, schema, changes)
 

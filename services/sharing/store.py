@@ -45,7 +45,7 @@ async def create_tables(conn: asyncpg.Connection, schema: str) -> None:
             granted_at timestamptz NOT NULL, ended_at timestamptz, expires_at timestamptz,
             PRIMARY KEY (owner_id, set_id, friend_id, granted_at));
         CREATE INDEX IF NOT EXISTS grant_history_open ON {schema}.grant_history
-            (owner_id, friend_id) WHERE ended_at IS NULL;
+            (owner_id, friend_id, set_id) WHERE ended_at IS NULL;
     """)
 
 
@@ -83,6 +83,17 @@ _BOTH_WAYS = ("LATERAL (VALUES (u.member_id, u.friend_id, u.at), "
               "(u.friend_id, u.member_id, u.at)) p(x, y, at)")
 _PAIRS = "u(member_id text, friend_id text, at timestamptz)"
 _SHARES = "u(owner_id text, set_id text, friend_id text, at timestamptz)"
+
+
+async def prefer_lookups(conn: asyncpg.Connection) -> None:
+    """For the rest of this transaction, join a batch's rows to the tables by key lookups.
+
+    PostgreSQL guesses 100 rows for any json_to_recordset, so it may scan or hash a whole
+    table for a batch of four (1 ms a statement under a live load, seven in ten of the
+    database's time); a batch is always far smaller than its tables, so a lookup per row
+    is right. (With tables analysed - the projector sees to that - 0.05 ms.)"""
+    await conn.execute("SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; "
+                       "SET LOCAL enable_seqscan = off; SET LOCAL enable_material = off")
 
 
 async def write(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
