@@ -6,7 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
@@ -15,13 +15,13 @@ from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
 
 from bench import log
-from contracts.sharing import Check, Grant, ShareGranted, SharingClient, share_id, share_scope
+from contracts.sharing import Check, ShareGranted, SharingClient, share_id, share_scope
 from contracts.sharing import share_subject as grant_subject
 from contracts.social import FriendAdded, friendship_scope, friendship_subject, pair_id
 from runtime.eventstore import EventStore, Outgoing
 from runtime.projector import Projector, setup_bookkeeping
 from runtime.service import ServiceHost
-from runtime.tokens import Sessions, Signer, Verifier, new_private_key, public_key_of
+from runtime.tokens import Sessions, Verifier, new_private_key, public_key_of
 from services.sharing.handlers import Sharing
 from services.sharing.projection import AccessIndex, AccessProjection
 
@@ -115,43 +115,6 @@ async def bench_check(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[Figures
     await host.stop()
     await access.stop()
     return ours, raw
-
-
-async def bench_grant(nc: NATS, pool: asyncpg.Pool, schema: str, members: int,
-                      count: int) -> float:
-    """Grant commands/s: 64 clients, each the owner of its own account set, granting it
-    over and over (read-only, then read-write, ...) to a friend, over the read model a
-    replay of `bench.log` left in ``schema``."""
-    store = EventStore(nc)
-    private = new_private_key()
-    index = AccessIndex()
-    access = Projector(nc, pool, AccessProjection(), schema=schema, mirror=index)
-    await access.start()
-    token = await store.last_sequence()  # what a gateway holding its last reply passes
-    await access.wait_until(token, within=120)
-    sharing = Sharing(store, pool, access, Sessions(Verifier(public_key_of(private)), store),
-                      schema=schema, index=index)
-    host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
-                       endpoints=sharing.endpoints())
-    await host.start()
-    client = SharingClient(nc, timeout=10)
-    owners = [c * (members // 64) for c in range(64)]
-    sessions = [Signer(private).issue(member_id=log.member(o), kind="session", now=NOW,
-                                      ttl=timedelta(hours=1), pv=0)[0] for o in owners]
-
-    async def owner(c: int) -> None:
-        friend = f"user{(owners[c] + 3 * log.FRIEND_STEP) % members}"
-        for n in range(count // 64):
-            await client.grant(Grant(command_id=f"bench-grant-{c}-{n}", session=sessions[c],
-                                     set_id="set1", friends=[friend], token=token,
-                                     scope="read-only" if n % 2 else "read-write"))
-
-    started = time.perf_counter()
-    await asyncio.gather(*(owner(c) for c in range(64)))
-    rate = 64 * (count // 64) / (time.perf_counter() - started)
-    await host.stop()
-    await access.stop()
-    return rate
 
 
 async def load_grants(pool: asyncpg.Pool, schema: str, members: int, per_member: int,

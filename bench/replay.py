@@ -41,7 +41,8 @@ async def measure(nc: NATS, pool: asyncpg.Pool, members: int,
     say(f"  wrote {count:,} events in {time.perf_counter() - started:.1f} s")
     raw = await raw_read(nc, count)
     started = time.perf_counter()
-    await rebuild(nc, pool, AccessProjection(), "sharing_bench",
+    # Into the sharing service's own schema: the grant row runs the service over it next.
+    await rebuild(nc, pool, AccessProjection(), "sharing",
                   progress=_every_second(say, started))
     ours = count / (time.perf_counter() - started)
     return count, raw, ours
