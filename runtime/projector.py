@@ -270,9 +270,9 @@ class Projector:
         # The planner's picture of the tables comes from ANALYZE; autovacuum runs it about
         # once a minute, while a replay can grow a table tenfold in that time, and a stale
         # picture makes it scan whole tables for a batch of rows (0.05 -> 1 ms a
-        # statement). So, beside the batches: analyse after each quarter of growth.
+        # statement). So, beside the batches: analyse each time the log read doubles.
         self._since_analyze += applied
-        if (self._since_analyze < max(ANALYZE_EVERY, self._analyzed_at // 4)
+        if (self._since_analyze < max(ANALYZE_EVERY, self._analyzed_at)
                 or (self._analyzing is not None and not self._analyzing.done())):
             return
         self._analyzed_at = max(self._analyzed_at, self.position)
