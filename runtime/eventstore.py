@@ -199,6 +199,17 @@ class EventStore:
         self.recent.keep_fold(scope, evolve, last, state)
         return state, last
 
+    async def expected_last(self, scope: str) -> int:
+        """The aggregate's last sequence for an append that decides without its state
+        (its decision holds whatever came before): the remembered one when there is one,
+        else the log's. A stale one only makes the append fail its OCC check, which drops
+        it, so the retry asks the log."""
+        known = self.recent.last(scope)
+        if known is None:
+            known = await self._last_seq(scope)
+            self.recent.note_last(scope, known)
+        return known
+
     async def load(self, scope: str, *, after: int = 0) -> list[StoredEvent]:
         """Every event matching ``scope`` with sequence > ``after``, in log order.
 
@@ -296,6 +307,7 @@ class Recent:
     def __init__(self, size: int) -> None:
         self.size = size
         self._aggregates: OrderedDict[str, _Remembered] = OrderedDict()
+        self._lasts: OrderedDict[str, int] = OrderedDict()
 
     def get(self, scope: str) -> list[StoredEvent] | None:
         found = self._aggregates.get(scope)
@@ -313,17 +325,36 @@ class Recent:
                 self._aggregates.popitem(last=False)
         found.events = events
         self._aggregates.move_to_end(scope)
+        self._lasts.pop(scope, None)
 
     def appended(self, scope: str, expected: int, event: StoredEvent) -> None:
         """Follow our own append, made on the expectation that ``expected`` was last."""
+        if self.last(scope) != expected:
+            self.forget(scope)
+            return
         known = self.get(scope)
-        if known is not None and (known[-1].seq if known else 0) == expected:
+        if known is not None:
             known.append(event)  # load hands out copies
         else:
-            self.forget(scope)
+            self.note_last(scope, event.seq)
+
+    def last(self, scope: str) -> int | None:
+        """The newest sequence known for the aggregate (None: nothing remembered)."""
+        found = self._aggregates.get(scope)
+        if found is not None:
+            return found.events[-1].seq if found.events else 0
+        return self._lasts.get(scope)
+
+    def note_last(self, scope: str, seq: int) -> None:
+        """Remember only an aggregate's last sequence (its events were not read)."""
+        self._lasts[scope] = seq
+        self._lasts.move_to_end(scope)
+        while len(self._lasts) > self.size:
+            self._lasts.popitem(last=False)
 
     def forget(self, scope: str) -> None:
         self._aggregates.pop(scope, None)
+        self._lasts.pop(scope, None)
 
     def fold(self, scope: str, key: object) -> tuple[int, Any] | None:
         found = self._aggregates.get(scope)

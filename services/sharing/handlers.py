@@ -114,7 +114,9 @@ class Sharing:
         sid = share_id(owner, req.set_id)
 
         async def attempt() -> Changed:
-            _, seq = await self._share(sid)
+            # A grant replaces any earlier terms: it needs the share's last sequence for
+            # its OCC check, not the share's state.
+            seq = await self.events.expected_last(share_scope(sid))
             granted = domain.decide_grant(
                 owner_id=owner, set_id=req.set_id, set_name=name, friend_ids=friend_ids,
                 scope=req.scope, years=req.years, expires_at=req.expires_at,

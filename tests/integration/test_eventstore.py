@@ -187,3 +187,22 @@ async def test_a_remembered_state_folds_only_what_is_new(store: EventStore, nc: 
     await store.append(SCOPE, [deposit(100)], expected=4, msg_id="s-100")
     assert await store.state(SCOPE, decoder, add, 0) == (116, 5) and folded[4:] == [100]
     assert await other.state(SCOPE, decoder, add, 0) == (116, 5)  # folded from scratch
+
+
+async def test_an_expected_last_that_went_stale_fails_its_append_and_is_asked_again(
+        store: EventStore, nc: NATS) -> None:
+    other = EventStore(nc)
+    assert await store.expected_last(SCOPE) == 0
+    first = await store.append(SCOPE, [deposit(1)], expected=0, msg_id="e-1")
+    assert await store.expected_last(SCOPE) == first  # remembered from our own append
+    theirs = await other.append(SCOPE, [deposit(2)], expected=first, msg_id="e-2")
+
+    async def attempt() -> int:
+        return await store.append(SCOPE, [deposit(3)],
+                                  expected=await store.expected_last(SCOPE), msg_id="e-3")
+
+    with pytest.raises(ConcurrencyConflict):
+        await attempt()  # the remembered sequence is stale; the copy is dropped
+    landed = await attempt()  # asked the log this time
+    assert landed > theirs
+    assert [_amount(e.data) for e in await store.load(SCOPE)] == [1, 2, 3]
