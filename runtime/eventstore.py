@@ -11,10 +11,9 @@ import asyncio
 import bisect
 import json
 import random
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -33,6 +32,7 @@ from contracts.base import (
 )
 from contracts.requests import mux_of
 from contracts.subjects import all_events
+from runtime.recent import Recent
 
 WRONG_LAST_SEQUENCE = 10071
 MIN_SERVER = (2, 11)
@@ -292,78 +292,6 @@ class EventStore:
 
 def _is_wildcard(subject: str) -> bool:
     return any(t in ("*", ">") for t in subject.split("."))
-
-
-class _Remembered:
-    def __init__(self, events: list[StoredEvent]) -> None:
-        self.events = events
-        self.folds: dict[object, tuple[int, Any]] = {}  # evolve -> (sequence, state)
-
-
-class Recent:
-    """The events of the aggregates loaded or appended to lately (least recent dropped),
-    and states folded from them."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._aggregates: OrderedDict[str, _Remembered] = OrderedDict()
-        self._lasts: OrderedDict[str, int] = OrderedDict()
-
-    def get(self, scope: str) -> list[StoredEvent] | None:
-        found = self._aggregates.get(scope)
-        if found is None:
-            return None
-        self._aggregates.move_to_end(scope)
-        return found.events
-
-    def put(self, scope: str, events: list[StoredEvent]) -> None:
-        """Remember an aggregate's events; states folded from a prefix of them stay."""
-        found = self._aggregates.get(scope)
-        if found is None:
-            self._aggregates[scope] = found = _Remembered(events)
-            while len(self._aggregates) > self.size:
-                self._aggregates.popitem(last=False)
-        found.events = events
-        self._aggregates.move_to_end(scope)
-        self._lasts.pop(scope, None)
-
-    def appended(self, scope: str, expected: int, event: StoredEvent) -> None:
-        """Follow our own append, made on the expectation that ``expected`` was last."""
-        if self.last(scope) != expected:
-            self.forget(scope)
-            return
-        known = self.get(scope)
-        if known is not None:
-            known.append(event)  # load hands out copies
-        else:
-            self.note_last(scope, event.seq)
-
-    def last(self, scope: str) -> int | None:
-        """The newest sequence known for the aggregate (None: nothing remembered)."""
-        found = self._aggregates.get(scope)
-        if found is not None:
-            return found.events[-1].seq if found.events else 0
-        return self._lasts.get(scope)
-
-    def note_last(self, scope: str, seq: int) -> None:
-        """Remember only an aggregate's last sequence (its events were not read)."""
-        self._lasts[scope] = seq
-        self._lasts.move_to_end(scope)
-        while len(self._lasts) > self.size:
-            self._lasts.popitem(last=False)
-
-    def forget(self, scope: str) -> None:
-        self._aggregates.pop(scope, None)
-        self._lasts.pop(scope, None)
-
-    def fold(self, scope: str, key: object) -> tuple[int, Any] | None:
-        found = self._aggregates.get(scope)
-        return None if found is None else found.folds.get(key)
-
-    def keep_fold(self, scope: str, key: object, seq: int, state: object) -> None:
-        found = self._aggregates.get(scope)
-        if found is not None:
-            found.folds[key] = (seq, state)
 
 
 class _Batch:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runtime.projector import covering, subject_matcher
+from runtime.subjects import covering, subject_matcher
 
 tokens = st.sampled_from(["evt", "a", "b", "ab", "x"])
 subjects = st.lists(tokens, min_size=1, max_size=6).map(".".join)
