@@ -95,8 +95,12 @@ class Sharing:
                            accounts: list[str]) -> tuple[str, list[str]]:
         """The set's name and the friends' member ids, in one query; refuses a set with no
         backup and anyone who is not the owner's friend."""
-        name, found = await store.grant_facts(self.pool, self.schema, owner, set_id,
-                                              [account_key(a) for a in accounts])
+        keys = [account_key(a) for a in accounts]
+        # The leading instance answers from memory; a standby asks the tables.
+        if self.index is not None and self.access.active:
+            name, found = self.index.grant_facts(owner, set_id, keys)
+        else:
+            name, found = await store.grant_facts(self.pool, self.schema, owner, set_id, keys)
         if name is None:
             raise NoBackup("that account set has no cloud backup in your drive; upload a "
                            "cloud backup first")

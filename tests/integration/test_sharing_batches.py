@@ -3,6 +3,7 @@ its events one at a time (the projector's replay path vs its one-by-one fallback
 
 from __future__ import annotations
 
+import contextlib
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -15,7 +16,7 @@ from contracts.base import Event
 from runtime.eventstore import StoredEvent
 from runtime.replay import compare
 from services.sharing import store
-from services.sharing.projection import AccessProjection, segments
+from services.sharing.projection import AccessIndex, AccessProjection, segments
 
 MEMBERS = ["m0", "m1", "m2", "m3"]
 SETS = ["s0", "s1"]
@@ -108,3 +109,36 @@ def test_events_touching_the_same_row_go_to_separate_segments() -> None:
     # The two grants commute (other sets); the revoke touches the first grant's row; the
     # unfriending closes the history both grants opened.
     assert found == [2, 1, 1]
+
+
+duplicates = st.lists(st.one_of(
+    st.builds(lambda m, a: identity.MemberRegistered(member_id=m, account=a, nickname=m,
+                                                     password_hash="x", at=T0),
+              st.sampled_from([*MEMBERS, "m9"]), st.sampled_from(["M0", "m1", "NEW"])),
+    st.builds(lambda m, s, v, n: storage.BackupUploaded(
+        owner_id=m, version_id=v, upload_id="u", uploader_id=m, set_id=s, set_name=n,
+        year=2025, period=1, size=1, sha256="0" * 64, key="k", at=T0),
+        st.sampled_from(MEMBERS), st.sampled_from(SETS), st.sampled_from(["v1", "m0-s0"]),
+        st.sampled_from(["Renamed", "Other"])),
+), max_size=6)
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(events=st.lists(steps, max_size=30), clashes=duplicates)
+async def test_the_index_answers_a_grant_as_the_tables_do(
+        pool: asyncpg.Pool, events: list[Event], clashes: list[Event]) -> None:
+    log = _log([*clashes, *events])
+    projection, index = AccessProjection(), AccessIndex()
+    async with pool.acquire() as conn:
+        await _fresh(conn, "facts")
+        for event in log:  # the projector's careful path: a refused insert changes nothing
+            with contextlib.suppress(asyncpg.UniqueViolationError):
+                async with conn.transaction():
+                    await projection.apply(conn, "facts", event)
+    index.applied(log)
+    keys = [identity.account_key(a) for a in ("M0", "m1", "M2", "M3", "NEW", "nobody")]
+    for owner in MEMBERS:
+        for set_id in [*SETS, "s9"]:
+            assert index.grant_facts(owner, set_id, keys) == await store.grant_facts(
+                pool, "facts", owner, set_id, keys)
