@@ -29,7 +29,7 @@ from runtime.puller import Puller
 from runtime.subjects import covering, subject_matcher
 
 log = logging.getLogger("ledgershare.projector")
-ASK_EVERY_S = 0.02
+ASK_EVERY_S = 0.2
 ANALYZE_EVERY = 2000  # events applied, at least, between two ANALYZEs of the schema
 
 TRANSIENT: tuple[type[BaseException], ...] = (
