@@ -260,8 +260,10 @@ class Projector:
                 raise
             except Exception:
                 last = await self._apply_batch(conn, batch, careful=True)
-        if self.mirror is not None:
-            self.mirror.applied([e for e in batch.events if e.seq > self.position])
+            if self.mirror is not None:
+                # Right after the commit, with no await between: the copy never shows
+                # a batch the tables do not have, nor lags one they do.
+                self.mirror.applied([e for e in batch.events if e.seq > self.position])
         await batch.last.ack()
         self._advance(last)
         self._analyze_if_grown(len(batch.events))
