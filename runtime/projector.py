@@ -202,11 +202,15 @@ class Projector:
                 await self._sleep(1.0)
                 return
             try:
+                started = time.monotonic()
                 async with self.pool.acquire() as conn:
                     self.position = await self._read_checkpoint(conn)
                     self._analyzed_at = self.position
                     if self.mirror is not None:
                         await self.mirror.reload(conn, self.schema)
+                log.info("projector %s leads from sequence %d (ready in %.1f s)",
+                         self.consumer, self.position, time.monotonic() - started,
+                         extra={"projector": self.consumer, "position": self.position})
                 self.active = True
                 self._leading.set()
                 self._clear_to = 0  # proven only relative to the old position
