@@ -354,7 +354,9 @@ def test_quota_errors_give_the_numbers() -> None:
 async def test_presigned_urls_expire_and_are_bound_to_their_key(
         settings: Settings, nc: NATS, pool: asyncpg.Pool, store: EventStore,
         tmp_path: Path) -> None:
-    configured = service_settings(settings).with_overrides(presign_ttl_s=1)
+    # X-Amz-Date has whole seconds: a URL signed for n s lives between n - 1 and n s, so
+    # 1 s left the uploads below no time at all now and then.
+    configured = service_settings(settings).with_overrides(presign_ttl_s=3)
     async with running(build_identity, configured, nc, pool, store), \
             running(build_storage, configured, nc, pool, store):
         owner = await member(nc, "expiring")
@@ -371,6 +373,6 @@ async def test_presigned_urls_expire_and_are_bound_to_their_key(
             other_key = other.url.split("?")[0]
             async with http.get(f"{other_key}?{ticket.url.split('?')[1]}") as moved:
                 assert moved.status == 403
-            await asyncio.sleep(2.2)
+            await asyncio.sleep(3.2)
             async with http.get(ticket.url) as late:
                 assert late.status == 403
