@@ -51,7 +51,9 @@ class Recent:
             return
         known = self.get(scope)
         if known is not None:
-            known.append(event)  # load hands out copies
+            # A new list, never the old one extended: a load may hold that one across
+            # its awaits, and would then read this event a second time.
+            self.put(scope, [*known, event])
         else:
             self.note_last(scope, event.seq)
 
