@@ -13,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -25,7 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from rich.console import Console
 
 from bench import grant, lag, replay, transfer
-from bench.check import bench_check, bench_scale
+from bench.check import bench_check, bench_scale, timed
 from cli.run import start_services, stop_services
 from contracts.base import Event
 from contracts.subjects import aggregate_subjects, context_subjects, event_subject
@@ -57,19 +57,6 @@ class Counts:
                            "DO UPDATE SET n = counts.n + 1", event.subject.split(".")[3])
 
 
-async def in_flight(count: int, width: int, one: Callable[[int], Awaitable[object]]) -> float:
-    """Run ``one(i)`` for i < count with ``width`` concurrent workers; return ops/s."""
-    queue = iter(range(count))
-
-    async def worker() -> None:
-        for i in queue:
-            await one(i)
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(width)))
-    return count / (time.perf_counter() - started)
-
-
 async def bench_append(nc: NATS, count: int) -> tuple[float, float]:
     js = nc.jetstream()
     store = EventStore(nc)
@@ -87,7 +74,7 @@ async def bench_append(nc: NATS, count: int) -> tuple[float, float]:
         await store.append(aggregate_subjects("bench", "agg", f"a{i}"), [out], expected=0,
                            msg_id=f"ours{i}")
 
-    return await in_flight(count, 16, raw), await in_flight(count, 16, ours)
+    return (await timed(count, 16, raw)).rate, (await timed(count, 16, ours)).rate
 
 
 async def bench_projector(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[float, float]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
 import asyncpg
@@ -74,22 +75,41 @@ async def seed(store: EventStore, pairs: int) -> list[tuple[str, str]]:
     return found
 
 
+@asynccontextmanager
+async def serving(nc: NATS, pool: asyncpg.Pool, schema: str, token: int,
+                  ) -> AsyncIterator[AccessIndex]:
+    """sharing's handlers in this process over ``schema``, once its access projector
+    leads (index loaded) and has reached ``token``; yields the index."""
+    store = EventStore(nc)
+    index = AccessIndex()
+    access = Projector(nc, pool, AccessProjection(), schema=schema, mirror=index)
+    await access.start()
+    await access.wait_leading(within=600)
+    await access.wait_until(token, within=120)
+    sharing = Sharing(store, pool, access,
+                      Sessions(Verifier(public_key_of(new_private_key())), store),
+                      schema=schema, index=index)
+    host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
+                       endpoints=sharing.endpoints())
+    await host.start()
+    try:
+        yield index
+    finally:
+        await host.stop()
+        await access.stop()
+
+
 async def bench_check(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[Figures, Figures]:
     """(sharing.check with a consistency token, micro echo), 64 in flight each."""
     store = EventStore(nc)
     pairs = await seed(store, 200)
     token = await store.last_sequence()
-    index = AccessIndex()
-    access = Projector(nc, pool, AccessProjection(), schema="sharing", mirror=index)
-    await access.start()
-    await access.wait_until(token, within=120)
-    private = new_private_key()
-    sharing = Sharing(store, pool, access, Sessions(Verifier(public_key_of(private)), store),
-                      index=index)
-    host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
-                       endpoints=sharing.endpoints())
-    await host.start()
+    async with serving(nc, pool, "sharing", token):
+        return await _check_against_echo(nc, pairs, token, count)
 
+
+async def _check_against_echo(nc: NATS, pairs: list[tuple[str, str]], token: int,
+                              count: int) -> tuple[Figures, Figures]:
     async def echo(req: MicroRequest) -> None:
         await req.respond(req.data)
 
@@ -112,8 +132,6 @@ async def bench_check(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[Figures
     ours = await timed(count, 64, check)
     raw = await timed(count, 64, ping)
     await service.stop()
-    await host.stop()
-    await access.stop()
     return ours, raw
 
 
@@ -145,20 +163,18 @@ async def bench_scale(nc: NATS, pool: asyncpg.Pool, members: int, per_member: in
     started = time.perf_counter()
     await load_grants(pool, schema, members, per_member, token)
     say(f"  {members * per_member:,} grants written in {time.perf_counter() - started:.1f} s")
-    index = AccessIndex()
-    access = Projector(nc, pool, AccessProjection(), schema=schema, mirror=index)
     started = time.perf_counter()
-    await access.start()
-    await access.wait_leading(within=600)
-    say(f"  index of {len(index.grants):,} grants loaded in "
-        f"{time.perf_counter() - started:.1f} s")
-    private = new_private_key()
-    sharing = Sharing(EventStore(nc), pool, access,
-                      Sessions(Verifier(public_key_of(private)), EventStore(nc)),
-                      schema=schema, index=index)
-    host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
-                       endpoints=sharing.endpoints())
-    await host.start()
+    async with serving(nc, pool, schema, token) as index:
+        say(f"  index of {len(index.grants):,} grants loaded in "
+            f"{time.perf_counter() - started:.1f} s")
+        figures = await _checks_over(nc, members, per_member, count, token)
+    async with pool.acquire() as conn:
+        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    return figures
+
+
+async def _checks_over(nc: NATS, members: int, per_member: int, count: int,
+                       token: int) -> Figures:
     client = SharingClient(nc, timeout=10)
     step = 7919  # a prime: calls spread over the whole population
 
@@ -170,9 +186,4 @@ async def bench_scale(nc: NATS, pool: asyncpg.Pool, members: int, per_member: in
                                            year=2018, access="read", token=token))
         assert verdict.allowed
 
-    figures = await timed(count, 64, check)
-    await host.stop()
-    await access.stop()
-    async with pool.acquire() as conn:
-        await conn.execute(f"DROP SCHEMA {schema} CASCADE")
-    return figures
+    return await timed(count, 64, check)

@@ -222,9 +222,9 @@ class EventStore:
             if after == 0 and _is_wildcard(scope):
                 self.recent.put(scope, events)
             return events
-        newest = await self._last_seq(scope)
-        if newest != (known[-1].seq if known else 0):
-            known = [*known, *await self._read(scope, known[-1].seq if known else 0)]
+        last_known = known[-1].seq if known else 0
+        if await self._last_seq(scope) != last_known:
+            known = [*known, *await self._read(scope, last_known)]
             self.recent.put(scope, known)
         return list(known)
 

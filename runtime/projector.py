@@ -24,6 +24,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from contracts.base import HDR_EVENT_TYPE
+from contracts.requests import mux_of
 from runtime.eventstore import StoredEvent
 from runtime.puller import Puller
 from runtime.subjects import covering, subject_matcher
@@ -416,9 +417,9 @@ class Projector:
         return False
 
     async def _next_on(self, subject: str, start: int) -> int | None:
-        reply = await self.nc.request(
+        reply = await mux_of(self.nc).request(
             f"$JS.API.DIRECT.GET.{self.stream}",
-            json.dumps({"seq": start, "next_by_subj": subject}).encode(), timeout=2.0)
+            json.dumps({"seq": start, "next_by_subj": subject}).encode(), within=2.0)
         if reply.headers and reply.headers.get("Status"):
             return None
         return int((reply.headers or {})["Nats-Sequence"])

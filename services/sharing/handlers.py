@@ -76,6 +76,11 @@ class Sharing:
         (so an answered revoke is honoured even by a caller that lost its token)."""
         await self.access.wait_until(token or await self.events.last_sequence())
 
+    def _leading_index(self) -> AccessIndex | None:
+        """The in-memory index while this instance's projector leads (a standby asks the
+        tables instead)."""
+        return self.index if self.access.active else None
+
     async def _member(self, session: str, call: Call) -> str:
         return await self.sessions.member(session, now=call.received_at)
 
@@ -96,9 +101,8 @@ class Sharing:
         """The set's name and the friends' member ids, in one query; refuses a set with no
         backup and anyone who is not the owner's friend."""
         keys = [account_key(a) for a in accounts]
-        # The leading instance answers from memory; a standby asks the tables.
-        if self.index is not None and self.access.active:
-            name, found = self.index.grant_facts(owner, set_id, keys)
+        if (index := self._leading_index()) is not None:
+            name, found = index.grant_facts(owner, set_id, keys)
         else:
             name, found = await store.grant_facts(self.pool, self.schema, owner, set_id, keys)
         if name is None:
@@ -170,9 +174,8 @@ class Sharing:
         return Verdict(allowed=allowed, reason=reason)
 
     async def _terms(self, req: Check) -> GrantTerms | None:
-        # The leading instance answers from memory; a standby asks the tables.
-        if self.index is not None and self.access.active:
-            return self.index.lookup(req.member_id, req.owner_id, req.set_id)
+        if (index := self._leading_index()) is not None:
+            return index.lookup(req.member_id, req.owner_id, req.set_id)
         row = await store.active_grant(self.pool, self.schema, req.member_id, req.owner_id,
                                        req.set_id)
         return None if row is None else GrantTerms(row["scope"], row["years"],

@@ -16,6 +16,7 @@ import nats
 
 from contracts.base import Event
 from contracts.subjects import context_subjects, split_event_subject
+from runtime.app import create_pool
 from runtime.eventstore import StoredEvent
 from runtime.projector import Projector
 
@@ -53,7 +54,7 @@ async def rows(pool: asyncpg.Pool, schema: str) -> list[tuple[str, int, int]]:
 
 async def _work(nats_url: str, dsn: str, schema: str) -> None:
     nc = await nats.connect(nats_url)
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=4)
+    pool = await create_pool(dsn, size=4)
     projector = Projector(nc, pool, Balances(), schema=schema, batch=50)
     await projector.start()
     print("started", flush=True)

@@ -206,3 +206,4 @@ async def test_an_expected_last_that_went_stale_fails_its_append_and_is_asked_ag
     landed = await attempt()  # asked the log this time
     assert landed > theirs
     assert [_amount(e.data) for e in await store.load(SCOPE)] == [1, 2, 3]
+
