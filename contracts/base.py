@@ -10,6 +10,8 @@ HDR_CAUSATION = "Ledger-Causation-Id"
 HDR_ACTOR = "Ledger-Actor"
 HDR_TOKEN = "Ledger-Consistency-Token"
 HDR_MSG_ID = "Nats-Msg-Id"
+HDR_COMMAND = "Ledger-Command"  # the command pipeline's key of the command that appended
+HDR_PART = "Ledger-Command-Part"  # "i/n": the i-th of the n events one decision appended
 
 MAX_REQUEST_BYTES = 256 * 1024
 

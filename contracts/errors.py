@@ -78,10 +78,22 @@ class Conflict(LedgerError):
     code = "conflict"
 
 
+class CommandReused(Conflict):
+    """A command id came back with other content than it was first used with."""
+
+    code = "command_reused"
+
+
 class Unavailable(LedgerError):
     """A part the service needs did not answer in time; retrying later may work."""
 
     code = "unavailable"
+
+
+class CommandInProgress(Unavailable):
+    """The same command is being run right now by another request; ask again shortly."""
+
+    code = "command_in_progress"
 
 
 class Internal(LedgerError):

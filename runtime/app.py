@@ -16,7 +16,9 @@ import uvloop
 from nats.aio.client import Client as NATS
 
 from runtime import logs
+from runtime.commands import Pipeline
 from runtime.eventstore import EventStore
+from runtime.journal import Journal
 from runtime.projector import Projector
 from runtime.service import ServiceHost
 from runtime.settings import Settings, load_settings
@@ -64,6 +66,13 @@ class Resources:
 
 
 Builder = Callable[[Resources], Awaitable[Wiring]]
+
+
+async def command_pipeline(res: Resources, context: str) -> Pipeline:
+    """The command pipeline of one context, its journal verified (or created)."""
+    journal = Journal(res.nc, timeout=res.settings.request_timeout_s)
+    await journal.ensure(replicas=res.settings.stream_replicas)
+    return Pipeline(res.store, journal, context)
 
 
 async def create_pool(dsn: str, *, size: int) -> asyncpg.Pool:

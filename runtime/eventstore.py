@@ -24,9 +24,11 @@ from nats.js.errors import NotFoundError
 from contracts.base import (
     HDR_ACTOR,
     HDR_CAUSATION,
+    HDR_COMMAND,
     HDR_CORRELATION,
     HDR_EVENT_TYPE,
     HDR_MSG_ID,
+    HDR_PART,
     Event,
     event_type,
 )
@@ -102,7 +104,7 @@ class _PubAck(msgspec.Struct, frozen=True):
     error: _ApiError | None = None
 
 
-_ack_decoder = msgspec.json.Decoder(_PubAck)
+ack_decoder = msgspec.json.Decoder(_PubAck)
 
 
 class EventStore:
@@ -129,21 +131,28 @@ class EventStore:
         verify_stream(info.config, wanted)
 
     async def append(self, scope: str, events: Sequence[Outgoing], *, expected: int | None,
-                     msg_id: str, meta: Meta | None = None) -> int:
+                     msg_id: str, meta: Meta | None = None, command: str = "") -> int:
         """Append events in order; returns the stream sequence of the last one.
 
         ``scope`` is the aggregate's subject filter; ``expected`` its last sequence as
         loaded (0: must be empty; None: no check). A retry with the same ``msg_id`` after a
-        lost reply returns the original sequence instead of appending twice.
+        lost reply returns the original sequence instead of appending twice. With
+        ``command`` (the command pipeline's key) every event says which command and which
+        part of it it is, and an append that finds its message id already stored raises
+        ConcurrencyConflict: the pipeline then reads what landed rather than trusting it.
         """
         seq = expected
         for index, out in enumerate(events):
-            seq = await self._append_one(scope, out, seq, f"{msg_id}:{index}", meta or Meta())
+            part = f"{index + 1}/{len(events)}" if command else ""
+            seq = await self._append_one(scope, out, seq, f"{msg_id}:{index}", meta or Meta(),
+                                         command, part)
         return seq or 0
 
     async def _append_one(self, scope: str, out: Outgoing, expected: int | None,
-                          msg_id: str, meta: Meta) -> int:
+                          msg_id: str, meta: Meta, command: str = "", part: str = "") -> int:
         headers = event_headers(out.event, msg_id, meta)
+        if command:
+            headers |= {HDR_COMMAND: command, HDR_PART: part}
         if expected is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
             headers["Nats-Expected-Last-Subject-Sequence-Subject"] = scope
@@ -151,18 +160,22 @@ class EventStore:
         reply = await mux_of(self.nc).request(out.subject, data, within=self.timeout,
                                               headers={**headers, "Nats-Expected-Stream":
                                                        self.stream})
-        ack = _ack_decoder.decode(reply.data)
+        ack = ack_decoder.decode(reply.data)
         if ack.error is not None:
             self.recent.forget(scope)
             if ack.error.err_code != WRONG_LAST_SEQUENCE or expected is None:
                 raise EventStoreError(f"append refused: {ack.error.description} "
                                       f"({ack.error.err_code})")
+            if command:
+                raise ConcurrencyConflict(scope, expected, ack.error.description)
             return await self._landed_or_conflict(scope, expected, msg_id,
                                                   ack.error.description)
         stored = StoredEvent(seq=ack.seq, subject=out.subject, type=event_type(out.event),
                              data=data, headers=headers)
         if expected is None or ack.duplicate:
             self.recent.forget(scope)  # what else is in the aggregate is not known here
+            if command and ack.duplicate:
+                raise ConcurrencyConflict(scope, expected or 0, "already appended")
         else:
             self.recent.appended(scope, expected, stored)
         return stored.seq
@@ -175,6 +188,10 @@ class EventStore:
             if stored.msg_id == msg_id:
                 return stored.seq
         raise ConcurrencyConflict(scope, expected, detail)
+
+    async def appended_by(self, scope: str, command: str) -> list[StoredEvent]:
+        """The events of ``scope`` that one command (its pipeline key) appended."""
+        return [e for e in await self.load(scope) if e.headers.get(HDR_COMMAND) == command]
 
     async def history(self, scope: str, decoder: msgspec.json.Decoder[E]) -> tuple[list[E], int]:
         """One aggregate's events, decoded, and its last sequence (0 when it has none)."""

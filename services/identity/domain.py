@@ -125,11 +125,17 @@ def holder(events: Iterable[IdentityEvent]) -> Holder:
     """Fold a claim's history (account or openid)."""
     current = Holder()
     for event in events:
-        match event:
-            case AccountClaimed(member_id=mid) | OpenidClaimed(member_id=mid):
-                current = Holder(member_id=mid)
-            case OpenidReleased():
-                current = Holder()
+        current = evolve_holder(current, event)
+    return current
+
+
+def evolve_holder(current: Holder, event: IdentityEvent) -> Holder:
+    """A claim (account or openid) after one more event."""
+    match event:
+        case AccountClaimed(member_id=mid) | OpenidClaimed(member_id=mid):
+            return Holder(member_id=mid)
+        case OpenidReleased():
+            return Holder()
     return current
 
 
@@ -167,14 +173,23 @@ def normalise_answer(answer: str) -> str:
 
 # ---- decide ---------------------------------------------------------------------------
 
-def decide_register(claim: Holder, *, member_id: str, account: str, nickname: str,
-                    password_hash: str, at: datetime) -> tuple[AccountClaimed, MemberRegistered]:
-    """Claim the account name and register the member."""
-    if claim.member_id is not None and claim.member_id != member_id:
+def decide_claim_account(claim: Holder, *, member_id: str, account: str
+                         ) -> list[AccountClaimed]:
+    """Claim the account name for a new member (nothing to do if it already holds it)."""
+    if claim.member_id == member_id:
+        return []
+    if claim.member_id is not None:
         raise AccountTaken(f"the account {account!r} is taken")
-    return (AccountClaimed(account=account, member_id=member_id),
-            MemberRegistered(member_id=member_id, account=account, nickname=nickname,
-                             password_hash=password_hash, at=at))
+    return [AccountClaimed(account=account, member_id=member_id)]
+
+
+def decide_register(member: Member, *, member_id: str, account: str, nickname: str,
+                    password_hash: str, at: datetime) -> list[MemberRegistered]:
+    """Register the member whose account name is claimed (once)."""
+    if member.exists:
+        return []
+    return [MemberRegistered(member_id=member_id, account=account, nickname=nickname,
+                             password_hash=password_hash, at=at)]
 
 
 def authenticate(member: Member, *, password_ok: bool) -> Member:

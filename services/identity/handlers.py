@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -26,8 +27,11 @@ from contracts.identity import (
     Login,
     LoginOpenid,
     Me,
+    MemberBound,
     MemberInfo,
+    MemberUnbound,
     NotBound,
+    OpenidClaimed,
     OpenidReleased,
     PublicKey,
     PublicKeyRequest,
@@ -46,7 +50,8 @@ from contracts.identity import (
     openid_scope,
     openid_subject,
 )
-from runtime.eventstore import EventStore, Outgoing, with_retry
+from runtime.commands import Command, Decision, Fold, Pipeline, Step
+from runtime.eventstore import EventStore, Outgoing
 from runtime.passwords import Hasher
 from runtime.service import Call, Endpoint
 from runtime.tokens import Claims, Signer, Verifier
@@ -55,15 +60,29 @@ from services.identity.domain import Holder, LockPolicy, Member
 
 NAMESPACE = uuid.UUID("5b0f3f9e-8a53-4f7e-9a43-6c2d8d1f0a11")
 _decoder = msgspec.json.Decoder(AnyIdentityEvent)
+R = TypeVar("R")
+
+
+MEMBER: Fold[Member, IdentityEvent] = Fold(_decoder, domain.evolve, Member())
+CLAIM: Fold[Holder, IdentityEvent] = Fold(_decoder, domain.evolve_holder, Holder())
+
+
+def _to_member(member_id: str, events: list[IdentityEvent]) -> list[Outgoing]:
+    return [Outgoing(subject=member_subject(member_id, e), event=e) for e in events]
+
+
+def _to_openid(openid: str, events: list[IdentityEvent]) -> list[Outgoing]:
+    return [Outgoing(subject=openid_subject(openid, e), event=e) for e in events]
 
 
 class Identity:
     """The identity service's operations over the event store."""
 
-    def __init__(self, store: EventStore, hasher: Hasher, signer: Signer, verifier: Verifier,
-                 public_key: str, *, policy: LockPolicy, session_ttl: timedelta,
-                 drive_ttl: timedelta) -> None:
+    def __init__(self, store: EventStore, commands: Pipeline, hasher: Hasher, signer: Signer,
+                 verifier: Verifier, public_key: str, *, policy: LockPolicy,
+                 session_ttl: timedelta, drive_ttl: timedelta) -> None:
         self.store = store
+        self.commands = commands
         self.hasher = hasher
         self.signer = signer
         self.verifier = verifier
@@ -98,8 +117,7 @@ class Identity:
                                       domain.Member())
 
     async def _claim(self, scope: str) -> tuple[Holder, int]:
-        events, seq = await self.store.history(scope, _decoder)
-        return domain.holder(events), seq
+        return await self.store.state(scope, _decoder, domain.evolve_holder, Holder())
 
     async def _member_by_account(self, account: str) -> Member:
         if not ACCOUNT_RE.match(account.strip()):
@@ -110,23 +128,26 @@ class Identity:
 
     async def _session(self, token: str, now: datetime) -> tuple[Member, int, Claims]:
         claims = self.verifier.verify(token, kind="session", now=now)
+        member, seq = await self._current(claims)
+        return member, seq, claims
+
+    async def _current(self, claims: Claims) -> tuple[Member, int]:
+        """The session's member, while the session's password version is current."""
         member, seq = await self._member(claims.sub)
         if not member.exists or member.pv != claims.pv:
             raise InvalidToken("the password has changed since this token; log in again")
-        return member, seq, claims
+        return member, seq
 
-    async def _append(self, scope: str, subject: str, event: IdentityEvent, *,
-                      expected: int | None, msg_id: str, call: Call, actor: str = "") -> int:
-        return await self.store.append(scope, [Outgoing(subject=subject, event=event)],
-                                       expected=expected, msg_id=msg_id,
-                                       meta=call.meta(msg_id, actor))
+    async def _run(self, operation: str, req: Any, call: Call, caller: str,
+                   body: Callable[[Command], Awaitable[R]]) -> R:
+        return await self.commands.run(operation, req, caller=caller,
+                                       correlation_id=call.correlation_id, body=body)
 
-    async def _to_member(self, member: Member, seq: int, event: IdentityEvent, msg_id: str,
-                         call: Call) -> int:
-        return await self._append(member_scope(member.member_id),
-                                  member_subject(member.member_id, event), event,
-                                  expected=seq, msg_id=msg_id, call=call,
-                                  actor=member.member_id)
+    async def _on_member(self, cmd: Command, claims: Claims,
+                         decide: Callable[[Member], Decision]) -> Step[Member, IdentityEvent]:
+        """One step on the session's own member (its password version checked each try)."""
+        return await self.commands.step(cmd, member_scope(claims.sub), MEMBER, decide,
+                                        load=lambda: self._current(claims))
 
     # ---- registration and login ---------------------------------------------------------
 
@@ -134,23 +155,21 @@ class Identity:
         account = domain.clean_account(req.account)
         nickname = domain.clean_nickname(req.nickname)
         password_hash = await self.hasher.hash(domain.check_password(req.password))
-        member_id = str(uuid.uuid5(NAMESPACE, f"register:{req.command_id}"))
 
-        async def attempt() -> Registered:
-            claim, claim_seq = await self._claim(account_scope(account))
-            claimed, registered = domain.decide_register(
-                claim, member_id=member_id, account=account, nickname=nickname,
-                password_hash=password_hash, at=call.received_at)
-            if claim.member_id is None:
-                await self._append(account_scope(account), account_subject(account), claimed,
-                                   expected=claim_seq, msg_id=f"{req.command_id}-claim",
-                                   call=call)
-            token = await self._append(member_scope(member_id),
-                                       member_subject(member_id, registered), registered,
-                                       expected=0, msg_id=f"{req.command_id}-member", call=call)
-            return Registered(member_id=member_id, token=token)
+        async def body(cmd: Command) -> Registered:
+            member_id = str(uuid.uuid5(NAMESPACE, cmd.key))
+            await self.commands.step(cmd, account_scope(account), CLAIM, lambda claim: [
+                Outgoing(subject=account_subject(account), event=e)
+                for e in domain.decide_claim_account(claim, member_id=member_id,
+                                                     account=account)])
+            registered = await self.commands.step(
+                cmd, member_scope(member_id), MEMBER, lambda member: _to_member(
+                    member_id, list(domain.decide_register(
+                        member, member_id=member_id, account=account, nickname=nickname,
+                        password_hash=password_hash, at=call.received_at))))
+            return Registered(member_id=member_id, token=registered.seq)
 
-        return await with_retry(attempt)
+        return await self._run("register", req, call, "", body)
 
     async def login(self, req: Login, call: Call) -> Session:
         member = await self._member_by_account(req.account)
@@ -186,84 +205,95 @@ class Identity:
         ok = await self.hasher.verify(known.password_hash or None, req.password)
         domain.authenticate(known, password_ok=ok)
 
-        async def attempt() -> Done:
-            member, seq = await self._member(known.member_id)
-            claim, claim_seq = await self._claim(openid_scope(req.openid))
+        async def decision(member: Member, claim: Holder) -> tuple[
+                OpenidClaimed | None, MemberBound | None]:
             holder, _ = await self._member(claim.member_id)
-            claimed, bound = domain.decide_bind(
-                member, claim, holder, openid=req.openid, nickname=req.nickname,
-                password_ok=ok, at=call.received_at)
-            if claimed is not None:
-                await self._append(openid_scope(req.openid), openid_subject(req.openid, claimed),
-                                   claimed, expected=claim_seq,
-                                   msg_id=f"{req.command_id}-claim", call=call)
-            if bound is None:
-                return Done(token=seq)
-            return Done(token=await self._to_member(member, seq, bound,
-                                                    f"{req.command_id}-bind", call))
+            return domain.decide_bind(member, claim, holder, openid=req.openid,
+                                      nickname=req.nickname, password_ok=ok,
+                                      at=call.received_at)
 
-        return await with_retry(attempt)
+        async def claim_openid(claim: Holder) -> list[Outgoing]:
+            claimed, _ = await decision((await self._member(known.member_id))[0], claim)
+            return _to_openid(req.openid, [claimed] if claimed else [])
+
+        async def bind_member(member: Member) -> list[Outgoing]:
+            _, bound = await decision(member, (await self._claim(openid_scope(req.openid)))[0])
+            return _to_member(member.member_id, [bound] if bound else [])
+
+        async def body(cmd: Command) -> Done:
+            await self.commands.step(cmd.part("claim"), openid_scope(req.openid), CLAIM,
+                                     claim_openid)
+            bound = await self.commands.step(cmd.part("bind"), member_scope(known.member_id),
+                                             MEMBER, bind_member)
+            return Done(token=bound.seq)
+
+        return await self._run("bind", req, call, known.member_id, body)
 
     async def unbind(self, req: Unbind, call: Call) -> Done:
-        async def attempt() -> Done:
-            member, seq, _ = await self._session(req.session, call.received_at)
-            unbound, released = domain.decide_unbind(member, at=call.received_at)
-            token = await self._to_member(member, seq, unbound, f"{req.command_id}-unbind", call)
-            await self._release(released, req.command_id, call)
-            return Done(token=token)
+        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
 
-        return await with_retry(attempt)
+        async def body(cmd: Command) -> Done:
+            unbound = await self._on_member(cmd.part("unbind"), claims, lambda member: (
+                _to_member(member.member_id, [domain.decide_unbind(member,
+                                                                   at=call.received_at)[0]])))
+            gone = unbound.events[0]
+            assert isinstance(gone, MemberUnbound)
+            await self.commands.step(cmd.part("release"), openid_scope(gone.openid), CLAIM,
+                                     lambda claim: _to_openid(gone.openid, [
+                                         OpenidReleased(openid=gone.openid,
+                                                        member_id=claims.sub)]
+                                         if claim.member_id == claims.sub else []))
+            return Done(token=unbound.seq)
 
-    async def _release(self, released: OpenidReleased, command_id: str, call: Call) -> None:
-        claim, claim_seq = await self._claim(openid_scope(released.openid))
-        if claim.member_id == released.member_id:
-            await self._append(openid_scope(released.openid),
-                               openid_subject(released.openid, released), released,
-                               expected=claim_seq, msg_id=f"{command_id}-release", call=call)
+        return await self._run("unbind", req, call, claims.sub, body)
 
     # ---- member password and nickname ---------------------------------------------------
 
     async def change_password(self, req: ChangePassword, call: Call) -> Done:
-        member, _, _ = await self._session(req.session, call.received_at)
-        ok = await self.hasher.verify(member.password_hash, req.old_password)
+        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
         new_hash = await self.hasher.hash(domain.check_password(req.new_password))
 
-        async def attempt() -> Done:
-            current, seq, _ = await self._session(req.session, call.received_at)
-            event = domain.decide_change_password(current, password_ok=ok, new_hash=new_hash,
-                                                  at=call.received_at)
-            return Done(token=await self._to_member(current, seq, event, req.command_id, call))
+        async def decide(member: Member) -> list[Outgoing]:
+            ok = await self.hasher.verify(member.password_hash, req.old_password)
+            return _to_member(member.member_id, [domain.decide_change_password(
+                member, password_ok=ok, new_hash=new_hash, at=call.received_at)])
 
-        return await with_retry(attempt)
+        async def body(cmd: Command) -> Done:
+            return Done(token=(await self._on_member(cmd, claims, decide)).seq)
+
+        return await self._run("change_password", req, call, claims.sub, body)
 
     async def change_nickname(self, req: ChangeNickname, call: Call) -> Done:
-        async def attempt() -> Done:
-            member, seq, _ = await self._session(req.session, call.received_at)
+        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
+
+        def decide(member: Member) -> list[Outgoing]:
             event = domain.decide_change_nickname(member, nickname=req.nickname,
                                                   at=call.received_at)
-            if event is None:
-                return Done(token=seq)
-            return Done(token=await self._to_member(member, seq, event, req.command_id, call))
+            return _to_member(member.member_id, [event] if event else [])
 
-        return await with_retry(attempt)
+        async def body(cmd: Command) -> Done:
+            return Done(token=(await self._on_member(cmd, claims, decide)).seq)
+
+        return await self._run("change_nickname", req, call, claims.sub, body)
 
     # ---- cloud-drive password -------------------------------------------------------------
 
     async def drive_password_set(self, req: SetDrivePassword, call: Call) -> Done:
-        member, _, _ = await self._session(req.session, call.received_at)
+        member, _, claims = await self._session(req.session, call.received_at)
         domain.decide_set_drive_password(member, password_hash="", question=req.question,
                                          answer_hash="", at=call.received_at)
         password_hash = await self.hasher.hash(domain.check_password(req.password))
         answer_hash = await self.hasher.hash(domain.normalise_answer(req.answer))
 
-        async def attempt() -> Done:
-            current, seq, _ = await self._session(req.session, call.received_at)
-            event = domain.decide_set_drive_password(
+        def decide(current: Member) -> list[Outgoing]:
+            return _to_member(current.member_id, [domain.decide_set_drive_password(
                 current, password_hash=password_hash, question=req.question,
-                answer_hash=answer_hash, at=call.received_at)
-            return Done(token=await self._to_member(current, seq, event, req.command_id, call))
+                answer_hash=answer_hash, at=call.received_at)])
 
-        return await with_retry(attempt)
+        async def body(cmd: Command) -> Done:
+            return Done(token=(await self._on_member(cmd, claims, decide)).seq)
+
+        return await self._run("drive_password_set", req, call, claims.sub, body)
 
     async def drive_question(self, req: AskQuestion, call: Call) -> SecurityQuestion:
         member, _, _ = await self._session(req.session, call.received_at)
@@ -272,57 +302,60 @@ class Identity:
         return SecurityQuestion(question=member.question)
 
     async def drive_password_verify(self, req: VerifyDrivePassword, call: Call) -> DriveToken:
-        member, token = await self._attempt(req.session, req.command_id, call,
-                                            lambda m: self.hasher.verify(m.drive_hash,
-                                                                         req.password),
-                                            by_answer=False)
-        drive, expires = self.signer.issue(member_id=member.member_id, kind="drive",
-                                           now=call.received_at, ttl=self.drive_ttl,
-                                           pv=member.pv)
-        return DriveToken(drive_token=drive, expires_at=expires, token=token)
+        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
+
+        async def body(cmd: Command) -> DriveToken:
+            step = await self._attempt(cmd, claims, call, lambda m: self.hasher.verify(
+                m.drive_hash, req.password), by_answer=False)
+            drive, expires = self.signer.issue(member_id=claims.sub, kind="drive",
+                                               now=call.received_at, ttl=self.drive_ttl,
+                                               pv=step.state.pv)
+            return DriveToken(drive_token=drive, expires_at=expires, token=step.seq)
+
+        return await self._run("drive_password_verify", req, call, claims.sub, body)
 
     async def drive_password_reset(self, req: ResetDrivePassword, call: Call) -> Done:
         answer = domain.normalise_answer(req.answer)
         return await self._replace_drive_password(
-            req.session, req.command_id, req.new_password, call,
+            "drive_password_reset", req, req.new_password, call,
             lambda m: self.hasher.verify(m.answer_hash, answer), by_answer=True)
 
     async def drive_password_change(self, req: ChangeDrivePassword, call: Call) -> Done:
         return await self._replace_drive_password(
-            req.session, req.command_id, req.new_password, call,
+            "drive_password_change", req, req.new_password, call,
             lambda m: self.hasher.verify(m.drive_hash, req.old_password), by_answer=False)
 
-    async def _replace_drive_password(self, session: str, command_id: str, new_password: str,
-                                      call: Call, check: Callable[[Member], Awaitable[bool]],
-                                      *, by_answer: bool) -> Done:
+    async def _replace_drive_password(self, operation: str,
+                                      req: ResetDrivePassword | ChangeDrivePassword,
+                                      new_password: str, call: Call,
+                                      check: Callable[[Member], Awaitable[bool]], *,
+                                      by_answer: bool) -> Done:
+        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
         new_hash = await self.hasher.hash(domain.check_password(new_password))
-        await self._attempt(session, f"{command_id}-check", call, check, by_answer=by_answer)
 
-        async def attempt() -> Done:
-            current, seq, _ = await self._session(session, call.received_at)
-            event = domain.decide_change_drive_password(current, new_hash=new_hash,
-                                                        at=call.received_at, by_answer=by_answer)
-            return Done(token=await self._to_member(current, seq, event, command_id, call))
+        async def body(cmd: Command) -> Done:
+            await self._attempt(cmd.part("check"), claims, call, check, by_answer=by_answer)
+            changed = await self._on_member(cmd.part("change"), claims, lambda m: _to_member(
+                m.member_id, [domain.decide_change_drive_password(
+                    m, new_hash=new_hash, at=call.received_at, by_answer=by_answer)]))
+            return Done(token=changed.seq)
 
-        return await with_retry(attempt)
+        return await self._run(operation, req, call, claims.sub, body)
 
-    async def _attempt(self, session: str, msg_id: str, call: Call,
+    async def _attempt(self, cmd: Command, claims: Claims, call: Call,
                        check: Callable[[Member], Awaitable[bool]], *, by_answer: bool
-                       ) -> tuple[Member, int]:
+                       ) -> Step[Member, IdentityEvent]:
         """One counted attempt, serialised through the member's stream: parallel guesses
         conflict and are re-decided against the new failure count, so none slips past
-        the lockout."""
-        async def attempt() -> tuple[Member, int, IdentityEvent]:
-            member, seq, _ = await self._session(session, call.received_at)
+        the lockout. A repeat of the command answers what the attempt answered, without
+        checking anything again."""
+        async def decide(member: Member) -> list[Outgoing]:
             domain.ensure_unlockable(member, now=call.received_at)
             ok = await check(member)
-            event = domain.decide_attempt(member, ok=ok, now=call.received_at,
-                                          policy=self.policy)
-            token = await self._to_member(member, seq, event, msg_id, call)
-            return member, token, event
+            return _to_member(member.member_id, [domain.decide_attempt(
+                member, ok=ok, now=call.received_at, policy=self.policy)])
 
-        member, token, event = await with_retry(attempt, attempts=50)
-        if isinstance(event, DriveUnlockFailed):
-            raise domain.failure_error(event, by_answer=by_answer)
-        return member, token
-
+        step = await self._on_member(cmd, claims, decide)
+        if isinstance(step.events[0], DriveUnlockFailed):
+            raise domain.failure_error(step.events[0], by_answer=by_answer)
+        return step

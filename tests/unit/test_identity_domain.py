@@ -33,14 +33,26 @@ def registered(member_id: str = "m1", nickname: str = "Ann") -> MemberRegistered
 
 def test_given_a_claimed_account_when_another_registers_then_taken() -> None:
     with pytest.raises(AccountTaken):
-        domain.decide_register(Holder(member_id="m1"), member_id="m2", account="ann",
-                               nickname="x", password_hash="h", at=T0)
+        domain.decide_claim_account(Holder(member_id="m1"), member_id="m2", account="ann")
 
 
-def test_given_our_own_claim_when_registering_again_then_the_same_events() -> None:
-    claimed, reg = domain.decide_register(Holder(member_id="m1"), member_id="m1",
-                                          account="ann", nickname="x", password_hash="h", at=T0)
-    assert claimed.member_id == reg.member_id == "m1"
+def test_given_our_own_claim_when_claiming_again_then_nothing_to_do() -> None:
+    assert domain.decide_claim_account(Holder(member_id="m1"), member_id="m1",
+                                       account="ann") == []
+
+
+def test_given_a_free_account_when_claiming_then_claimed() -> None:
+    [claimed] = domain.decide_claim_account(Holder(), member_id="m1", account="ann")
+    assert claimed.member_id == "m1"
+
+
+def test_given_a_registered_member_when_registering_again_then_nothing() -> None:
+    member = domain.fold([registered()])
+    assert domain.decide_register(member, member_id="m1", account="ann", nickname="x",
+                                  password_hash="h", at=T0) == []
+    [reg] = domain.decide_register(Member(), member_id="m1", account="ann", nickname="x",
+                                   password_hash="h", at=T0)
+    assert reg.member_id == "m1"
 
 
 def test_given_a_member_when_binding_a_free_openid_then_claim_and_bound() -> None:
