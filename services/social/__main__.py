@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.app import Resources, Wiring, main
+from runtime.app import Resources, Wiring, command_pipeline, main
 from runtime.projector import Projector
 from runtime.service import ServiceHost
 from runtime.tokens import Verifier, configured_public_key
@@ -17,7 +17,8 @@ async def build(res: Resources) -> Wiring:
     projector = Projector(res.nc, res.pool, SocialProjection(), schema="social",
                           stream=res.settings.stream)
     verifier = Verifier(configured_public_key(res.settings))
-    social = Social(res.store, res.pool, projector, verifier)
+    social = Social(res.store, await command_pipeline(res, "social"), res.pool, projector,
+                    verifier)
     host = ServiceHost(res.nc, name="social", version=VERSION,
                        description="friends and the member directory",
                        endpoints=social.endpoints(), max_in_flight=res.settings.max_in_flight)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Callable
 
 import asyncpg
 import msgspec
@@ -22,7 +23,8 @@ from contracts.social import (
     friendship_subject,
     pair_id,
 )
-from runtime.eventstore import EventStore, Outgoing, with_retry
+from runtime.commands import Command, Fold, Pipeline
+from runtime.eventstore import EventStore, Outgoing
 from runtime.projector import Projector
 from runtime.service import Call, Endpoint
 from runtime.tokens import Verifier
@@ -30,14 +32,16 @@ from services.social import domain, store
 from services.social.domain import Friendship
 
 _decoder = msgspec.json.Decoder(AnySocialEvent)
+FRIENDSHIP: Fold[Friendship, SocialEvent] = Fold(_decoder, domain.evolve, Friendship())
 
 
 class Social:
     """The social service's operations."""
 
-    def __init__(self, events: EventStore, pool: asyncpg.Pool, projector: Projector,
-                 verifier: Verifier, *, schema: str = "social") -> None:
+    def __init__(self, events: EventStore, commands: Pipeline, pool: asyncpg.Pool,
+                 projector: Projector, verifier: Verifier, *, schema: str = "social") -> None:
         self.events = events
+        self.commands = commands
         self.pool = pool
         self.projector = projector
         self.verifier = verifier
@@ -62,15 +66,19 @@ class Social:
             raise InvalidToken("the token is no longer valid; log in again")
         return row
 
-    async def _friendship(self, friendship_id: str) -> tuple[Friendship, int]:
-        return await self.events.state(friendship_scope(friendship_id), _decoder,
-                                       domain.evolve, domain.Friendship())
+    async def _change(self, operation: str, req: AddFriend | RemoveFriend, call: Call,
+                      me: asyncpg.Record, friend: asyncpg.Record,
+                      decide: Callable[[Friendship], SocialEvent]) -> FriendChanged:
+        """Run one friendship command through the pipeline."""
+        fid = pair_id(me["member_id"], friend["member_id"])
 
-    async def _append(self, event: SocialEvent, friendship_id: str, seq: int, msg_id: str,
-                      call: Call, actor: str) -> int:
-        out = Outgoing(subject=friendship_subject(friendship_id, event), event=event)
-        return await self.events.append(friendship_scope(friendship_id), [out], expected=seq,
-                                        msg_id=msg_id, meta=call.meta(msg_id, actor))
+        async def body(cmd: Command) -> FriendChanged:
+            step = await self.commands.step(cmd, friendship_scope(fid), FRIENDSHIP, lambda s: [
+                Outgoing(subject=friendship_subject(fid, e), event=e) for e in [decide(s)]])
+            return _changed(friend, step.seq)
+
+        return await self.commands.run(operation, req, caller=me["member_id"],
+                                       correlation_id=call.correlation_id, body=body)
 
     async def add_friend(self, req: AddFriend, call: Call) -> FriendChanged:
         me = await self._caller(req.session, call, req.token)
@@ -78,33 +86,18 @@ class Social:
         nickname = unicodedata.normalize("NFC", req.nickname).strip()
         if friend is None or friend["nickname"] != nickname:
             raise NoSuchMember("no member with that account and nickname")
-        fid = pair_id(me["member_id"], friend["member_id"])
-
-        async def attempt() -> FriendChanged:
-            state, seq = await self._friendship(fid)
-            event = domain.decide_add(state, member_id=me["member_id"],
-                                      friend_id=friend["member_id"],
-                                      friend_nickname=friend["nickname"], at=call.received_at)
-            token = await self._append(event, fid, seq, req.command_id, call, me["member_id"])
-            return _changed(friend, token)
-
-        return await with_retry(attempt)
+        return await self._change("add_friend", req, call, me, friend, lambda state: (
+            domain.decide_add(state, member_id=me["member_id"], friend_id=friend["member_id"],
+                              friend_nickname=friend["nickname"], at=call.received_at)))
 
     async def remove_friend(self, req: RemoveFriend, call: Call) -> FriendChanged:
         me = await self._caller(req.session, call, req.token)
         friend = await store.member_by_account(self.pool, self.schema, account_key(req.account))
         if friend is None:
             raise NoSuchMember("no member with that account")
-        fid = pair_id(me["member_id"], friend["member_id"])
-
-        async def attempt() -> FriendChanged:
-            state, seq = await self._friendship(fid)
-            event = domain.decide_remove(state, member_id=me["member_id"],
-                                         friend_id=friend["member_id"], at=call.received_at)
-            token = await self._append(event, fid, seq, req.command_id, call, me["member_id"])
-            return _changed(friend, token)
-
-        return await with_retry(attempt)
+        return await self._change("remove_friend", req, call, me, friend, lambda state: (
+            domain.decide_remove(state, member_id=me["member_id"],
+                                 friend_id=friend["member_id"], at=call.received_at)))
 
     async def list_friends(self, req: ListFriends, call: Call) -> FriendList:
         me = await self._caller(req.session, call, req.token)
