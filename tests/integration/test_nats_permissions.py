@@ -21,6 +21,7 @@ from cli.demo import Walkthrough
 from deploy.freeports import free_port
 from deploy.parts import find_binary
 from runtime.eventstore import EventStore
+from runtime.journal import Journal
 from runtime.settings import Settings
 from services.identity.__main__ import build as build_identity
 from services.sharing.__main__ import build as build_sharing
@@ -56,7 +57,8 @@ async def _until_up(url: str) -> None:
         except Exception:
             await asyncio.sleep(0.05)
             continue
-        await EventStore(nc).ensure_stream()  # only the operator may create the stream
+        await EventStore(nc).ensure_stream()  # only the operator may create the streams
+        await Journal(nc).ensure()
         await nc.close()
         return
     raise AssertionError("nats-server with production.conf did not start")
@@ -98,6 +100,8 @@ class Recorder:
     ("wechat", "sub", "identity.>"),
     ("social", "sub", "identity.>"),
     ("storage", "sub", "_INBOX_sharing.>"),
+    ("social", "pub", "cmd.identity.x"),
+    ("wechat", "pub", "cmd.storage.x"),
 ])
 def test_each_forbidden_publish_or_subscribe_is_refused(secured: str, user: str, kind: str,
                                                          subject: str) -> None:
