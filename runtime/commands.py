@@ -153,11 +153,20 @@ class Pipeline:
         return await self.journal.put(subject, mine, last=entry.seq)
 
     async def _release(self, subject: str, digest: str, held: int) -> None:
+        # Not awaited by the server: a lost "done" only makes a repeat wait out the lease.
         done = Record(digest=digest, running=False, since=time.time())
         try:
-            await self.journal.put(subject, done, last=held)
-        except Exception:  # the lease runs out by itself; a repeat then takes over
+            await self.journal.put_later(subject, done, last=held)
+        except Exception:
             log.warning("could not mark command %s done", subject, exc_info=True)
+
+    def internal(self, name: str, *, correlation_id: str, actor: str) -> Command:
+        """A command the system issues itself (a policy reacting to an event): exactly one
+        issuer runs it (the projection's leader), so it needs no journal record, and it is
+        never taken as new: a repeat after a crash finds what it appended."""
+        key = command_key(self.context, "internal", actor, name)
+        return Command(key=key, fresh=False, meta=Meta(correlation_id=correlation_id,
+                                                       causation_id=key, actor=actor))
 
     async def step(self, command: Command, scope: str, fold: Fold[S, E],
                    decide: Callable[[S], Decision], *,

@@ -74,6 +74,13 @@ class Journal:
             return None
         raise EventStoreError(f"command journal refused a record: {ack.error.description}")
 
+    async def put_later(self, subject: str, record: Record, *, last: int) -> None:
+        """`put` without waiting for the server's answer: for a record whose loss only
+        delays a repeat (a lease runs out by itself)."""
+        await self.nc.publish(subject, _encoder.encode(record), headers={
+            "Nats-Expected-Last-Subject-Sequence": str(last),
+            "Nats-Expected-Stream": self.stream})
+
     async def get(self, subject: str) -> Entry | None:
         """The subject's record, or None."""
         reply = await mux_of(self.nc).request(
