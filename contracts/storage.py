@@ -18,17 +18,22 @@ from contracts.client import ServiceClient
 from contracts.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from contracts.identity import CommandId
 from contracts.subjects import aggregate_subjects, event_subject
+from contracts.text import plain_text
 
 CONTEXT = "storage"
 MB = 1024 * 1024
 
 SetId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
-SetName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+# Names and remarks are shown to other members: no control, bidi or invisible characters.
+SetName = Annotated[str, plain_text(min_length=1, max_length=100, blank=False)]
+# Version and upload ids are uuids the server made; anything else is refused at decoding.
+VersionId = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
+                                        pattern=r"^[A-Za-z0-9_-]+$")]
 Year = Annotated[int, msgspec.Meta(ge=1900, le=2200)]
 Period = Annotated[int, msgspec.Meta(ge=1, le=12)]
 Size = Annotated[int, msgspec.Meta(ge=1, le=50 * 1024 * MB)]
 Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
-Remark = Annotated[str, msgspec.Meta(max_length=200)]
+Remark = Annotated[str, plain_text(max_length=200)]
 MemberId = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
                                        pattern=r"^[A-Za-z0-9_-]+$")]
 Token = Annotated[int, msgspec.Meta(ge=0)]
@@ -50,7 +55,10 @@ class QuotaChanged(StorageEvent, frozen=True, kw_only=True):
 
 
 class UploadReserved(StorageEvent, frozen=True, kw_only=True):
-    """Room reserved on the owner's drive for one upload (charged 0 if already stored)."""
+    """Room reserved on the owner's drive for one upload; ``key`` is where its URLs write.
+
+    Events from before immutable blobs may have ``charged`` 0 and the key of a stored blob.
+    """
 
     owner_id: str
     upload_id: str
@@ -72,7 +80,11 @@ class UploadReserved(StorageEvent, frozen=True, kw_only=True):
 
 
 class BackupUploaded(StorageEvent, frozen=True, kw_only=True):
-    """A verified upload became a version of (owner, set, year)."""
+    """A verified upload became a version of (owner, set, year).
+
+    ``key`` holds exactly the verified bytes: the upload's own copy, or a stored blob of
+    the same content it reuses; no URL was ever issued to write it.
+    """
 
     owner_id: str
     version_id: str
@@ -101,12 +113,14 @@ class UploadAborted(StorageEvent, frozen=True, kw_only=True):
 
 
 class VersionDeleted(StorageEvent, frozen=True, kw_only=True):
-    """The owner deleted a version; its bytes are freed once no version uses them."""
+    """The owner deleted a version; its bytes are freed once no version uses them
+    (``freed``: the bytes this deletion gave back)."""
 
     owner_id: str
     version_id: str
     by: str
     at: datetime
+    freed: int = 0
 
 
 class DownloadIssued(StorageEvent, frozen=True, kw_only=True):
@@ -177,6 +191,13 @@ class UploadExpired(Conflict):
     code = "upload_expired"
 
 
+class DownloadExpired(Conflict):
+    """A repeated download command whose link has expired: a new download is a new
+    command (and a new audit entry)."""
+
+    code = "download_expired"
+
+
 class StorageUnavailable(Unavailable):
     code = "storage_unavailable"
 
@@ -194,23 +215,32 @@ class BeginUpload(Request, frozen=True, kw_only=True):
     size: Size
     sha256: Sha256
     remark: Remark = ""
-    base_version: str | None = None
+    base_version: VersionId | None = None
     drive_token: str = ""
     token: Token = 0
 
 
 class Part(msgspec.Struct, frozen=True, kw_only=True):
+    """One PUT: its URL, which bytes of the file, and headers the PUT must send (the
+    signed checksum that makes the URL write only the declared bytes)."""
+
     number: int
     url: str
     offset: int
     size: int
+    headers: dict[str, str] = {}
 
 
 class UploadPlan(CommandReply, frozen=True, kw_only=True):
-    """Where to PUT the bytes: one URL, or one per part; none if already stored."""
+    """Where to PUT the bytes: one URL, or one per part.
+
+    ``already_stored`` is always False (kept for clients that read it): every upload sends
+    its bytes, because skipping would tell a caller which contents the drive holds, and
+    attach them for someone who only knew a hash.
+    """
 
     upload_id: str
-    already_stored: bool
+    already_stored: bool = False
     parts: list[Part]
     expires_at: datetime
     quota: int
@@ -224,7 +254,7 @@ class CompleteUpload(Request, frozen=True, kw_only=True):
     owner_id: MemberId | None = None
     drive_token: str = ""
     token: Token = 0
-    upload_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    upload_id: VersionId
 
 
 class VersionInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -286,7 +316,7 @@ class DownloadRequest(Request, frozen=True, kw_only=True):
     owner_id: MemberId | None = None
     set_id: SetId
     year: Year
-    version_id: str | None = None
+    version_id: VersionId | None = None
     drive_token: str = ""
     token: Token = 0
 
@@ -300,7 +330,7 @@ class DownloadTicket(CommandReply, frozen=True, kw_only=True):
 class DeleteVersion(Request, frozen=True, kw_only=True):
     command_id: CommandId
     session: str
-    version_id: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    version_id: VersionId
 
 
 class Deleted(CommandReply, frozen=True, kw_only=True):

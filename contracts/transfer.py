@@ -58,7 +58,8 @@ async def upload(plan: UploadPlan, path: Path, *, progress: Progress = lambda _n
 async def _put(http: aiohttp.ClientSession, part: Part, path: Path, progress: Progress) -> None:
     try:
         async with http.put(part.url, data=_read_part(path, part, progress),
-                            headers={"Content-Length": str(part.size)}) as reply:
+                            headers={**part.headers, "Content-Length": str(part.size)}
+                            ) as reply:
             if reply.status >= 300:
                 text = (await reply.text())[:300]
                 raise StorageUnavailable(f"file storage refused part {part.number}: "

@@ -8,7 +8,7 @@ import uuid
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 
-from runtime.app import Resources, Wiring, main
+from runtime.app import Resources, Wiring, command_pipeline, main
 from runtime.projector import Projector
 from runtime.s3 import s3_client
 from runtime.service import Call, ServiceHost
@@ -48,7 +48,7 @@ async def build(res: Resources) -> Wiring:
     s3 = await stack.enter_async_context(s3_client(res.settings, timeout_s=10))
     objects = ObjectStore(s3, res.settings.s3_bucket, url_ttl_s=res.settings.presign_ttl_s)
     sessions = Sessions(Verifier(configured_public_key(res.settings)), res.store)
-    storage = Storage(res.store, objects, sessions,
+    storage = Storage(res.store, await command_pipeline(res, "storage"), objects, sessions,
                       limits(res.settings),
                       SharingGate(res.nc, timeout=res.settings.request_timeout_s))
     projector = Projector(res.nc, res.pool, StorageProjection(), schema="storage",

@@ -1,8 +1,10 @@
 """storage's domain: one member's drive (quota, reservations, versions, stored blobs). Pure.
 
-Quota counts each distinct stored content once (blobs referenced by versions) plus the
-charge of every reservation not yet expired; an expired reservation stops counting at
-its expiry time, before any sweeper runs.
+Quota counts each stored blob once (however many versions use it) plus the charge of
+every reservation not yet expired; an expired reservation stops counting at its expiry
+time, before any sweeper runs. Every upload is charged its size and sends its bytes; only
+after they were verified may the version reuse a stored blob of the same content, and
+then the charge goes back.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from contracts.storage import (
 
 
 class Blob(msgspec.Struct, frozen=True, kw_only=True):
-    """One stored content: its object key, size and the versions that use it."""
+    """One stored object: its key, content, size and the versions that use it."""
 
     key: str
+    sha256: str
     size: int
     refs: frozenset[str] = frozenset()
 
@@ -42,7 +45,7 @@ class Version(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Drive(msgspec.Struct, frozen=True, kw_only=True):
-    """One member's drive as folded from its events."""
+    """One member's drive as folded from its events (blobs by object key)."""
 
     owner_id: str = ""
     quota: int | None = None
@@ -91,12 +94,13 @@ def _without(mapping: dict[str, UploadReserved], key: str) -> dict[str, UploadRe
 
 
 def _uploaded(drive: Drive, e: BackupUploaded) -> Drive:
-    old = drive.blobs.get(e.sha256)
-    blob = Blob(key=e.key, size=e.size, refs=(old.refs if old else frozenset()) | {e.version_id})
+    old = drive.blobs.get(e.key)
+    blob = Blob(key=e.key, sha256=e.sha256, size=e.size,
+                refs=(old.refs if old else frozenset()) | {e.version_id})
     version = Version(info=info_of(e), key=e.key)
     return msgspec.structs.replace(
         drive, owner_id=e.owner_id, reservations=_without(drive.reservations, e.upload_id),
-        blobs={**drive.blobs, e.sha256: blob},
+        blobs={**drive.blobs, e.key: blob},
         versions={**drive.versions, e.version_id: version},
         latest={**drive.latest, (e.set_id, e.year): e.version_id})
 
@@ -105,12 +109,12 @@ def _deleted(drive: Drive, version_id: str) -> Drive:
     gone = drive.versions[version_id]
     versions = {k: v for k, v in drive.versions.items() if k != version_id}
     blobs = dict(drive.blobs)
-    blob = blobs[gone.info.sha256]
+    blob = blobs[gone.key]
     refs = blob.refs - {version_id}
     if refs:
-        blobs[gone.info.sha256] = msgspec.structs.replace(blob, refs=refs)
+        blobs[gone.key] = msgspec.structs.replace(blob, refs=refs)
     else:
-        del blobs[gone.info.sha256]
+        del blobs[gone.key]
     latest = dict(drive.latest)
     slot = (gone.info.set_id, gone.info.year)
     rest = sorted((v.info for v in versions.values() if (v.info.set_id, v.info.year) == slot),
@@ -140,22 +144,23 @@ def info_of(e: BackupUploaded) -> VersionInfo:
 # ---- decide ---------------------------------------------------------------------------
 
 def decide_reserve(drive: Drive, wanted: UploadReserved, *, default_quota: int
-                   ) -> UploadReserved | None:
-    """Reserve room for an upload; None when this upload is already reserved (a retry)."""
-    if wanted.upload_id in drive.reservations:
-        return None
-    stored = drive.blobs.get(wanted.sha256)
-    charged = 0 if stored and stored.refs else wanted.size
+                   ) -> UploadReserved:
+    """Reserve room for an upload (a repeat of the command finds its reservation in the
+    log and does not come here).
+
+    The full size is charged even if the drive holds the same content: the bytes come
+    again (they occupy staging until verified), and a free reservation would tell the
+    caller what the drive holds.
+    """
     quota = drive.quota_or(default_quota)
     available = max(0, quota - drive.used(wanted.at))
-    if charged > available:
+    if wanted.size > available:
         raise QuotaExceeded(
-            f"needs {megabytes(charged)}, {megabytes(available)} available of "
+            f"needs {megabytes(wanted.size)}, {megabytes(available)} available of "
             f"{megabytes(quota)}",
-            details={"needed": str(charged), "available": str(available), "quota": str(quota)})
-    if stored and stored.refs:
-        return msgspec.structs.replace(wanted, charged=0, key=stored.key, multipart_id=None)
-    return msgspec.structs.replace(wanted, charged=charged)
+            details={"needed": str(wanted.size), "available": str(available),
+                     "quota": str(quota)})
+    return msgspec.structs.replace(wanted, charged=wanted.size)
 
 
 def open_reservation(drive: Drive, upload_id: str, *, now: datetime) -> UploadReserved:
@@ -168,19 +173,38 @@ def open_reservation(drive: Drive, upload_id: str, *, now: datetime) -> UploadRe
     return found
 
 
-def already_stored(drive: Drive, reservation: UploadReserved) -> bool:
-    """True when the content is in the drive under the reservation's key (nothing to PUT)."""
-    blob = drive.blobs.get(reservation.sha256)
-    return blob is not None and bool(blob.refs) and blob.key == reservation.key
+def reusable(drive: Drive, r: UploadReserved) -> Blob | None:
+    """A stored blob with the upload's (verified) content that the uploader may already
+    read: any in the drive for its owner; for a sharee only one that a version of the same
+    set-year uses, since reusing another would tell them what else the owner keeps."""
+    for blob in drive.blobs.values():
+        if blob.sha256 == r.sha256 and blob.refs and _readable(drive, blob, r):
+            return blob
+    return None
+
+
+def _readable(drive: Drive, blob: Blob, r: UploadReserved) -> bool:
+    if r.uploader_id == r.owner_id:
+        return True
+    slots = {(drive.versions[v].info.set_id, drive.versions[v].info.year) for v in blob.refs}
+    return (r.set_id, r.year) in slots
+
+
+def referenced(drive: Drive, key: str) -> bool:
+    """True while a version uses the object (it must not be deleted)."""
+    blob = drive.blobs.get(key)
+    return blob is not None and bool(blob.refs)
 
 
 def decide_complete(drive: Drive, reservation: UploadReserved, *, at: datetime
                     ) -> BackupUploaded:
-    """The version an upload becomes, marked as a conflict if its base is not the latest."""
+    """The version a verified upload becomes (its bytes verified at the reservation's
+    key), reusing a stored blob of the same content where allowed; a conflict if its base
+    is not the latest."""
     latest = drive.latest.get((reservation.set_id, reservation.year))
     conflict = latest if latest is not None and latest != reservation.base_version else None
-    blob = drive.blobs.get(reservation.sha256)
-    key = blob.key if blob is not None and blob.refs else reservation.key
+    blob = reusable(drive, reservation)
+    key = blob.key if blob is not None else reservation.key
     return BackupUploaded(
         owner_id=reservation.owner_id, version_id=reservation.upload_id,
         upload_id=reservation.upload_id, uploader_id=reservation.uploader_id,
@@ -210,15 +234,15 @@ def decide_delete(drive: Drive, version_id: str, *, by: str, at: datetime
     version = drive.versions.get(version_id)
     if version is None:
         raise NoSuchVersion("no such version in your drive")
-    blob = drive.blobs[version.info.sha256]
-    orphan = version.key if blob.refs == {version_id} else None
-    return VersionDeleted(owner_id=drive.owner_id, version_id=version_id, by=by, at=at), orphan
+    orphan = version.key if drive.blobs[version.key].refs == {version_id} else None
+    return VersionDeleted(owner_id=drive.owner_id, version_id=version_id, by=by, at=at,
+                          freed=freed_by(drive, version_id)), orphan
 
 
 def freed_by(drive: Drive, version_id: str) -> int:
     """Bytes a deletion gives back (0 while another version shares the content)."""
     version = drive.versions[version_id]
-    blob = drive.blobs[version.info.sha256]
+    blob = drive.blobs[version.key]
     return blob.size if blob.refs == {version_id} else 0
 
 

@@ -6,11 +6,13 @@ import math
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from contracts.base import Reply
+from contracts.errors import LedgerError
 from contracts.identity import InvalidToken
 from contracts.storage import (
     AnyStorageEvent,
@@ -20,6 +22,7 @@ from contracts.storage import (
     CompleteUpload,
     Deleted,
     DeleteVersion,
+    DownloadExpired,
     DownloadIssued,
     DownloadRequest,
     DownloadTicket,
@@ -33,10 +36,12 @@ from contracts.storage import (
     SetQuota,
     SetYear,
     StorageEvent,
+    UploadAborted,
     Uploaded,
     UploadIncomplete,
     UploadPlan,
     UploadReserved,
+    VersionDeleted,
     VersionList,
     VersionsRequest,
     audit_scope,
@@ -44,15 +49,16 @@ from contracts.storage import (
     drive_scope,
     drive_subject,
 )
-from runtime.eventstore import EventStore, Outgoing, with_retry
+from runtime.commands import Command, Decision, Fold, Pipeline, Step
+from runtime.eventstore import EventStore, Outgoing
 from runtime.service import Call, Endpoint
 from runtime.tokens import Sessions
 from services.storage import domain
 from services.storage.domain import Drive
-from services.storage.objects import ObjectStore
+from services.storage.objects import ObjectStore, staging_key
 
-NAMESPACE = uuid.UUID("9d3c1b8e-3f2a-4c5d-8e7f-1a2b3c4d5e6f")
 _decoder = msgspec.json.Decoder(AnyStorageEvent)
+R = TypeVar("R")
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,12 +97,25 @@ class OwnersOnly:
         return False
 
 
+DRIVE_FOLD: Fold[Drive, StorageEvent] = Fold(_decoder, domain.evolve, Drive())
+AUDIT_FOLD: Fold[None, StorageEvent] = Fold(_decoder, lambda state, _event: state, None)
+
+
+def _refusal(aborted: UploadAborted) -> LedgerError:
+    """What an upload refused at completion answers (again, to a repeat)."""
+    if aborted.reason.startswith("sha256"):
+        return ChecksumMismatch("the uploaded file's SHA-256 differs from the declared one; "
+                                "the upload is cancelled")
+    return UploadIncomplete(f"the uploaded file has {aborted.reason}; the upload is cancelled")
+
+
 class Storage:
     """The storage service's operations."""
 
-    def __init__(self, events: EventStore, objects: ObjectStore, sessions: Sessions,
-                 limits: Limits, gate: Gate | None = None) -> None:
+    def __init__(self, events: EventStore, commands: Pipeline, objects: ObjectStore,
+                 sessions: Sessions, limits: Limits, gate: Gate | None = None) -> None:
         self.events = events
+        self.commands = commands
         self.objects = objects
         self.sessions = sessions
         self.verifier = sessions.verifier
@@ -142,11 +161,15 @@ class Storage:
             raise NoAccess("no such account set, or it is not shared with you")
         return owner
 
-    async def _append(self, owner_id: str, event: StorageEvent, *, expected: int | None,
-                      msg_id: str, call: Call, actor: str) -> int:
-        out = Outgoing(subject=drive_subject(owner_id, event), event=event)
-        return await self.events.append(drive_scope(owner_id), [out], expected=expected,
-                                        msg_id=msg_id, meta=call.meta(msg_id, actor))
+    async def _on_drive(self, cmd: Command, owner: str, decide: Callable[[Drive], Decision]
+                        ) -> Step[Drive, StorageEvent]:
+        return await self.commands.step(cmd, drive_scope(owner), DRIVE_FOLD, decide,
+                                        load=lambda: self._drive(owner))
+
+    async def _run(self, operation: str, req: Any, call: Call, caller: str,
+                   body: Callable[[Command], Awaitable[R]]) -> R:
+        return await self.commands.run(operation, req, caller=caller,
+                                       correlation_id=call.correlation_id, body=body)
 
     # ---- upload -------------------------------------------------------------------------
 
@@ -154,29 +177,27 @@ class Storage:
         caller = await self._member(req.session, call)
         owner = await self._access(caller, req.owner_id, Ask.of(req, "write"), call)
         await self.objects.check()
-        upload_id = str(uuid.uuid5(NAMESPACE, f"{owner}:{req.command_id}"))
-        multipart: list[str | None] = [None]
+        started: list[UploadReserved] = []  # a multipart upload this run started
 
-        async def attempt() -> tuple[UploadReserved, int, Drive]:
-            drive, seq = await self._drive(owner)
-            if upload_id in drive.reservations:
-                return drive.reservations[upload_id], seq, drive
+        async def decide(drive: Drive) -> list[Outgoing]:
+            # Random, never derived from the caller's command id: a replayed id answers
+            # the reservation it made, and never leads to another upload's key.
+            upload_id = started[0].upload_id if started else str(uuid.uuid4())
             wanted = self._wanted(req, owner, caller, upload_id, call.received_at)
-            reserved = domain.decide_reserve(drive, wanted,
-                                             default_quota=self.limits.default_quota)
-            assert reserved is not None
-            reserved = await self._with_multipart(reserved, multipart)
-            seq = await self._append(owner, reserved, expected=seq, msg_id=req.command_id,
-                                     call=call, actor=caller)
-            return reserved, seq, domain.evolve(drive, reserved)
+            reserved = await self._with_multipart(domain.decide_reserve(
+                drive, wanted, default_quota=self.limits.default_quota), started)
+            return [Outgoing(subject=drive_subject(owner, reserved), event=reserved)]
 
-        try:
-            reserved, token, drive = await with_retry(attempt)
-        except BaseException:
-            if multipart[0] is not None:
-                await self.objects.abort_multipart(f"objects/{owner}/{upload_id}", multipart[0])
-            raise
-        return await self._plan(reserved, drive, token, call.received_at)
+        async def body(cmd: Command) -> UploadPlan:
+            try:
+                step = await self._on_drive(cmd, owner, decide)
+            except BaseException:
+                for r in started:
+                    await self.objects.abort_multipart(r.key, r.multipart_id or "")
+                raise
+            return await self._plan(step, call.received_at)
+
+        return await self._run("begin_upload", req, call, caller, body)
 
     def _wanted(self, req: BeginUpload, owner: str, caller: str, upload_id: str,
                 now: datetime) -> UploadReserved:
@@ -184,32 +205,34 @@ class Storage:
             owner_id=owner, upload_id=upload_id, uploader_id=caller, set_id=req.set_id,
             set_name=req.set_name.strip(), year=req.year, period=req.period, size=req.size,
             sha256=req.sha256, remark=req.remark.strip(), base_version=req.base_version,
-            key=f"objects/{owner}/{upload_id}", charged=req.size,
+            key=staging_key(owner, upload_id), charged=req.size,
             part_size=self.limits.part_size if req.size > self.limits.part_size else 0,
             expires_at=now + self.limits.reservation_ttl, at=now)
 
     async def _with_multipart(self, reserved: UploadReserved,
-                              multipart: list[str | None]) -> UploadReserved:
-        if reserved.charged == 0 or not reserved.part_size:
-            return msgspec.structs.replace(reserved, part_size=0, multipart_id=None)
-        if multipart[0] is None:
-            multipart[0] = await self.objects.start_multipart(reserved.key)
-        return msgspec.structs.replace(reserved, multipart_id=multipart[0])
+                              started: list[UploadReserved]) -> UploadReserved:
+        if not reserved.part_size:
+            return msgspec.structs.replace(reserved, multipart_id=None)
+        if not started:
+            started.append(msgspec.structs.replace(
+                reserved, multipart_id=await self.objects.start_multipart(reserved.key)))
+        return msgspec.structs.replace(reserved, multipart_id=started[0].multipart_id)
 
-    async def _plan(self, reserved: UploadReserved, drive: Drive, token: int,
-                    now: datetime) -> UploadPlan:
-        stored = domain.already_stored(drive, reserved)
-        parts = [] if stored else await self._parts(reserved)
-        quota = drive.quota_or(self.limits.default_quota)
-        used = drive.used(now)
-        return UploadPlan(upload_id=reserved.upload_id, already_stored=stored, parts=parts,
+    async def _plan(self, step: Step[Drive, StorageEvent], now: datetime) -> UploadPlan:
+        reserved = step.events[0]
+        assert isinstance(reserved, UploadReserved)
+        # A repeat presigns again only while the upload is open: never after it ended.
+        domain.open_reservation(step.state, reserved.upload_id, now=now)
+        quota = step.state.quota_or(self.limits.default_quota)
+        used = step.state.used(now)
+        return UploadPlan(upload_id=reserved.upload_id, parts=await self._parts(reserved),
                           expires_at=reserved.expires_at, quota=quota, used=used,
-                          available=max(0, quota - used), token=token)
+                          available=max(0, quota - used), token=step.seq)
 
     async def _parts(self, r: UploadReserved) -> list[Part]:
         if r.multipart_id is None:
-            return [Part(number=1, url=await self.objects.put_url(r.key), offset=0,
-                         size=r.size)]
+            url, headers = await self.objects.put_url(r.key, r.size, r.sha256)
+            return [Part(number=1, url=url, offset=0, size=r.size, headers=headers)]
         count = math.ceil(r.size / r.part_size)
         return [Part(number=n, url=await self.objects.part_url(r.key, r.multipart_id, n),
                      offset=(n - 1) * r.part_size,
@@ -219,33 +242,41 @@ class Storage:
     async def complete_upload(self, req: CompleteUpload, call: Call) -> Uploaded:
         caller = await self._member(req.session, call)
         owner = req.owner_id or caller
-        drive, seq = await self._drive(owner)
-        finished = drive.versions.get(req.upload_id)
-        if finished is not None and finished.info.uploader_id == caller:
-            # A retry of a completion that landed (its reply was lost): the same answer.
-            return Uploaded(version=finished.info, token=seq)
-        reservation = self._uploaders(drive, req.upload_id, caller, call.received_at)
-        await self._access(caller, owner, Ask(set_id=reservation.set_id, year=reservation.year,
-                                              access="write", drive_token=req.drive_token,
-                                              token=req.token), call)
-        if not domain.already_stored(drive, reservation):
-            await self._verify(owner, reservation, call)
+        checked: list[UploadReserved] = []  # verified once per run, whatever the retries
 
-        async def attempt() -> tuple[BackupUploaded, int]:
-            current, seq = await self._drive(owner)
-            open_ = domain.open_reservation(current, reservation.upload_id,
-                                            now=call.received_at)
-            uploaded = domain.decide_complete(current, open_, at=call.received_at)
-            token = await self._append(owner, uploaded, expected=seq, msg_id=req.command_id,
-                                       call=call, actor=caller)
-            return uploaded, token
+        async def decide(drive: Drive) -> list[Outgoing]:
+            if _completed_by(drive, req.upload_id, caller):
+                return []  # completed under another command id (a client's own retry)
+            reservation = self._uploaders(drive, req.upload_id, caller, call.received_at)
+            await self._access(caller, owner, Ask(
+                set_id=reservation.set_id, year=reservation.year, access="write",
+                drive_token=req.drive_token, token=req.token), call)
+            if not checked:
+                refused = await self._verify(reservation, call.received_at)
+                if refused is not None:
+                    return [Outgoing(subject=drive_subject(owner, refused), event=refused)]
+                checked.append(reservation)
+            done = domain.decide_complete(drive, reservation, at=call.received_at)
+            return [Outgoing(subject=drive_subject(owner, done), event=done)]
 
-        uploaded, token = await with_retry(attempt)
-        if uploaded.key != reservation.key:
-            # Two uploads of the same content raced: the version uses the first stored
-            # copy, so this upload's own object is not needed.
-            await self.objects.delete(reservation.key)
-        return Uploaded(version=domain.info_of(uploaded), token=token)
+        async def body(cmd: Command) -> Uploaded:
+            return await self._completed(owner, await self._on_drive(cmd, owner, decide),
+                                         req.upload_id)
+
+        return await self._run("complete_upload", req, call, caller, body)
+
+    async def _completed(self, owner: str, step: Step[Drive, StorageEvent],
+                         upload_id: str) -> Uploaded:
+        """The answer to a completion: the version, or the refusal (its object gone)."""
+        match step.events:
+            case [UploadAborted() as aborted]:
+                await self._discard(owner, staging_key(owner, upload_id))
+                raise _refusal(aborted)
+            case [BackupUploaded() as uploaded] if uploaded.key != staging_key(owner,
+                                                                               upload_id):
+                # Its bytes equal a stored blob the version uses instead.
+                await self._discard(owner, staging_key(owner, upload_id))
+        return Uploaded(version=step.state.versions[upload_id].info, token=step.seq)
 
     def _uploaders(self, drive: Drive, upload_id: str, caller: str,
                    now: datetime) -> UploadReserved:
@@ -256,8 +287,10 @@ class Storage:
                                "begun)")
         return found
 
-    async def _verify(self, owner: str, r: UploadReserved, call: Call) -> None:
-        """Refuse (and release) an upload whose object is missing, short or altered."""
+    async def _verify(self, r: UploadReserved, now: datetime) -> UploadAborted | None:
+        """None when the object holds exactly the declared bytes; the abort when it holds
+        others. Nothing uploaded yet (or parts missing) is an error that changes nothing.
+        A multipart upload is completed first: its part URLs then stop writing."""
         if r.multipart_id is not None:
             expected = math.ceil(r.size / r.part_size)
             have = await self.objects.finish_multipart(r.key, r.multipart_id, expected)
@@ -267,41 +300,35 @@ class Storage:
         size = await self.objects.size_of(r.key)
         if size is None:
             raise UploadIncomplete("nothing was uploaded yet; PUT the file, then complete")
-        if size != r.size:
-            await self._refuse(owner, r, call, f"size {size} instead of {r.size}")
-            raise UploadIncomplete(f"the uploaded file has {size} bytes, not {r.size}; "
-                                   "the upload is cancelled")
-        if await self.objects.sha256_of(r.key) != r.sha256:
-            await self._refuse(owner, r, call, "sha256 mismatch")
-            raise ChecksumMismatch("the uploaded file's SHA-256 differs from the declared one;"
-                                   " the upload is cancelled")
+        reason = (f"{size} bytes, not {r.size}" if size != r.size else
+                  "sha256 mismatch" if await self.objects.sha256_of(r.key) != r.sha256 else None)
+        return None if reason is None else UploadAborted(
+            owner_id=r.owner_id, upload_id=r.upload_id, reason=reason, at=now)
 
-    async def _refuse(self, owner: str, r: UploadReserved, call: Call, reason: str) -> None:
-        await self._abort(owner, r.upload_id, reason, call)
-        await self.objects.delete(r.key)
-
-    async def _abort(self, owner: str, upload_id: str, reason: str, call: Call) -> int:
-        async def attempt() -> int:
-            drive, seq = await self._drive(owner)
-            aborted = domain.decide_abort(drive, upload_id, reason=reason, at=call.received_at)
-            if aborted is None:
-                return seq
-            return await self._append(owner, aborted, expected=seq,
-                                      msg_id=f"abort-{upload_id}", call=call, actor="storage")
-
-        return await with_retry(attempt)
+    async def _discard(self, owner: str, key: str) -> None:
+        """Delete an object unless a version uses it (read from the log, now)."""
+        drive, _ = await self._drive(owner)
+        if not domain.referenced(drive, key):
+            await self.objects.delete(key)
 
     async def sweep(self, owner: str, now: datetime, call: Call) -> int:
         """Abort the owner's expired reservations and their S3 leftovers; returns how many."""
         drive, _ = await self._drive(owner)
         stale = domain.expired(drive, now=now)
         for r in stale:
-            await self._abort(owner, r.upload_id, "expired", call)
+            cmd = self.commands.internal(f"expire-{r.upload_id}",
+                                         correlation_id=call.correlation_id, actor="storage")
+            await self._on_drive(cmd, owner, partial(self._expire, owner, r.upload_id, now))
             if r.multipart_id is not None:
                 await self.objects.abort_multipart(r.key, r.multipart_id)
-            elif r.charged:
-                await self.objects.delete(r.key)
+            await self._discard(owner, r.key)
         return len(stale)
+
+    def _expire(self, owner: str, upload_id: str, now: datetime, drive: Drive
+                ) -> list[Outgoing]:
+        aborted = domain.decide_abort(drive, upload_id, reason="expired", at=now)
+        return [] if aborted is None else [
+            Outgoing(subject=drive_subject(owner, aborted), event=aborted)]
 
     # ---- reading ------------------------------------------------------------------------
 
@@ -329,44 +356,78 @@ class Storage:
     async def download(self, req: DownloadRequest, call: Call) -> DownloadTicket:
         caller = await self._member(req.session, call)
         owner = await self._access(caller, req.owner_id, Ask.of(req, "read"), call)
+
+        async def decide(_: None) -> list[Outgoing]:
+            drive, _seq = await self._drive(owner)
+            info = domain.pick_version(drive, req.set_id, req.year, req.version_id).info
+            issued = DownloadIssued(owner_id=owner, version_id=info.version_id,
+                                    set_id=info.set_id, year=info.year, by=caller,
+                                    at=call.received_at)
+            return [Outgoing(subject=audit_subject(owner, issued), event=issued)]
+
+        async def body(cmd: Command) -> DownloadTicket:
+            step = await self.commands.step(cmd, audit_scope(owner), AUDIT_FOLD, decide,
+                                            load=lambda: self._audit_last(owner))
+            issued = step.events[0]
+            assert isinstance(issued, DownloadIssued)
+            return await self._ticket(owner, issued, step.seq, call.received_at)
+
+        return await self._run("download", req, call, caller, body)
+
+    async def _audit_last(self, owner: str) -> tuple[None, int]:
+        # The audit trail is never folded: an append needs only its last sequence.
+        return None, await self.events.expected_last(audit_scope(owner))
+
+    async def _ticket(self, owner: str, issued: DownloadIssued, seq: int,
+                      now: datetime) -> DownloadTicket:
+        """The link of an audited download, valid until the download's own expiry (a
+        repeat gets no longer a link than the first answer)."""
+        expires = issued.at + timedelta(seconds=self.objects.url_ttl_s)
+        left = math.floor((expires - now).total_seconds())
+        if left <= 0:
+            raise DownloadExpired("that download link has expired; ask for the download "
+                                  "again with a new command id")
         drive, _ = await self._drive(owner)
-        version = domain.pick_version(drive, req.set_id, req.year, req.version_id)
-        info = version.info
-        url = await self.objects.get_url(version.key, f"{info.set_name}-{info.year}.bak")
-        issued = DownloadIssued(owner_id=owner, version_id=info.version_id, set_id=info.set_id,
-                                year=info.year, by=caller, at=call.received_at)
-        token = await self.events.append(
-            audit_scope(owner), [Outgoing(subject=audit_subject(owner, issued), event=issued)],
-            expected=None, msg_id=req.command_id, meta=call.meta(req.command_id, caller))
-        expires = call.received_at + timedelta(seconds=self.objects.url_ttl_s)
-        return DownloadTicket(url=url, expires_at=expires, version=info, token=token)
+        version = domain.pick_version(drive, issued.set_id, issued.year, issued.version_id)
+        url = await self.objects.get_url(
+            version.key, f"{version.info.set_name}-{version.info.year}.bak", ttl_s=left)
+        return DownloadTicket(url=url, expires_at=expires, version=version.info, token=seq)
 
     # ---- owner and operator -------------------------------------------------------------
 
     async def delete_version(self, req: DeleteVersion, call: Call) -> Deleted:
         owner = await self._member(req.session, call)
+        orphans: list[str] = []
 
-        async def attempt() -> tuple[int, int, str | None]:
-            drive, seq = await self._drive(owner)
+        def decide(drive: Drive) -> list[Outgoing]:
             deleted, orphan = domain.decide_delete(drive, req.version_id, by=owner,
                                                    at=call.received_at)
-            freed = domain.freed_by(drive, req.version_id)
-            token = await self._append(owner, deleted, expected=seq, msg_id=req.command_id,
-                                       call=call, actor=owner)
-            return token, freed, orphan
+            orphans[:] = [orphan] if orphan else []
+            return [Outgoing(subject=drive_subject(owner, deleted), event=deleted)]
 
-        token, freed, orphan = await with_retry(attempt)
-        if orphan is not None:
-            await self.objects.delete(orphan)
-        return Deleted(freed=freed, token=token)
+        async def body(cmd: Command) -> Deleted:
+            step = await self._on_drive(cmd, owner, decide)
+            for key in orphans:
+                await self._discard(owner, key)
+            deleted = step.events[0]
+            assert isinstance(deleted, VersionDeleted)
+            return Deleted(freed=deleted.freed, token=step.seq)
+
+        return await self._run("delete_version", req, call, owner, body)
 
     async def set_quota(self, req: SetQuota, call: Call) -> QuotaSet:
-        async def attempt() -> QuotaSet:
-            drive, seq = await self._drive(req.owner_id)
+        def decide(drive: Drive) -> list[Outgoing]:
             changed = QuotaChanged(owner_id=req.owner_id, quota=req.quota, at=call.received_at)
-            token = await self._append(req.owner_id, changed, expected=seq,
-                                       msg_id=req.command_id, call=call, actor="operator")
-            return QuotaSet(quota=req.quota, used=drive.used(call.received_at), token=token)
+            return [Outgoing(subject=drive_subject(req.owner_id, changed), event=changed)]
 
-        return await with_retry(attempt)
+        async def body(cmd: Command) -> QuotaSet:
+            step = await self._on_drive(cmd, req.owner_id, decide)
+            return QuotaSet(quota=req.quota, used=step.state.used(call.received_at),
+                            token=step.seq)
 
+        return await self._run("set_quota", req, call, "operator", body)
+
+
+def _completed_by(drive: Drive, upload_id: str, caller: str) -> bool:
+    version = drive.versions.get(upload_id)
+    return version is not None and version.info.uploader_id == caller

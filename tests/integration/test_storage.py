@@ -42,10 +42,12 @@ from contracts.transfer import download, sha256_file, upload
 from deploy.stack import Stack
 from runtime.app import Wiring
 from runtime.eventstore import EventStore
+from runtime.s3 import s3_client
 from runtime.service import Call
 from runtime.settings import Settings
 from services.identity.__main__ import build as build_identity
 from services.storage.__main__ import build as build_storage
+from services.storage.objects import ObjectStore
 from tests.services import running, service_settings
 from tests.support import free_stack_ports
 
@@ -189,23 +191,39 @@ async def test_concurrent_uploads_never_pass_the_quota(env: tuple[NATS, Wiring],
     assert "available of 10 MB" in refused[0].message
 
 
-async def test_a_wrong_checksum_or_a_truncated_file_is_refused_and_released(
-        env: tuple[NATS, Wiring], tmp_path: Path) -> None:
+async def test_s3_refuses_other_bytes_than_declared_on_a_single_put(
+        env: tuple[NATS, Wiring], settings: Settings, tmp_path: Path) -> None:
     owner = await member(env[0], "careless")
     good = file_of(tmp_path, 2 * MB)
     plan = await owner.begin(good, sha="0" * 64)
-    await upload(plan, good)
-    with pytest.raises(ChecksumMismatch):
-        await owner.storage.complete_upload(CompleteUpload(
-            command_id=cid(), session=owner.session, upload_id=plan.upload_id))
+    with pytest.raises(StorageUnavailable, match="400"):  # BadDigest: the signed checksum
+        await upload(plan, good)
     short = file_of(tmp_path, MB, "short.bak")
     plan = await owner.begin(short, size=2 * MB, sha=sha256_file(good))
-    await upload(replace(plan, parts=[replace(p, size=MB) for p in plan.parts]), short)
-    with pytest.raises(UploadIncomplete, match="not 2097152"):
+    with pytest.raises(StorageUnavailable, match="403"):  # the signed length
+        await upload(replace(plan, parts=[replace(p, size=MB) for p in plan.parts]), short)
+    with pytest.raises(UploadIncomplete, match="nothing was uploaded"):
         await owner.storage.complete_upload(CompleteUpload(
             command_id=cid(), session=owner.session, upload_id=plan.upload_id))
+    assert await keys(settings, f"uploads/{owner.member_id}/") == []
+
+
+async def test_a_wrong_checksum_in_a_multipart_upload_is_refused_and_released(
+        env: tuple[NATS, Wiring], settings: Settings, tmp_path: Path) -> None:
+    owner = await member(env[0], "careless-multi")
+    big = file_of(tmp_path, 20 * MB)
+    plan = await owner.begin(big, sha="0" * 64)
+    assert len(plan.parts) == 2
+    await upload(plan, big)
+    refused = CompleteUpload(command_id=cid(), session=owner.session,
+                             upload_id=plan.upload_id)
+    with pytest.raises(ChecksumMismatch):
+        await owner.storage.complete_upload(refused)
+    with pytest.raises(ChecksumMismatch):  # a repeat answers the same, deciding nothing
+        await owner.storage.complete_upload(refused)
     listing = await owner.storage.drive(DriveRequest(session=owner.session))
     assert listing.used == 0 and listing.set_years == []
+    assert await keys(settings, f"uploads/{owner.member_id}/") == []
     with pytest.raises(NoSuchUpload):
         await owner.storage.complete_upload(CompleteUpload(
             command_id=cid(), session=owner.session, upload_id=plan.upload_id))
@@ -241,15 +259,20 @@ async def test_two_uploads_on_the_same_base_are_both_kept_the_second_a_conflict(
 
 
 async def test_the_same_content_twice_is_charged_once_and_deletes_free_it(
-        env: tuple[NATS, Wiring], tmp_path: Path) -> None:
+        env: tuple[NATS, Wiring], settings: Settings, tmp_path: Path) -> None:
     owner = await member(env[0], "twice")
     path = file_of(tmp_path, 3 * MB)
     v1 = await owner.put(path)
     plan = await owner.begin(path, year=2019)
-    assert plan.already_stored and plan.parts == []
+    # the bytes come again (charged while staged) before the stored blob is reused
+    assert not plan.already_stored and len(plan.parts) == 1
+    assert await owner.used() == 6 * MB
+    await upload(plan, path)
     v2 = (await owner.storage.complete_upload(CompleteUpload(
         command_id=cid(), session=owner.session, upload_id=plan.upload_id))).version.version_id
     assert await owner.used() == 3 * MB
+    blobs = await keys(settings, f"uploads/{owner.member_id}/")
+    assert len(blobs) == 1  # the second upload's own object went: it uses the first's
     freed = await owner.storage.delete_version(DeleteVersion(command_id=cid(),
                                                              session=owner.session,
                                                              version_id=v1))
@@ -257,10 +280,29 @@ async def test_the_same_content_twice_is_charged_once_and_deletes_free_it(
     ticket = await owner.storage.download(DownloadRequest(
         command_id=cid(), session=owner.session, set_id="set-123", year=2019))
     assert await download(ticket.url, tmp_path / "still.bak") == 3 * MB
+    assert await keys(settings, f"uploads/{owner.member_id}/") == blobs
     freed = await owner.storage.delete_version(DeleteVersion(command_id=cid(),
                                                              session=owner.session,
                                                              version_id=v2))
     assert freed.freed == 3 * MB and await owner.used() == 0
+    assert await keys(settings, f"uploads/{owner.member_id}/") == []
+
+
+async def keys(settings: Settings, prefix: str) -> list[str]:
+    """The bucket's keys under a prefix, read straight from S3."""
+    async with s3_client(settings) as s3:
+        return await ObjectStore(s3, settings.s3_bucket, url_ttl_s=60).keys_under(prefix)
+
+
+async def test_no_url_is_ever_presigned_to_write_outside_an_uploads_own_key(
+        settings: Settings) -> None:
+    async with s3_client(settings) as s3:
+        objects = ObjectStore(s3, settings.s3_bucket, url_ttl_s=60)
+        for key in ["blobs/o/u/1", "objects/o/u", "uploadsx/o/u"]:
+            with pytest.raises(ValueError, match="only uploads/"):
+                await objects.put_url(key, 1, "0" * 64)
+            with pytest.raises(ValueError, match="only uploads/"):
+                await objects.part_url(key, "m", 1)
 
 
 async def test_nobody_else_gets_a_url_for_a_members_set(env: tuple[NATS, Wiring],
