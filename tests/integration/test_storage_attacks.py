@@ -32,6 +32,7 @@ from contracts.storage import (
     BackupUploaded,
     BeginUpload,
     CompleteUpload,
+    DownloadExpired,
     DownloadRequest,
     DriveRequest,
     NoSuchUpload,
@@ -39,6 +40,7 @@ from contracts.storage import (
     StorageClient,
     UploadIncomplete,
     UploadPlan,
+    audit_scope,
     drive_scope,
 )
 from contracts.transfer import download, upload
@@ -115,7 +117,9 @@ async def reput(plan: UploadPlan, attacker: bytes) -> list[int]:
     async with aiohttp.ClientSession() as http:
         for part in plan.parts:
             chunk = attacker[part.offset:part.offset + part.size]
-            async with http.put(part.url, data=io.BytesIO(chunk)) as reply:
+            # With the plan's own headers (the signed checksum): the attacker has them.
+            async with http.put(part.url, data=io.BytesIO(chunk),
+                                headers=part.headers) as reply:
                 statuses.append(reply.status)
     return statuses
 
@@ -187,6 +191,33 @@ async def test_a_replayed_begin_upload_command_id_never_presigns_a_stored_versio
         await owner.begin(verified, command_id=command)
     assert key.startswith(f"uploads/{owner.member_id}/")
     assert await owner.fetch(tmp_path, version=version) == verified
+
+
+async def test_a_repeated_begin_upload_is_one_reservation(owners: NATS,
+                                                         tmp_path: Path) -> None:
+    owner = await member(owners, "repeater")
+    data, command = os.urandom(30_000), cid()
+    first = await owner.begin(data, command_id=command)
+    again = await owner.begin(data, command_id=command)
+    assert again.upload_id == first.upload_id and again.used == first.used == 30_000
+    await upload(again, write(tmp_path / "d.bak", data))
+    assert await owner.fetch(tmp_path, version=await owner.complete(first)) == data
+
+
+async def test_a_repeated_download_is_one_audited_download_and_no_longer_a_link(
+        owners: NATS, store: EventStore, tmp_path: Path) -> None:
+    owner = await member(owners, "downloader")
+    data = os.urandom(20_000)
+    await owner.put(data, tmp_path)
+    ask = DownloadRequest(command_id=cid(), session=owner.session, set_id=SET, year=2018)
+    first = await owner.storage.download(ask)
+    again = await owner.storage.download(ask)
+    assert again.expires_at == first.expires_at and again.version == first.version
+    audit = await store.load(audit_scope(owner.member_id))
+    assert [e.type for e in audit] == ["DownloadIssued"]
+    await asyncio.sleep(3.2)  # past the first link's expiry
+    with pytest.raises(DownloadExpired):
+        await owner.storage.download(ask)
 
 
 def stored_key(events: list[StoredEvent], version: str) -> str:
