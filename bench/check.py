@@ -19,7 +19,9 @@ from bench import log
 from contracts.sharing import Check, ShareGranted, SharingClient, share_id, share_scope
 from contracts.sharing import share_subject as grant_subject
 from contracts.social import FriendAdded, friendship_scope, friendship_subject, pair_id
+from runtime.commands import Pipeline
 from runtime.eventstore import EventStore, Outgoing
+from runtime.journal import Journal
 from runtime.projector import Projector, setup_bookkeeping
 from runtime.service import ServiceHost
 from runtime.tokens import Sessions, Verifier, new_private_key, public_key_of
@@ -86,7 +88,9 @@ async def serving(nc: NATS, pool: asyncpg.Pool, schema: str, token: int,
     await access.start()
     await access.wait_leading(within=600)
     await access.wait_until(token, within=120)
-    sharing = Sharing(store, pool, access,
+    journal = Journal(nc)
+    await journal.ensure()
+    sharing = Sharing(store, Pipeline(store, journal, "sharing"), pool, access,
                       Sessions(Verifier(public_key_of(new_private_key())), store),
                       schema=schema, index=index)
     host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
@@ -165,7 +169,8 @@ async def bench_scale(nc: NATS, pool: asyncpg.Pool, members: int, per_member: in
     say(f"  {members * per_member:,} grants written in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
     async with serving(nc, pool, schema, token) as index:
-        say(f"  index of {len(index.grants):,} grants loaded in "
+        grants = sum(map(len, index.grants.values()))
+        say(f"  index of {grants:,} grants loaded in "
             f"{time.perf_counter() - started:.1f} s")
         figures = await _checks_over(nc, members, per_member, count, token)
     async with pool.acquire() as conn:

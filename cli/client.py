@@ -168,12 +168,26 @@ async def drive_set(c: Client, a: argparse.Namespace) -> None:
 
 
 async def drive_verify(c: Client, a: argparse.Namespace) -> None:
+    reply = await unlock(c, a.password)
+    c.show(reply, f"cloud share unlocked until {reply.expires_at:%Y-%m-%d %H:%M} UTC")
+
+
+async def unlock(c: Client, password: str | None) -> idc.DriveToken:
+    """Verify the cloud-drive password and keep the drive token in the session file."""
     reply = await c.identity.drive_password_verify(idc.VerifyDrivePassword(
         command_id=new_id(), session=c.me().session,
-        password=secret(a.password, "cloud-drive password", "LEDGERSHARE_DRIVE_PASSWORD")))
+        password=secret(password, "cloud-drive password", "LEDGERSHARE_DRIVE_PASSWORD")))
     c.saved.drive = reply.drive_token
     c.seen(reply.token)
-    c.show(reply, f"cloud share unlocked until {reply.expires_at:%Y-%m-%d %H:%M} UTC")
+    return reply
+
+
+async def drive_token(c: Client) -> str:
+    """The saved drive token; without one, Cloud Share asks for the cloud-drive password
+    first (as the guide's dialog does)."""
+    if not c.me().drive:
+        await unlock(c, None)
+    return c.saved.drive
 
 
 async def drive_reset(c: Client, a: argparse.Namespace) -> None:
@@ -202,7 +216,7 @@ async def put_file(c: Client, path: Path, *, owner_id: str | None, set_id: str, 
                         f"used, {stc.megabytes(plan.available)} available of "
                         f"{stc.megabytes(plan.quota)}")
     with c.progress() as bar:
-        task = bar.add_task(f"upload {path.name}", total=0 if plan.already_stored else size)
+        task = bar.add_task(f"upload {path.name}", total=size)
         await upload(plan, path, progress=lambda n: bar.advance(task, n))
     done = await c.storage.complete_upload(stc.CompleteUpload(
         command_id=new_id(), session=me.session, owner_id=owner_id, upload_id=plan.upload_id,
@@ -255,12 +269,18 @@ async def fetch(c: Client, *, owner_id: str | None, set_id: str, year: int,
     ticket = await c.storage.download(stc.DownloadRequest(
         command_id=new_id(), session=me.session, owner_id=owner_id, set_id=set_id, year=year,
         version_id=version, drive_token=me.drive, token=me.token))
-    path = Path(out or f"{ticket.version.set_name}-{year}.bak")
+    path = Path(out) if out else Path(download_name(ticket.version.set_name, year))
     with c.progress() as bar:
         task = bar.add_task(f"download {path.name}", total=ticket.version.size)
         await download(ticket.url, path, size=ticket.version.size,
                        progress=lambda n: bar.advance(task, n))
     return path
+
+
+def download_name(set_name: str, year: int) -> str:
+    """The default file name of a download: the set name comes from the server and another
+    member, so only its last path part is used, and the file lands in the current folder."""
+    return Path(f"{set_name}-{year}.bak".replace("\\", "/")).name
 
 
 async def backup_download(c: Client, a: argparse.Namespace) -> None:
@@ -307,9 +327,13 @@ async def share_list(c: Client, a: argparse.Namespace) -> None:
 
 # ---- cloud share (the sharee) -------------------------------------------------------------
 
+async def my_cloud_shares(c: Client) -> shc.CloudShares:
+    return await c.sharing.cloud_shares(shc.CloudSharesRequest(
+        session=c.me().session, drive_token=await drive_token(c), token=c.saved.token))
+
+
 async def cloudshare_list(c: Client, a: argparse.Namespace) -> None:
-    reply = await c.sharing.cloud_shares(shc.CloudSharesRequest(session=c.me().session,
-                                                                token=c.saved.token))
+    reply = await my_cloud_shares(c)
     rows = [[s.account, st.set_name, st.set_id, y.year, v.remark, v.uploader_id[:8],
              f"{v.uploaded_at:%Y-%m-%d %H:%M}", stc.megabytes(v.size),
              "conflict" if v.conflict_with else ""]
@@ -320,8 +344,7 @@ async def cloudshare_list(c: Client, a: argparse.Namespace) -> None:
 
 async def shared_set(c: Client, account: str, set_id: str) -> tuple[str, str]:
     """The sharer's member id and the set's name, from my cloud shares."""
-    reply = await c.sharing.cloud_shares(shc.CloudSharesRequest(session=c.me().session,
-                                                                token=c.saved.token))
+    reply = await my_cloud_shares(c)
     for s in reply.sharers:
         for st in s.sets:
             if s.account.casefold() == account.casefold() and st.set_id == set_id:

@@ -220,8 +220,8 @@ class Walkthrough:
             command_id=new_id(), session=b.session, password="drive-789"))).drive_token
         self.step(f"{b.account} opens Cloud Share: sets the cloud-drive password and a "
                   "security question, then enters the password", "drive token issued")
-        listed = await self.sharing.cloud_shares(CloudSharesRequest(session=b.session,
-                                                                    token=b.token))
+        listed = await self.sharing.cloud_shares(CloudSharesRequest(
+            session=b.session, drive_token=b.drive, token=b.token))
         rows = [f"{s.nickname}/{st.set_name}/{y.year}: " + ", ".join(
             v.remark for v in y.versions) for s in listed.sharers for st in s.sets
             for y in st.years]
@@ -266,8 +266,8 @@ class Walkthrough:
         self.step(f"{a.account} cancels the share with {b.account}", "revoked")
         await self.refused(f"{b.account} tries to download 2018 again",
                            self.fetch(b, a, "late.bak"))
-        listed = await self.sharing.cloud_shares(CloudSharesRequest(session=b.session,
-                                                                    token=b.token))
+        listed = await self.sharing.cloud_shares(CloudSharesRequest(
+            session=b.session, drive_token=b.drive, token=b.token))
         self.step(f"{b.account} lists my cloud shares", f"{len(listed.sharers)} sharer(s)")
 
 

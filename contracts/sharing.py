@@ -25,6 +25,8 @@ _SHARES = uuid.UUID("3e9d7c51-7a0b-4c22-9a55-2b8f6d0e4c13")
 Scope = Literal["read-write", "read-only"]
 Access = Literal["read", "write"]
 Token = Annotated[int, msgspec.Meta(ge=0)]
+# A time without a zone is ambiguous (whose midnight?): refused when decoded.
+AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
 
 class SharingEvent(Event, frozen=True, kw_only=True):
@@ -91,7 +93,7 @@ class Grant(Request, frozen=True, kw_only=True):
     friends: Annotated[list[Account], msgspec.Meta(min_length=1, max_length=100)]
     scope: Scope = "read-write"
     years: Annotated[list[Year], msgspec.Meta(min_length=1, max_length=50)] | None = None
-    expires_at: datetime | None = None
+    expires_at: AwareTime | None = None
     token: Token = 0
 
 
@@ -148,6 +150,9 @@ class ShareList(Reply, frozen=True, kw_only=True):
 
 class CloudSharesRequest(Request, frozen=True, kw_only=True):
     session: str
+    # Cloud Share opens with the cloud-drive password, as in the guide; missing, it is
+    # refused like a wrong one (the default only makes the refusal say what to do).
+    drive_token: str = ""
     token: Token = 0
 
 
@@ -177,7 +182,7 @@ class CloudShares(Reply, frozen=True, kw_only=True):
 class HistoryRequest(Request, frozen=True, kw_only=True):
     session: str
     set_id: SetId
-    at: datetime
+    at: AwareTime
     token: Token = 0
 
 

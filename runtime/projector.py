@@ -3,8 +3,10 @@
 Each fetched batch is applied in one transaction together with the checkpoint
 ``(projection, last_seq)``; events at or below the checkpoint are skipped; the batch is
 acknowledged only after commit. An event that cannot be decoded or applied is parked in
-``dead_letters`` with the reason, and the rest go on. One instance per projection works at
-a time (a PostgreSQL advisory lock); others stand by and take over if it dies.
+``dead_letters`` with the reason, and the rest go on; so is, never applied, a message that
+no append wrote (a foreign one: see `runtime.eventstore.foreign_reason`). One instance per
+projection works at a time (a PostgreSQL advisory lock); others stand by and take over if
+it dies.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from nats.js.errors import NotFoundError
 
 from contracts.base import HDR_EVENT_TYPE
 from contracts.requests import mux_of
-from runtime.eventstore import StoredEvent
+from runtime.coalesce import Coalesced
+from runtime.eventstore import StoredEvent, foreign_reason
 from runtime.puller import Puller
 from runtime.subjects import covering, subject_matcher
 
@@ -33,7 +36,14 @@ log = logging.getLogger("ledgershare.projector")
 ASK_EVERY_S = 0.2
 ANALYZE_EVERY = 2000  # events applied, at least, between two ANALYZEs of the schema
 
+
+class Redeliver(Exception):
+    """Raised by a projection for an event it must apply later, never park (a policy whose
+    command met a timeout): the batch is given up and comes back from the checkpoint."""
+
+
 TRANSIENT: tuple[type[BaseException], ...] = (
+    Redeliver,
     OSError,
     TimeoutError,
     asyncpg.InterfaceError,
@@ -54,7 +64,7 @@ class Projection(Protocol):
         """Create the read-model tables in ``schema`` if missing."""
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: StoredEvent) -> None:
-        """Apply one event; raise to have it dead-lettered."""
+        """Apply one event; raise to have it dead-lettered (`Redeliver`: applied again)."""
 
 
 @runtime_checkable
@@ -74,8 +84,10 @@ class BatchProjection(Projection, Protocol):
 class Batch:
     """Messages of one pull, as the projector hands them to a projection."""
 
-    def __init__(self, *, events: list[StoredEvent], last: Msg, through: int) -> None:
+    def __init__(self, *, events: list[StoredEvent], last: Msg, through: int,
+                 foreign: list[StoredEvent] | None = None) -> None:
         self.events = events  # the ones this projection wants
+        self.foreign = foreign or []  # on its subjects, but not appended: parked
         self.last = last  # acknowledged (AckAll) once the batch is committed
         self.through = through  # the checkpoint after this batch
         self.prepared: Any = None
@@ -147,6 +159,7 @@ class Projector:
         self.exact = list(projection.subjects) == [self.filter]
         self._wanted = subject_matcher(projection.subjects)
         self._batched = projection if isinstance(projection, BatchProjection) else None
+        self._caught_up = Coalesced(self._ask_caught_up)
 
     async def start(self) -> None:
         """Create tables and consumer, then run in the background."""
@@ -246,8 +259,10 @@ class Projector:
             await puller.stop()
 
     def _prepare(self, msgs: list[Msg]) -> Batch:
-        events = [to_stored(m) for m in msgs if self.exact or self._wanted(m.subject)]
-        batch = Batch(events=events, last=msgs[-1], through=stream_sequence(msgs[-1].reply))
+        events, foreign = split_foreign(
+            [to_stored(m) for m in msgs if self.exact or self._wanted(m.subject)])
+        batch = Batch(events=events, last=msgs[-1], through=stream_sequence(msgs[-1].reply),
+                      foreign=foreign)
         if self._batched is not None:
             try:
                 batch.prepared = self._batched.prepare(events)
@@ -307,6 +322,7 @@ class Projector:
                 # The checkpoint moved under us (a swapped-in rebuild, an operator): our
                 # cursor no longer follows it. Apply nothing; lead again from it.
                 raise CursorMoved(f"checkpoint {last}, cursor after {self.position}")
+            await self._park_foreign(conn, batch, last)
             fresh = [e for e in batch.events if e.seq > last]
             if careful:
                 for event in fresh:
@@ -339,14 +355,23 @@ class Projector:
         except TRANSIENT:
             raise
         except Exception as err:
-            log.error("projector %s: parking event %d (%s): %r",
-                      self.consumer, event.seq, event.subject, err)
-            await conn.execute(
-                f"INSERT INTO {self.schema}.dead_letters "
-                "(projection, stream_seq, subject, event_type, reason, payload) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                self.projection.name, event.seq, event.subject, event.type,
-                f"{type(err).__name__}: {err}"[:2000], event.data)
+            await self._park(conn, event, f"{type(err).__name__}: {err}")
+
+    async def _park_foreign(self, conn: asyncpg.Connection, batch: Batch, last: int) -> None:
+        for message in batch.foreign:
+            reason = foreign_reason(message.headers, message.subject)
+            if message.seq > last and reason is not None:
+                await self._park(conn, message, reason)
+
+    async def _park(self, conn: asyncpg.Connection, event: StoredEvent, reason: str) -> None:
+        log.error("projector %s: parking event %d (%s): %s",
+                  self.consumer, event.seq, event.subject, reason)
+        await conn.execute(
+            f"INSERT INTO {self.schema}.dead_letters "
+            "(projection, stream_seq, subject, event_type, reason, payload) "
+            "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+            self.projection.name, event.seq, event.subject, event.type[:200],
+            reason[:2000], event.data)
 
     async def _read_checkpoint(self, conn: asyncpg.Connection, *, lock: bool = False) -> int:
         suffix = " FOR UPDATE" if lock else ""
@@ -388,6 +413,18 @@ class Projector:
             except TimeoutError:
                 ask = True
 
+    async def caught_up(self) -> bool:
+        """Whether every event under the consumer's filter is applied, asked by a question
+        sent after this call began (so it covers every append acknowledged before) and
+        shared with whoever asks before it leaves: one small question, usually answered
+        "nothing after you"."""
+        return await self._caught_up()
+
+    async def _ask_caught_up(self) -> bool:
+        if not self.active:
+            await self._refresh_position()
+        return await self._next_on(self.filter, self.position + 1) is None
+
     async def _reached(self, token: int, *, ask: bool) -> bool:
         if token <= max(self.position, self._clear_to):
             return True
@@ -395,9 +432,12 @@ class Projector:
             return False
         if not self.active:
             await self._refresh_position()
-        if await self._relevant_before(self.position + 1, token):
+        # The log's end, asked first: what is not written yet cannot be vouched for, so a
+        # token past the end (a caller's pick) clears only up to the end, and counts as it.
+        bound = min(token, await self._log_end())
+        if await self._relevant_before(self.position + 1, bound):
             return False
-        self._clear_to = max(self._clear_to, token)
+        self._clear_to = max(self._clear_to, bound)
         return True
 
     async def _refresh_position(self) -> None:
@@ -417,12 +457,28 @@ class Projector:
         return False
 
     async def _next_on(self, subject: str, start: int) -> int | None:
+        return await self._sequence_of({"seq": start, "next_by_subj": subject})
+
+    async def _log_end(self) -> int:
+        # ">" is the server's shortcut to the stream's last message.
+        return await self._sequence_of({"last_by_subj": ">"}) or 0
+
+    async def _sequence_of(self, query: dict[str, Any]) -> int | None:
+        """The sequence of the message a direct get finds, or None."""
         reply = await mux_of(self.nc).request(
-            f"$JS.API.DIRECT.GET.{self.stream}",
-            json.dumps({"seq": start, "next_by_subj": subject}).encode(), within=2.0)
+            f"$JS.API.DIRECT.GET.{self.stream}", json.dumps(query).encode(), within=2.0)
         if reply.headers and reply.headers.get("Status"):
             return None
         return int((reply.headers or {})["Nats-Sequence"])
+
+
+def split_foreign(stored: list[StoredEvent]) -> tuple[list[StoredEvent], list[StoredEvent]]:
+    """(events, foreign messages): what an append wrote, and what it did not."""
+    events: list[StoredEvent] = []
+    foreign: list[StoredEvent] = []
+    for message in stored:
+        (foreign if foreign_reason(message.headers, message.subject) else events).append(message)
+    return events, foreign
 
 
 def to_stored(msg: Msg) -> StoredEvent:

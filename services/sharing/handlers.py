@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import asyncpg
 import msgspec
 
 from contracts.base import Reply
-from contracts.identity import account_key
+from contracts.identity import InvalidToken, account_key
 from contracts.sharing import (
     AnySharingEvent,
     Changed,
@@ -35,8 +36,11 @@ from contracts.sharing import (
     share_scope,
     share_subject,
 )
+from contracts.social import friendship_scope, pair_id
 from contracts.storage import VersionInfo
-from runtime.eventstore import EventStore, Outgoing, with_retry
+from runtime.coalesce import Coalesced
+from runtime.commands import Command, Fold, Pipeline
+from runtime.eventstore import EventStore, Outgoing, StoredEvent
 from runtime.projector import Projector
 from runtime.service import Call, Endpoint
 from runtime.tokens import Sessions
@@ -45,20 +49,24 @@ from services.sharing.domain import Share
 from services.sharing.projection import AccessIndex, GrantTerms
 
 _decoder = msgspec.json.Decoder(AnySharingEvent)
+SHARE: Fold[Share, SharingEvent] = Fold(_decoder, domain.evolve, Share())
 
 
 class Sharing:
     """The sharing service's operations."""
 
-    def __init__(self, events: EventStore, pool: asyncpg.Pool, access: Projector,
-                 sessions: Sessions, *, schema: str = "sharing",
+    def __init__(self, events: EventStore, commands: Pipeline, pool: asyncpg.Pool,
+                 access: Projector, sessions: Sessions, *, schema: str = "sharing",
                  index: AccessIndex | None = None) -> None:
         self.events = events
+        self.commands = commands
         self.pool = pool
         self.access = access
         self.sessions = sessions
         self.index = index
         self.schema = schema
+        # The log's end, asked once for all the requests that want it at once.
+        self._log_end = Coalesced(self._ask_log_end)
 
     def endpoints(self) -> list[Endpoint]:
         ops: list[tuple[str, type, Callable[..., Awaitable[Reply]]]] = [
@@ -72,9 +80,44 @@ class Sharing:
     # ---- helpers ------------------------------------------------------------------------
 
     async def _caught_up(self, token: int) -> None:
-        """Wait for the projection: to the token, or to the log's end when none is given
-        (so an answered revoke is honoured even by a caller that lost its token)."""
-        await self.access.wait_until(token or await self.events.last_sequence())
+        """Wait for the projection: to the caller's token (never past the log's end), or
+        to the log's end when none is given."""
+        await self.access.wait_until(await self._capped(token) if token
+                                     else await self._log_end())
+
+    async def _capped(self, token: int) -> int:
+        """A caller's token, no further than the log's end: the projector takes a token
+        it has reached as proof that nothing it needs lies below it, so a token from the
+        future would have it vouch for events not written yet (every later answer stale)."""
+        if token <= self.access.position:
+            return token
+        return min(token, await self._log_end())
+
+    async def _listed(self) -> None:
+        """Wait for the projection to reach the log's end: a list rests on too many
+        aggregates to name, and a revoke that has answered must be honoured by it,
+        whatever token the caller sends."""
+        await self.access.wait_until(await self._log_end())
+
+    async def _checked(self, req: Check) -> None:
+        """Wait until the projection holds the last event of the share and of the
+        friendship a check rests on, and the caller's token (capped at the log's end).
+
+        Usually the projection holds the whole log, which one question shared by all
+        concurrent checks tells; only when the log has moved past it are the two
+        aggregates' last events asked for (two direct gets, at once)."""
+        if await self.access.caught_up():
+            return
+        share, friendship = await asyncio.gather(
+            self.events.last_on(share_scope(share_id(req.owner_id, req.set_id))),
+            self.events.last_on(friendship_scope(pair_id(req.owner_id, req.member_id))))
+        await self.access.wait_until(max(_seq(share), _seq(friendship),
+                                         await self._capped(req.token)))
+
+    async def _ask_log_end(self) -> int:
+        # ">" is the server's shortcut to the stream's last message: one direct get, no
+        # stream info to build and parse.
+        return _seq(await self.events.last_on(">"))
 
     def _leading_index(self) -> AccessIndex | None:
         """The in-memory index while this instance's projector leads (a standby asks the
@@ -84,17 +127,15 @@ class Sharing:
     async def _member(self, session: str, call: Call) -> str:
         return await self.sessions.member(session, now=call.received_at)
 
-    async def _share(self, sid: str) -> tuple[Share, int]:
-        return await self.events.state(share_scope(sid), _decoder, domain.evolve,
-                                       domain.Share())
+    def _unlocked(self, member: str, drive_token: str, call: Call) -> None:
+        """Cloud Share opens with the caller's own drive token (the cloud-drive password),
+        as storage's downloads and uploads do."""
+        drive = self.sessions.verifier.verify(drive_token, kind="drive", now=call.received_at)
+        if drive.sub != member:
+            raise InvalidToken("that drive token belongs to another member")
 
-    async def _append(self, sid: str, events: list[SharingEvent], seq: int, msg_id: str,
-                      call: Call, actor: str) -> int:
-        if not events:
-            return seq
-        outs = [Outgoing(subject=share_subject(sid, e), event=e) for e in events]
-        return await self.events.append(share_scope(sid), outs, expected=seq, msg_id=msg_id,
-                                        meta=call.meta(msg_id, actor))
+    def _outs(self, sid: str, events: Sequence[SharingEvent]) -> list[Outgoing]:
+        return [Outgoing(subject=share_subject(sid, e), event=e) for e in events]
 
     async def _grant_facts(self, owner: str, set_id: str,
                            accounts: list[str]) -> tuple[str, list[str]]:
@@ -121,18 +162,23 @@ class Sharing:
         name, friend_ids = await self._grant_facts(owner, req.set_id, req.friends)
         sid = share_id(owner, req.set_id)
 
-        async def attempt() -> Changed:
+        async def last() -> tuple[Share, int]:
             # A grant replaces any earlier terms: it needs the share's last sequence for
             # its OCC check, not the share's state.
-            seq = await self.events.expected_last(share_scope(sid))
-            granted = domain.decide_grant(
+            return Share(), await self.events.expected_last(share_scope(sid))
+
+        def decide(_: Share) -> list[Outgoing]:
+            return self._outs(sid, domain.decide_grant(
                 owner_id=owner, set_id=req.set_id, set_name=name, friend_ids=friend_ids,
                 scope=req.scope, years=req.years, expires_at=req.expires_at,
-                at=call.received_at)
-            token = await self._append(sid, list(granted), seq, req.command_id, call, owner)
-            return Changed(friends=list(req.friends), token=token)
+                at=call.received_at))
 
-        return await with_retry(attempt)
+        async def body(cmd: Command) -> Changed:
+            step = await self.commands.step(cmd, share_scope(sid), SHARE, decide, load=last)
+            return Changed(friends=list(req.friends), token=step.seq)
+
+        return await self.commands.run("grant", req, caller=owner,
+                                       correlation_id=call.correlation_id, body=body)
 
     async def revoke(self, req: Revoke, call: Call) -> Changed:
         owner = await self._member(req.session, call)
@@ -141,30 +187,38 @@ class Sharing:
         if req.friend is not None:
             row = await store.member_by_account(self.pool, self.schema, account_key(req.friend))
             friend_id = str(row["member_id"]) if row else "unknown"
-        token = await self.revoke_for(owner, req.set_id, friend_id, req.command_id, call,
-                                      reason="owner")
-        return Changed(friends=[req.friend] if req.friend else [], token=token)
+
+        async def body(cmd: Command) -> Changed:
+            token = await self._revoke(cmd, owner, req.set_id, friend_id, call,
+                                       reason="owner")
+            return Changed(friends=[req.friend] if req.friend else [], token=token)
+
+        return await self.commands.run("revoke", req, caller=owner,
+                                       correlation_id=call.correlation_id, body=body)
 
     async def revoke_for(self, owner: str, set_id: str, friend_id: str | None, msg_id: str,
                          call: Call, *, reason: str) -> int:
-        """Revoke one friend (or all) from one set; returns the consistency token."""
+        """Revoke one friend (or all) from one set as the system (a policy), under its own
+        id ``msg_id``; returns the consistency seq."""
+        cmd = self.commands.internal(msg_id, correlation_id=call.correlation_id,
+                                     actor="sharing")
+        return await self._revoke(cmd, owner, set_id, friend_id, call, reason=reason)
+
+    async def _revoke(self, cmd: Command, owner: str, set_id: str, friend_id: str | None,
+                      call: Call, *, reason: str) -> int:
         sid = share_id(owner, set_id)
-
-        async def attempt() -> int:
-            share, seq = await self._share(sid)
-            revoked = domain.decide_revoke(share, owner_id=owner, set_id=set_id,
-                                           friend_id=friend_id, at=call.received_at,
-                                           reason=reason)
-            return await self._append(sid, list(revoked), seq, msg_id, call, owner)
-
-        return await with_retry(attempt)
+        step = await self.commands.step(cmd, share_scope(sid), SHARE, lambda share: self._outs(
+            sid, domain.decide_revoke(share, owner_id=owner, set_id=set_id,
+                                      friend_id=friend_id, at=call.received_at,
+                                      reason=reason)))
+        return step.seq
 
     # ---- queries ------------------------------------------------------------------------
 
     async def check(self, req: Check, call: Call) -> Verdict:
         if req.member_id == req.owner_id:
             return Verdict(allowed=True, reason="owner")
-        await self._caught_up(req.token)
+        await self._checked(req)
         terms = await self._terms(req)
         if terms is None:
             return Verdict(allowed=False, reason="not shared")
@@ -183,7 +237,7 @@ class Sharing:
 
     async def shares(self, req: ShareListRequest, call: Call) -> ShareList:
         owner = await self._member(req.session, call)
-        await self._caught_up(req.token)
+        await self._listed()
         rows = [r for r in await store.owner_shares(self.pool, self.schema, owner)
                 if _live(r, call.received_at)]
         sets: dict[str, SharedSet] = {}
@@ -199,7 +253,8 @@ class Sharing:
 
     async def cloud_shares(self, req: CloudSharesRequest, call: Call) -> CloudShares:
         member = await self._member(req.session, call)
-        await self._caught_up(req.token)
+        self._unlocked(member, req.drive_token, call)
+        await self._listed()
         sharers: dict[str, Sharer] = {}
         for r in await store.shared_with(self.pool, self.schema, member):
             if not _live(r, call.received_at):
@@ -221,9 +276,13 @@ class Sharing:
 
     async def history(self, req: HistoryRequest, call: Call) -> History:
         owner = await self._member(req.session, call)
-        await self._caught_up(req.token)
+        await self._listed()
         return History(accounts=await store.could_see(self.pool, self.schema, owner,
                                                       req.set_id, req.at))
+
+
+def _seq(event: StoredEvent | None) -> int:
+    return 0 if event is None else event.seq
 
 
 def _live(row: asyncpg.Record, now: datetime) -> bool:

@@ -1,15 +1,18 @@
-"""sharing's projections.
+"""sharing's projection.
 
 `AccessProjection` keeps who can see and write which (owner, set, year) from sharing's
 own events plus social's (friendships), storage's (which set-years exist, versions) and
-identity's (names). `UnfriendPolicy` turns social's FriendRemoved into ShareRevoked events
-(idempotent commands, so a replay after a crash changes nothing).
+identity's (names). A grant counts only between friends, in log order: an unfriending
+ends every grant between the two at once, and a friendship made again brings none back.
+`AccessIndex` is its in-memory copy. (The unfriend policy, which turns FriendRemoved into
+ShareRevoked events for the aggregates and the audit trail, is `policy.py`.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
+from types import MappingProxyType
 from typing import Any, NamedTuple, TypeAlias
 
 import asyncpg
@@ -123,7 +126,10 @@ def claims(event: Event) -> list[tuple[Claim, bool]]:
             return [(("version", vid), True)]
         case sharing.ShareGranted(owner_id=o, set_id=s, friend_id=f) | sharing.ShareRevoked(
                 owner_id=o, set_id=s, friend_id=f):
-            return [(("share", o, s, f), True), (_pair("history", o, f), False)]
+            # The pair too: whether a grant counts depends on the friendship at its place
+            # in the log, so it never shares a segment with that friendship's changes.
+            return [(("share", o, s, f), True), (_pair("history", o, f), False),
+                    (_pair("pair", o, f), False)]
         case _:
             return []
 
@@ -152,37 +158,13 @@ def gather(changes: store.Changes, event: Event) -> None:
             pass
 
 
-Revoker = Callable[[str, str, str, str], Awaitable[None]]
-
-
-class UnfriendPolicy:
-    """On FriendRemoved: revoke every share between the two, both directions."""
-
-    name = "unfriend_policy"
-    subjects: Sequence[str] = ("evt.social.friendship.*.FriendRemoved",)
-
-    def __init__(self, revoke: Revoker,
-                 shares_between: Callable[[str, str, int], Awaitable[list[str]]]) -> None:
-        self.revoke = revoke
-        self.shares_between = shares_between
-
-    async def setup(self, conn: asyncpg.Connection, schema: str) -> None:
-        pass
-
-    async def apply(self, conn: asyncpg.Connection, schema: str, event: StoredEvent) -> None:
-        removed = _social.decode(event.data)
-        if not isinstance(removed, social.FriendRemoved):
-            return
-        for owner, friend in ((removed.member_id, removed.friend_id),
-                              (removed.friend_id, removed.member_id)):
-            for set_id in await self.shares_between(owner, friend, event.seq):
-                await self.revoke(owner, set_id, friend, f"unfriend-{event.seq}")
-
-
 class GrantTerms(msgspec.Struct, frozen=True):
     scope: str
     years: list[int] | None
     expires_at: datetime | None
+
+
+_NO_GRANTS: Mapping[str, GrantTerms] = MappingProxyType({})
 
 
 class AccessIndex:
@@ -196,7 +178,8 @@ class AccessIndex:
     """
 
     def __init__(self) -> None:
-        self.grants: dict[tuple[str, str, str], GrantTerms] = {}
+        # (owner, friend) -> set id -> terms: an unfriending drops a pair's grants at once.
+        self.grants: dict[tuple[str, str], dict[str, GrantTerms]] = {}
         self.friends: set[tuple[str, str]] = set()
         self.accounts: dict[str, str] = {}  # account key -> member id
         self.members: set[str] = set()
@@ -207,8 +190,10 @@ class AccessIndex:
         grants = await conn.fetch(f"SELECT owner_id, set_id, friend_id, scope, years, "
                                   f"expires_at FROM {schema}.grants")
         friends = await conn.fetch(f"SELECT member_id, friend_id FROM {schema}.friends")
-        self.grants = {(g["owner_id"], g["set_id"], g["friend_id"]): GrantTerms(
-            g["scope"], g["years"], g["expires_at"]) for g in grants}
+        self.grants = {}
+        for g in grants:
+            self.grants.setdefault((g["owner_id"], g["friend_id"]), {})[g["set_id"]] = (
+                GrantTerms(g["scope"], g["years"], g["expires_at"]))
         self.friends = {(f["member_id"], f["friend_id"]) for f in friends}
         directory = await conn.fetch(f"SELECT member_id, account_key FROM {schema}.directory")
         self.accounts = {d["account_key"]: d["member_id"] for d in directory}
@@ -231,14 +216,18 @@ class AccessIndex:
 
     def _follow(self, event: Event) -> None:
         match event:
-            case sharing.ShareGranted(owner_id=o, set_id=s, friend_id=f):
-                self.grants[(o, s, f)] = GrantTerms(event.scope, event.years, event.expires_at)
+            case sharing.ShareGranted(owner_id=o, set_id=s, friend_id=f) if (
+                    (o, f) in self.friends):
+                self.grants.setdefault((o, f), {})[s] = GrantTerms(
+                    event.scope, event.years, event.expires_at)
             case sharing.ShareRevoked(owner_id=o, set_id=s, friend_id=f):
-                self.grants.pop((o, s, f), None)
+                self._revoke(o, s, f)
             case social.FriendAdded(member_id=a, friend_id=b):
                 self.friends |= {(a, b), (b, a)}
             case social.FriendRemoved(member_id=a, friend_id=b):
                 self.friends -= {(a, b), (b, a)}
+                self.grants.pop((a, b), None)
+                self.grants.pop((b, a), None)
             case identity.MemberRegistered(member_id=mid, account=acc):
                 key = identity.account_key(acc)
                 if key not in self.accounts and mid not in self.members:
@@ -253,6 +242,13 @@ class AccessIndex:
             case _:
                 pass
 
+    def _revoke(self, owner_id: str, set_id: str, friend_id: str) -> None:
+        sets = self.grants.get((owner_id, friend_id))
+        if sets is not None:
+            sets.pop(set_id, None)
+            if not sets:  # as a reload would leave it
+                del self.grants[(owner_id, friend_id)]
+
     def _add_version(self, version_id: str, version: SetVersion) -> None:
         self.versions[version_id] = version
         self.sets.setdefault((version.owner_id, version.set_id), set()).add(version_id)
@@ -261,7 +257,7 @@ class AccessIndex:
         """The grant of (owner, set) to member, only while the two are friends."""
         if (owner_id, member_id) not in self.friends:
             return None
-        return self.grants.get((owner_id, set_id, member_id))
+        return self.grants.get((owner_id, member_id), _NO_GRANTS).get(set_id)
 
     def grant_facts(self, owner_id: str, set_id: str,
                     account_keys: list[str]) -> tuple[str | None, list[str | None]]:

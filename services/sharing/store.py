@@ -142,10 +142,23 @@ async def _backups(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
                 "u(version_id text) WHERE b.version_id = u.version_id", c.deleted)
 
 
+def _befriended(schema: str) -> str:
+    """Whether row ``u``'s owner and friend are friends."""
+    return (f"EXISTS (SELECT 1 FROM {schema}.friends f WHERE f.member_id = u.owner_id "
+            "AND f.friend_id = u.friend_id)")
+
+
 async def _grants(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
+    # An unfriending ends every grant between the two, both ways, for good: a friendship
+    # made again (by either one alone) brings none back; the owner shares again.
+    await _each(conn, f"DELETE FROM {schema}.grants g USING json_to_recordset($1) {_PAIRS}, "
+                f"{_BOTH_WAYS} WHERE g.owner_id = p.x AND g.friend_id = p.y", c.unfriended)
+    # A grant counts only between friends at its place in the log: one decided on a
+    # friendship the read model still showed, but appended after the unfriending, is void.
     await _each(conn, f"INSERT INTO {schema}.grants SELECT * FROM json_to_recordset($1) "
                 "u(owner_id text, set_id text, friend_id text, set_name text, scope text, "
                 "years int[], expires_at timestamptz, at timestamptz) "
+                f"WHERE {_befriended(schema)} "
                 "ON CONFLICT (owner_id, set_id, friend_id) DO UPDATE SET scope = EXCLUDED.scope, "
                 "years = EXCLUDED.years, expires_at = EXCLUDED.expires_at, "
                 "set_name = EXCLUDED.set_name", c.grants)
@@ -155,8 +168,9 @@ async def _grants(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
 
 
 async def _history(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
-    # A new grant (or new terms) ends the open interval and starts a new one; a revoke
-    # ends it; an unfriending ends every open interval between the two.
+    # A new grant (or new terms) ends the open interval and starts a new one (none for a
+    # void grant, between non-friends); a revoke ends it; an unfriending ends every open
+    # interval between the two, at its own time (which the unfriend policy looks for).
     await _each(conn, f"UPDATE {schema}.grant_history h SET ended_at = u.at FROM "
                 f"json_to_recordset($1) {_SHARES} WHERE h.owner_id = u.owner_id "
                 "AND h.set_id = u.set_id AND h.friend_id = u.friend_id AND h.ended_at IS NULL",
@@ -167,7 +181,8 @@ async def _history(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
     await _each(conn, f"INSERT INTO {schema}.grant_history (owner_id, set_id, friend_id, "
                 "granted_at, expires_at) SELECT owner_id, set_id, friend_id, at, expires_at "
                 "FROM json_to_recordset($1) u(owner_id text, set_id text, friend_id text, "
-                "at timestamptz, expires_at timestamptz) ON CONFLICT DO NOTHING", c.grants)
+                f"at timestamptz, expires_at timestamptz) WHERE {_befriended(schema)} "
+                "ON CONFLICT DO NOTHING", c.grants)
 
 
 # ---- reads ------------------------------------------------------------------------------
@@ -203,11 +218,18 @@ async def active_grant(conn: Conn, schema: str, member_id: str, owner_id: str,
     return row
 
 
-async def grants_between(conn: Conn, schema: str, owner_id: str,
-                         friend_id: str) -> list[str]:
-    rows = await conn.fetch(f"SELECT set_id FROM {schema}.grants WHERE owner_id = $1 AND "
-                            "friend_id = $2", owner_id, friend_id)
-    return [str(r["set_id"]) for r in rows]
+async def ended_by_unfriending(conn: Conn, schema: str, member_id: str, friend_id: str,
+                               at: datetime) -> list[tuple[str, str, str]]:
+    """(owner, set, friend) of each grant between the two, either way, that their
+    unfriending at ``at`` ended, unless granted again since (its interval of history
+    ended at exactly that time; a grant since has a row of its own)."""
+    rows = await conn.fetch(
+        f"SELECT DISTINCT h.owner_id, h.set_id, h.friend_id FROM {schema}.grant_history h "
+        "WHERE ((h.owner_id = $1 AND h.friend_id = $2) OR (h.owner_id = $2 AND "
+        "h.friend_id = $1)) AND h.ended_at = $3 AND NOT EXISTS (SELECT 1 FROM "
+        f"{schema}.grants g WHERE g.owner_id = h.owner_id AND g.set_id = h.set_id AND "
+        "g.friend_id = h.friend_id) ORDER BY 1, 2, 3", member_id, friend_id, at)
+    return [(str(r["owner_id"]), str(r["set_id"]), str(r["friend_id"])) for r in rows]
 
 
 async def owner_shares(conn: Conn, schema: str, owner_id: str) -> list[asyncpg.Record]:

@@ -97,10 +97,11 @@ class Person:
             command_id=cid(), session=self.session, password="drive-pw"))).drive_token
 
     async def upload(self, path: Path, *, year: int = 2018, period: int = 1,
-                     owner: Person | None = None, base: str | None = None) -> str:
+                     owner: Person | None = None, base: str | None = None,
+                     set_id: str = SET) -> str:
         plan = await self.storage.begin_upload(BeginUpload(
             command_id=cid(), session=self.session, owner_id=owner.member_id if owner else None,
-            set_id=SET, set_name="123", year=year, period=period,
+            set_id=set_id, set_name="123", year=year, period=period,
             size=await asyncio.to_thread(lambda: path.stat().st_size),
             sha256=await asyncio.to_thread(sha256_file, path), remark=f"{year}年{period}期",
             base_version=base, drive_token=self.drive, token=self.token))
@@ -111,23 +112,24 @@ class Person:
         self.token = done.token
         return done.version.version_id
 
-    async def download(self, owner: Person, year: int, into: Path) -> int:
+    async def download(self, owner: Person, year: int, into: Path, *,
+                       set_id: str = SET) -> int:
         ticket = await self.storage.download(DownloadRequest(
-            command_id=cid(), session=self.session, owner_id=owner.member_id, set_id=SET,
+            command_id=cid(), session=self.session, owner_id=owner.member_id, set_id=set_id,
             year=year, drive_token=self.drive, token=self.token))
         return await download(ticket.url, into)
 
-    async def grant(self, *friends: Person, **terms: object) -> None:
+    async def grant(self, *friends: Person, set_id: str = SET, **terms: object) -> None:
         reply = await self.sharing.grant(Grant(
-            command_id=cid(), session=self.session, set_id=SET,
+            command_id=cid(), session=self.session, set_id=set_id,
             friends=[f.account for f in friends], token=self.token, **terms))  # type: ignore[arg-type]
         self.token = reply.token
         for f in friends:
             f.token = reply.token
 
-    async def revoke(self, friend: Person | None = None) -> int:
+    async def revoke(self, friend: Person | None = None, *, set_id: str = SET) -> int:
         reply = await self.sharing.revoke(Revoke(
-            command_id=cid(), session=self.session, set_id=SET,
+            command_id=cid(), session=self.session, set_id=set_id,
             friend=friend.account if friend else None, token=self.token))
         self.token = reply.token
         return reply.token
@@ -161,7 +163,8 @@ async def test_the_guide_end_to_end(nc_all: NATS, tmp_path: Path) -> None:
         ("123", ["13800000002"])]
 
     await b.unlock_drive()
-    listed = await b.sharing.cloud_shares(CloudSharesRequest(session=b.session, token=b.token))
+    listed = await b.sharing.cloud_shares(CloudSharesRequest(session=b.session,
+                                                             drive_token=b.drive, token=b.token))
     [sharer] = listed.sharers
     assert (sharer.account, sharer.sets[0].set_name) == ("13800000001", "123")
     assert [(y.year, y.versions[0].remark) for y in sharer.sets[0].years] == [(2018, "2018年1期")]
@@ -180,8 +183,8 @@ async def test_the_guide_end_to_end(nc_all: NATS, tmp_path: Path) -> None:
 
     await a.revoke(b)
     b.token = a.token
-    assert (await b.sharing.cloud_shares(CloudSharesRequest(session=b.session,
-                                                            token=b.token))).sharers == []
+    assert (await b.sharing.cloud_shares(CloudSharesRequest(
+        session=b.session, drive_token=b.drive, token=b.token))).sharers == []
     with pytest.raises(NoAccess):
         await b.download(a, 2018, tmp_path / "again.bak")
     with pytest.raises(NoAccess):

@@ -142,3 +142,7 @@ async def test_the_index_answers_a_grant_as_the_tables_do(
         for set_id in [*SETS, "s9"]:
             assert index.grant_facts(owner, set_id, keys) == await store.grant_facts(
                 pool, "facts", owner, set_id, keys)
+    fresh = AccessIndex()  # grants and friendships: the copy followed as the tables went
+    async with pool.acquire() as conn:
+        await fresh.reload(conn, "facts")
+    assert (index.grants, index.friends) == (fresh.grants, fresh.friends)
