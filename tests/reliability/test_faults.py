@@ -68,7 +68,8 @@ from tests.services import service_settings
 pytestmark = pytest.mark.reliability
 T = TypeVar("T")
 SERVICES = ("identity", "social", "storage", "sharing")
-RETRYABLE = {"unavailable", "storage_unavailable", "conflict", "internal", "invalid_token"}
+RETRYABLE = {"unavailable", "storage_unavailable", "conflict", "internal", "invalid_token",
+             "command_in_progress"}
 CLIENTS = 6
 
 
