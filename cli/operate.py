@@ -13,6 +13,7 @@ import nats
 from nats.aio.client import Client as NATS
 from nats.js.api import ConsumerConfig, DeliverPolicy
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
 from rich.table import Table
 
@@ -21,7 +22,7 @@ from contracts.base import HDR_ACTOR, HDR_EVENT_TYPE
 from contracts.errors import BadRequest
 from contracts.subjects import all_events, context_subjects
 from runtime.app import create_pool
-from runtime.eventstore import EventStore
+from runtime.eventstore import EventStore, foreign_reason
 from runtime.projector import Projection
 from runtime.replay import compare, digest, rebuild, swap
 from runtime.settings import Settings
@@ -70,7 +71,7 @@ async def events_show(nc: NATS, console: Console, a: argparse.Namespace) -> None
     subject = a.subject if a.subject.count(".") == 4 else a.subject.rstrip(".*") + ".*"
     if not subject.startswith("evt."):
         raise BadRequest("give an event subject, e.g. evt.identity.member.<id>.*")
-    events = await EventStore(nc).load(subject)
+    events = await EventStore(nc).messages(subject)  # foreign ones too, marked as such
     if not events:
         console.print(f"no events on {subject}")
     for e in events:
@@ -79,15 +80,26 @@ async def events_show(nc: NATS, console: Console, a: argparse.Namespace) -> None
 
 def print_event(console: Console, seq: int, subject: str, headers: dict[str, str],
                 data: bytes, as_json: bool) -> None:
+    foreign = foreign_reason(headers, subject)
     if as_json:
-        print(msgspec.json.encode({"seq": seq, "subject": subject,
-                                   "event": msgspec.json.decode(data)}).decode())
+        doc = {"seq": seq, "subject": subject, "event": _json_or_text(data)}
+        print(msgspec.json.encode({**doc, "foreign": foreign} if foreign else doc).decode())
         return
-    kind = headers.get(HDR_EVENT_TYPE, subject.rsplit(".", 1)[-1])
+    # Headers and subjects are whatever was published: escaped, never markup.
+    kind = f"[red]{escape(foreign)}[/]" if foreign else (
+        f"[cyan]{escape(headers.get(HDR_EVENT_TYPE, ''))}[/]")
     when = headers.get("Nats-Time-Stamp", "")[:19]
-    console.print(f"[bold]{seq:>7}[/] {when} [cyan]{kind}[/] {subject} "
-                  f"actor={headers.get(HDR_ACTOR, '-')}", highlight=False)
+    console.print(f"[bold]{seq:>7}[/] {when} {kind} {escape(subject)} "
+                  f"actor={escape(headers.get(HDR_ACTOR, '-'))}", highlight=False)
     console.print(f"        {data.decode(errors='replace')}", highlight=False, markup=False)
+
+
+def _json_or_text(data: bytes) -> Any:
+    # A foreign message (not written by an append) need not be JSON, nor even text.
+    try:
+        return msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return data.decode(errors="replace")
 
 
 # ---- replay -------------------------------------------------------------------------------

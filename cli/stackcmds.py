@@ -11,6 +11,7 @@ from rich.table import Table
 
 from deploy.parts import ports_from_env
 from deploy.stack import PartStatus, Stack
+from runtime.eventstore import FOREIGN
 from runtime.settings import Settings, load_settings
 
 
@@ -42,32 +43,46 @@ def status(console: Console, *, as_json: bool) -> int:
     stack = local_stack()
     parts = stack.status()
     postgres_up = any(p.name == "postgres" and p.healthy for p in parts)
-    parked = asyncio.run(dead_letters(stack.settings.pg_dsn)) if postgres_up else {}
+    parked, foreign = (asyncio.run(dead_letters(stack.settings.pg_dsn)) if postgres_up
+                       else ({}, {}))
     if as_json:
         doc = {"home": str(stack.home), "endpoints": stack.endpoints(),
-               "parts": [msgspec.to_builtins(p) for p in parts], "dead_letters": parked}
+               "parts": [msgspec.to_builtins(p) for p in parts], "dead_letters": parked,
+               "foreign_messages": foreign}
         print(msgspec.json.format(msgspec.json.encode(doc)).decode())
     else:
         console.print(status_table(parts))
         for where, count in parked.items():
             console.print(f"[yellow]{count} poison event(s) parked in {where}.dead_letters[/]"
                           " (projections went on without them)")
+            if foreign.get(where):
+                console.print(f"  {foreign[where]} of them foreign: in the log, but written "
+                              "by no append")
     return 0 if all(p.healthy for p in parts) else 1
 
 
-async def dead_letters(dsn: str) -> dict[str, int]:
-    """Parked events per schema (schemas not created yet count as none)."""
+async def dead_letters(dsn: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Parked events per schema, and how many of them are foreign messages (in the log,
+    but written by no append); schemas not created yet count as none."""
     conn = await asyncpg.connect(dsn, timeout=3)
     try:
-        found = {}
+        found: dict[str, tuple[int, int]] = {}
         for schema in SCHEMAS:
             exists = await conn.fetchval("SELECT to_regclass($1)", f"{schema}.dead_letters")
             if exists is not None:
-                found[schema] = int(await conn.fetchval(
-                    f"SELECT count(*) FROM {schema}.dead_letters"))
-        return {k: v for k, v in found.items() if v}
+                found[schema] = await _parked(conn, schema)
+        return ({k: n for k, (n, _) in found.items() if n},
+                {k: f for k, (_, f) in found.items() if f})
     finally:
         await conn.close()
+
+
+async def _parked(conn: asyncpg.Connection, schema: str) -> tuple[int, int]:
+    # A message is parked once per projection that reads it: count messages, not rows.
+    row = await conn.fetchrow(
+        f"SELECT count(DISTINCT stream_seq) AS n, count(DISTINCT stream_seq) "
+        f"FILTER (WHERE starts_with(reason, $1)) AS f FROM {schema}.dead_letters", FOREIGN)
+    return int(row["n"]), int(row["f"])
 
 
 def status_table(parts: list[PartStatus]) -> Table:

@@ -20,13 +20,17 @@ from contracts.base import CommandReply, Event, Reply, Request
 from contracts.client import ServiceClient
 from contracts.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
 from contracts.subjects import aggregate_subjects, encode_id, event_subject
+from contracts.text import plain_text
 
 CONTEXT = "identity"
 
 ACCOUNT_RE = re.compile(r"^[A-Za-z0-9_.@-]{3,32}$")
 Account = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Secret = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Nickname = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+# Friends see a nickname and a member sees their own question: plain text only. A blank
+# nickname is left to the domain (trimmed, then invalid_nickname); a blank question is not.
+Nickname = Annotated[str, plain_text(min_length=1, max_length=64)]
+Question = Annotated[str, plain_text(min_length=1, max_length=200, blank=False)]
 Short = Annotated[str, msgspec.Meta(max_length=200)]
 OpenId = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 CommandId = Annotated[str, msgspec.Meta(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
@@ -310,7 +314,7 @@ class SetDrivePassword(Request, frozen=True, kw_only=True):
     command_id: CommandId
     session: str
     password: Secret
-    question: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    question: Question
     answer: Secret
 
 

@@ -2,6 +2,7 @@
 
 Events: ``evt.<context>.<aggregate>.<id>.<EventType>`` (always five tokens).
 Requests: ``<context>.<operation>``.
+Replies: only under a client inbox, ``_INBOX.`` or ``_INBOX_<user>.`` (see `safe_reply`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,11 @@ import re
 
 EVENT_ROOT = "evt"
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+# nats-py's default inbox prefix is _INBOX; production gives each user _INBOX_<user>
+# (deploy/nats/production.conf, LEDGERSHARE_NATS_INBOX_PREFIX). After the prefix come
+# literal tokens: no wildcard, no empty token, no whitespace or control character.
+INBOX_PREFIX = r"_INBOX(?:_[A-Za-z0-9_-]+)?"
+_REPLY = re.compile(rf"\A{INBOX_PREFIX}(?:\.[^.*>\x00-\x20\x7f-\U0010ffff]+)+\Z")
 
 
 class SubjectError(ValueError):
@@ -79,3 +85,14 @@ def split_event_subject(subject: str) -> tuple[str, str, str, str]:
     if len(parts) != 5 or parts[0] != EVENT_ROOT:
         raise SubjectError(f"not an event subject: {subject!r}")
     return parts[1], parts[2], parts[3], parts[4]
+
+
+def safe_reply(subject: str) -> bool:
+    """Whether a service may answer on ``subject``: only a client's inbox.
+
+    The reply subject is the caller's choice, and a service's answer is published with the
+    service's own permissions: aimed at ``evt.>`` it would be stored in the log as an
+    event, aimed at ``$JS.API.>`` it would be a JetStream request. Allowing only the inbox
+    prefixes clients use keeps both, and any subject a stream captures later, out of reach.
+    """
+    return len(subject) <= 512 and _REPLY.match(subject) is not None

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import bisect
 import json
+import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
@@ -36,7 +37,10 @@ from contracts.requests import mux_of
 from contracts.subjects import all_events
 from runtime.recent import Recent
 
+log = logging.getLogger("ledgershare.eventstore")
 WRONG_LAST_SEQUENCE = 10071
+FOREIGN = "foreign"  # how a parked message's reason begins (see foreign_reason)
+PARKED_MAX = 1024
 MIN_SERVER = (2, 11)
 LOAD_BATCH = 256
 T = TypeVar("T")
@@ -117,6 +121,7 @@ class EventStore:
         self.stream = stream
         self.timeout = timeout
         self.recent = Recent(remember)
+        self.parked: dict[int, str] = {}  # foreign messages loads passed over: seq -> why
 
     async def ensure_stream(self, *, replicas: int = 1, duplicate_window_s: float = 120) -> None:
         """Create the stream with the design's settings, or verify an existing one."""
@@ -195,8 +200,9 @@ class EventStore:
 
     async def history(self, scope: str, decoder: msgspec.json.Decoder[E]) -> tuple[list[E], int]:
         """One aggregate's events, decoded, and its last sequence (0 when it has none)."""
-        stored = await self.load(scope)
-        return [decoder.decode(e.data) for e in stored], (stored[-1].seq if stored else 0)
+        stored = await self.messages(scope)
+        return ([decoder.decode(e.data) for e in self._events_only(stored)],
+                stored[-1].seq if stored else 0)
 
     async def state(self, scope: str, decoder: msgspec.json.Decoder[E],
                     evolve: Callable[[S, E], S], initial: S) -> tuple[S, int]:
@@ -204,14 +210,14 @@ class EventStore:
         its last sequence. A remembered aggregate's state is kept, so only the events
         after it are decoded and folded: a long history costs once, not per command.
         ``evolve`` must not change the state it is given."""
-        events = await self.load(scope)
+        events = await self.messages(scope)  # the last one counts, foreign or not (OCC)
         last = events[-1].seq if events else 0
         kept = self.recent.fold(scope, evolve)
         state, start = initial, 0
         if kept is not None and kept[0] <= last:
             start = bisect.bisect_right(events, kept[0], key=lambda e: e.seq)
             state = kept[1]
-        for stored in events[start:]:
+        for stored in self._events_only(events[start:]):
             state = evolve(state, decoder.decode(stored.data))
         self.recent.keep_fold(scope, evolve, last, state)
         return state, last
@@ -228,7 +234,31 @@ class EventStore:
         return known
 
     async def load(self, scope: str, *, after: int = 0) -> list[StoredEvent]:
-        """Every event matching ``scope`` with sequence > ``after``, in log order.
+        """Every event matching ``scope`` with sequence > ``after``, in log order; a
+        message there that no append wrote is left out and parked (see `messages`)."""
+        return self._events_only(await self.messages(scope, after=after))
+
+    def _events_only(self, messages: list[StoredEvent]) -> list[StoredEvent]:
+        # deny_delete keeps a foreign message in the log for good: were it folded, or
+        # failed on, its aggregate would be broken for good. So it is passed over, and
+        # reported once per store.
+        events = [m for m in messages if foreign_reason(m.headers, m.subject) is None]
+        if len(events) < len(messages):
+            for m in messages:
+                reason = foreign_reason(m.headers, m.subject)
+                if reason is not None and m.seq not in self.parked:
+                    self._park(m, reason)
+        return events
+
+    def _park(self, message: StoredEvent, reason: str) -> None:
+        log.warning("passing over message %d on %s: %s", message.seq, message.subject, reason,
+                    extra={"stream_seq": message.seq, "subject": message.subject})
+        if len(self.parked) < PARKED_MAX:
+            self.parked[message.seq] = reason
+
+    async def messages(self, scope: str, *, after: int = 0) -> list[StoredEvent]:
+        """Every message matching ``scope`` with sequence > ``after``, in log order,
+        foreign ones included: the server counts them in an append's expected sequence.
 
         An aggregate loaded or appended to lately is remembered: one cheap question (the
         scope's last sequence) tells whether the copy is current, and only newer events
@@ -301,6 +331,15 @@ class EventStore:
             return None
         return _stored(headers, reply.data)
 
+    async def last_event_on(self, subject: str) -> StoredEvent | None:
+        """The newest event on one literal subject, passing over foreign messages (one
+        direct get; a read of the subject only when the newest message is foreign)."""
+        newest = await self.last_on(subject)
+        if newest is None or foreign_reason(newest.headers, newest.subject) is None:
+            return newest
+        events = await self.load(subject)
+        return events[-1] if events else None
+
     async def last_sequence(self) -> int:
         """The stream's last sequence (the newest consistency token that exists)."""
         info = await self.js.stream_info(self.stream)
@@ -338,6 +377,18 @@ def _stored(headers: dict[str, str], data: bytes) -> StoredEvent:
         headers=headers,
         time=_parse_time(headers.get("Nats-Time-Stamp")),
     )
+
+
+def foreign_reason(headers: Mapping[str, str], subject: str) -> str | None:
+    """Why a message in the log is not an event `append` wrote (None when it is one).
+    Every append names the event's type in a header, and it is the subject's last token:
+    a reply aimed at ``evt.>`` or a raw publish has no such header, or another type."""
+    kind = headers.get(HDR_EVENT_TYPE)
+    if kind is None:
+        return f"{FOREIGN}: no {HDR_EVENT_TYPE} header (not written by an append)"
+    if kind != subject.rsplit(".", 1)[-1]:
+        return f"{FOREIGN}: {HDR_EVENT_TYPE} {kind[:64]!r} is not the subject's event type"
+    return None
 
 
 def _parse_time(raw: str | None) -> datetime | None:

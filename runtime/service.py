@@ -20,11 +20,11 @@ from typing import Any
 import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
-from nats.micro.service import EndpointConfig, EndpointStats, Service
+from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
 
 from contracts.base import HDR_CORRELATION, MAX_REQUEST_BYTES, Reply, Request
 from contracts.client import ERROR_CODE_HEADER
@@ -37,11 +37,13 @@ from contracts.errors import (
     TooLarge,
     Unavailable,
 )
+from contracts.subjects import safe_reply
 from runtime.eventstore import ConcurrencyConflict, Meta
 from runtime.projector import ProjectionLag
 
 log = logging.getLogger("ledgershare.service")
 _encoder = msgspec.json.Encoder()
+REFUSED_REPLY = "reply_not_an_inbox"  # counted as an endpoint's last error
 
 
 @dataclass(frozen=True)
@@ -107,9 +109,10 @@ class ServiceHost:
 
     async def start(self) -> None:
         """Subscribe every endpoint under the service's queue group."""
-        self._service = await add_service(
-            self.nc, name=self.name, version=self.version, description=self.description,
-            queue_group=self.name, stats_handler=self._stats_data)
+        self._service = InboxOnlyService(self.nc, ServiceConfig(
+            name=self.name, version=self.version, description=self.description,
+            queue_group=self.name, stats_handler=self._stats_data))
+        await self._service.start()
         for ep in self.endpoints:
             await self._service.add_endpoint(EndpointConfig(
                 name=ep.operation, subject=f"{self.name}.{ep.operation}",
@@ -121,11 +124,24 @@ class ServiceHost:
 
     def _dispatcher(self, ep: Endpoint) -> Callable[[MicroRequest], Awaitable[None]]:
         async def dispatch(req: MicroRequest) -> None:
+            if not self._answerable(ep, req._msg):
+                return  # before the handler: a refused request has no effect at all
             await self._slots.acquire()
             task = asyncio.create_task(self._serve(ep, req))
             self._tasks.add(task)
             task.add_done_callback(self._done)
         return dispatch
+
+    def _answerable(self, ep: Endpoint, msg: Msg) -> bool:
+        # No reply subject: the request runs and nobody is answered, as before.
+        if not msg.reply or safe_reply(msg.reply):
+            return True
+        counters = self.counters[ep.operation]
+        counters.requests += 1
+        counters.errors += 1
+        counters.last_error = REFUSED_REPLY
+        _refused(msg)
+        return False
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -183,6 +199,38 @@ class ServiceHost:
             await self._service.stop()
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_timeout)
+
+
+class InboxOnlyService(Service):
+    """nats.micro's service, with its discovery answers ($SRV.PING, INFO, STATS) also sent
+    only to a client inbox. nats-py answers them on whatever reply subject the request
+    names, so ``$SRV.INFO`` with reply ``evt.<context>.…`` would have the service publish
+    its description into the log with its own permission to append there."""
+
+    async def _handle_ping_request(self, msg: Msg) -> None:
+        if _discoverable(msg):
+            await super()._handle_ping_request(msg)
+
+    async def _handle_info_request(self, msg: Msg) -> None:
+        if _discoverable(msg):
+            await super()._handle_info_request(msg)
+
+    async def _handle_stats_request(self, msg: Msg) -> None:
+        if _discoverable(msg):
+            await super()._handle_stats_request(msg)
+
+
+def _discoverable(msg: Msg) -> bool:
+    if safe_reply(msg.reply):
+        return True
+    if msg.reply:  # without one there is nobody to answer, and nothing to report
+        _refused(msg)
+    return False
+
+
+def _refused(msg: Msg) -> None:
+    log.warning("not answering a request on %s: its reply subject %r is not a client inbox",
+                msg.subject, msg.reply[:200], extra={"reply_subject": msg.reply[:200]})
 
 
 def translate(err: Exception) -> LedgerError | None:

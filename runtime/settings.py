@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+
+from contracts.subjects import INBOX_PREFIX
 
 ENV_PREFIX = "LEDGERSHARE_"
 
@@ -22,8 +24,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     home: str = ".ledgershare"
     nats_url: str = "nats://127.0.0.1:4222"
     # With deploy/nats/production.conf: credentials in the URL (nats://user:pw@host:port)
-    # and the user's private inbox prefix (_INBOX_<user>).
-    nats_inbox_prefix: str = "_INBOX"
+    # and the user's private inbox prefix (_INBOX_<user>). Services answer only replies
+    # under such a prefix (contracts.subjects.safe_reply), so no other is accepted here.
+    nats_inbox_prefix: Annotated[str, msgspec.Meta(pattern=rf"\A{INBOX_PREFIX}\Z")] = "_INBOX"
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5433/ledgershare"
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_bucket: str = "ledgershare"

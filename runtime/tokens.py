@@ -145,7 +145,7 @@ class Sessions:
 
     async def password_version(self, member_id: str) -> int:
         subject = password_changes(member_id)
-        last = await self.store.last_on(subject)
+        last = await self.store.last_event_on(subject)
         if last is None:
             return 0
         version = self._changed.decode(last.data).version

@@ -2,7 +2,8 @@
 
 Run it beside a running system: ``python docs/examples/notify_owner.py``. It keeps a
 durable consumer, so a restart goes on where it stopped and no upload is missed; it
-acknowledges an event only after handling it.
+acknowledges an event only after handling it. A message in the log that no append wrote
+(see ``runtime.eventstore.foreign_reason``) is passed over, never taken for an upload.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.storage import BackupUploaded
+from runtime.eventstore import foreign_reason
 from runtime.settings import load_settings
 
 SUBJECT = "evt.storage.drive.*.BackupUploaded"
@@ -40,9 +42,10 @@ async def follow(nc: nats.NATS, notify: Notify, *, durable: str = "notify_owner"
         except nats.errors.TimeoutError:
             continue
         for msg in msgs:
-            upload = decoder.decode(msg.data)
-            if upload.uploader_id != upload.owner_id:
-                await notify(upload)
+            if foreign_reason(msg.headers or {}, msg.subject) is None:
+                upload = decoder.decode(msg.data)
+                if upload.uploader_id != upload.owner_id:
+                    await notify(upload)
             await msg.ack()
 
 

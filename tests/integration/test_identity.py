@@ -11,6 +11,7 @@ import asyncpg
 import pytest
 from nats.aio.client import Client as NATS
 
+from contracts.errors import BadRequest
 from contracts.identity import (
     AccountTaken,
     AlreadyBound,
@@ -111,7 +112,9 @@ async def test_a_retried_registration_is_one_member(client: IdentityClient) -> N
 @pytest.mark.parametrize(("account", "nickname", "error"), [
     ("ab", "ok", InvalidAccount), ("has space", "ok", InvalidAccount),
     ("a.b*", "ok", InvalidAccount), ("good", "x" * 21, InvalidNickname),
-    ("good", "   ", InvalidNickname), ("good", "a\u200bb", InvalidNickname),
+    ("good", "   ", InvalidNickname),
+    # invisible and bidi characters are refused as the request is decoded
+    ("good", "a\u200bb", BadRequest), ("good", "a\u202eb", BadRequest),
 ])
 async def test_bad_registrations_are_refused_with_their_code(
         client: IdentityClient, account: str, nickname: str, error: type[Exception]) -> None:

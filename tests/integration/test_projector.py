@@ -9,14 +9,16 @@ import sys
 import time
 
 import asyncpg
+import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
+from contracts.base import HDR_EVENT_TYPE
 from contracts.subjects import aggregate_subjects, event_subject
-from runtime.eventstore import EventStore, Outgoing
+from runtime.eventstore import FOREIGN, EventStore, Outgoing
 from runtime.projector import ProjectionLag, Projector
 from runtime.settings import Settings
-from tests.integration.balances import Balances, Deposited, rows
+from tests.integration.balances import Balances, BatchBalances, Deposited, rows
 
 
 def deposit(account: str, amount: int) -> Outgoing:
@@ -97,7 +99,7 @@ async def test_a_garbage_event_is_dead_lettered_and_the_rest_applied(
         nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
     await fill(store, 5)
     await nc.jetstream().publish(event_subject("test", "account", "acc0", "Deposited"),
-                                 b"\xff not json {")
+                                 b"\xff not json {", headers={HDR_EVENT_TYPE: "Deposited"})
     token = await fill(store, 5, tag="after")
     projector = Projector(nc, pool, Balances(), schema="live")
     await projector.start()
@@ -107,6 +109,28 @@ async def test_a_garbage_event_is_dead_lettered_and_the_rest_applied(
     assert [r["stream_seq"] for r in parked] == [6]
     assert "DecodeError" in parked[0]["reason"]
     assert sum(n for _, _, n in await rows(pool, "live")) == 10
+
+
+async def test_messages_no_append_wrote_are_parked_never_applied(
+        nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
+    await fill(store, 5)
+    subject = event_subject("test", "account", "acc0", "Deposited")
+    forged = msgspec.json.encode(Deposited(amount=1000))
+    js = nc.jetstream()
+    foreign = [(await js.publish(subject, forged)).seq,  # a well-formed event, no headers
+               (await js.publish(subject, forged, headers={HDR_EVENT_TYPE: "Withdrawn"})).seq,
+               (await js.publish(subject, b'{"algorithm": "Ed25519"}')).seq]  # a reply
+    token = await fill(store, 5, tag="after")
+    for schema, projection in (("one", Balances()), ("batched", BatchBalances())):
+        projector = Projector(nc, pool, projection, schema=schema, batch=4)
+        await projector.start()
+        await projector.wait_until(token)
+        await projector.stop()
+        parked = await pool.fetch(f"SELECT stream_seq, reason FROM {schema}.dead_letters "
+                                  "ORDER BY stream_seq")
+        assert [r["stream_seq"] for r in parked] == foreign
+        assert all(r["reason"].startswith(FOREIGN) for r in parked)
+        assert sum(t for _, t, _ in await rows(pool, schema)) == sum(range(5)) * 2
 
 
 async def test_a_standby_instance_takes_over_when_the_leader_stops(

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import msgspec
+import pytest
+
 from runtime.settings import key_file, load_settings
 
 
@@ -26,3 +29,12 @@ def test_a_cluster_url_lists_every_server(tmp_path: Path) -> None:
     settings = load_settings({"LEDGERSHARE_HOME": str(tmp_path), "LEDGERSHARE_NATS_URL":
                               "nats://n1:4222, nats://n2:4222,nats://n3:4222"})
     assert settings.nats_servers == ["nats://n1:4222", "nats://n2:4222", "nats://n3:4222"]
+
+
+def test_an_inbox_prefix_services_would_not_answer_is_refused(tmp_path: Path) -> None:
+    env = {"LEDGERSHARE_HOME": str(tmp_path)}
+    assert load_settings({**env, "LEDGERSHARE_NATS_INBOX_PREFIX": "_INBOX_storage"}
+                         ).nats_inbox_prefix == "_INBOX_storage"
+    for bad in ("evt.identity", "_INBOX.x", "inbox", "_INBOX_"):
+        with pytest.raises(msgspec.ValidationError, match="nats_inbox_prefix"):
+            load_settings({**env, "LEDGERSHARE_NATS_INBOX_PREFIX": bad})
