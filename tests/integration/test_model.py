@@ -1,0 +1,756 @@
+"""The stateful property test of issue 12: random interleavings against real servers.
+
+A hypothesis `RuleBasedStateMachine` drives three fresh members per example (some friends
+from the start, each with a small quota and one backup) through: friend add and remove
+(also removed and added back at once), uploads of new random bytes by the owner or by a
+sharee into the owner's drive (with the begin and the completion sent twice, as after a
+lost reply), uploads of bytes a drive already holds, re-PUTs to an upload's URLs after
+it was verified, grants (scope, years, expiry: none, a day, five seconds, past, naive),
+revokes of one friend or everyone, sharee downloads, every acknowledged command repeated
+with its command id and content, its id reused with other content, and ids borrowed from
+another member's or another operation's command. Rules that act on an existing share
+pick it from the grants made so far, so few steps reach the interesting states.
+
+`sharing_model.Model` says what each command must come to; after every step:
+
+- `sharing.check` answers, for every member, owner, set, year and access, what the model
+  allows: an active grant and an active friendship, within scope, years and expiry;
+- every verified version downloads with the SHA-256 it was verified with;
+- no drive uses more than its quota (nor less than its distinct content, nor more than
+  all its versions);
+- the log holds exactly the events the acknowledged commands must have appended, per kind
+  (a repeat or a refused command appends nothing);
+
+and at the end of each example every read model equals its replica (the same projection
+run from sequence 1 beside it), and at the end of the test an operator's rebuild of each.
+
+The servers (NATS, PostgreSQL, S3, the four services) are shared by the examples; each
+example registers new members, so worlds never meet. The machine runs in a worker thread
+and each step runs on the test's event loop, where the services live. About a minute on
+two cores when it passes; a failure is shrunk (up to hypothesis' five minutes) and printed
+as the steps that make it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import aiohttp
+import asyncpg
+import msgspec
+import nats
+import pytest
+from hypothesis import note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    MultipleResults,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    multiple,
+    rule,
+    run_state_machine_as_test,
+)
+from nats.aio.client import Client as NATS
+
+from contracts.base import CommandReply, Reply, Request
+from contracts.errors import CommandReused, LedgerError
+from contracts.sharing import Access, Changed, Check, Grant, NotShared, Revoke
+from contracts.social import AddFriend, AlreadyFriends, FriendChanged, NotFriends, RemoveFriend
+from contracts.storage import (
+    BeginUpload,
+    CompleteUpload,
+    DownloadRequest,
+    DownloadTicket,
+    DriveRequest,
+    NoAccess,
+    NoSuchUpload,
+    QuotaExceeded,
+    Uploaded,
+    UploadPlan,
+)
+from runtime.app import create_pool
+from runtime.eventstore import EventStore
+from runtime.settings import Settings
+from tests.integration.model_support import (
+    REPLAYED,
+    Bridge,
+    Member,
+    Replicas,
+    System,
+    attempt,
+    cid,
+    fetch,
+    join,
+    logged,
+    outcome,
+    put_parts,
+    quiet,
+    replay_differences,
+    replica_differences,
+    unfriend_revokes,
+)
+from tests.integration.sharing_model import (
+    QUOTA,
+    SETS,
+    YEARS,
+    Expected,
+    Model,
+    Refusals,
+    Stored,
+    Terms,
+    Triple,
+    sha,
+)
+from tests.services import all_builds, running, service_settings
+
+MEMBERS = 3
+PAIRS = tuple((a, b) for a in range(MEMBERS) for b in range(MEMBERS) if a != b)
+ACCESSES: tuple[Access, ...] = ("read", "write")
+Expiry = Literal["none", "day", "soon", "past", "naive"]
+# Mostly grants that hold; an expiry in the past or without a time zone is refused.
+EXPIRIES: tuple[Expiry, ...] = ("none", "day", "soon", "none", "day", "soon", "past", "naive")
+SOON = timedelta(seconds=5)
+ACCEPTED = Expected()
+SETTLE_S = 8.0  # how long the unfriend policy's revokes may take to land
+KINDS = ("MemberRegistered", "AccountClaimed", "DrivePasswordSet", "DriveUnlocked",
+         "DriveUnlockFailed", "QuotaChanged", "FriendAdded", "FriendRemoved", "ShareGranted",
+         "ShareRevoked/owner", "ShareRevoked/unfriended", "UploadReserved", "BackupUploaded",
+         "UploadAborted", "DownloadIssued")
+
+
+@dataclass(frozen=True)
+class Sent:
+    """An acknowledged command: who sent what, and what it answered."""
+
+    op: str
+    caller: int
+    request: Any  # the exact request Struct
+    reply: Any  # its reply Struct
+    target: tuple[Any, ...] = ()  # uploads, downloads: (owner, set, year); grants: friends
+    data: bytes = b""  # an upload's bytes
+
+
+class ShareMachine(RuleBasedStateMachine):
+    """Members, friendships, drives and shares, compared with the model after every step."""
+
+    acked = Bundle("acked")
+    uploads = Bundle("uploads")
+    grants = Bundle("grants")
+
+    def __init__(self, system: System, bridge: Bridge) -> None:
+        super().__init__()
+        self.system, self.bridge = system, bridge
+        self.model = Model(MEMBERS)
+        self.members: list[Member] = []
+        self.ids: list[tuple[str, int, str]] = []  # (operation, caller, command id) used
+        self.notes: list[str] = []  # said on the loop, printed from hypothesis' thread
+        self.clean = True
+
+    def run(self, coro: Awaitable[Any]) -> Any:
+        """Run one step's coroutine on the loop; a step that raised leaves ``clean`` off."""
+        self.clean = False
+
+        async def step() -> Any:
+            return await coro
+
+        try:
+            result = self.bridge.run(step())
+        finally:
+            for said in self.notes:
+                note(said)  # hypothesis prints these with the failing steps
+            self.notes.clear()
+        self.clean = True
+        return result
+
+    # ---- helpers ------------------------------------------------------------------------
+
+    def _command_id(self, op: str, caller: int, borrow: bool) -> str:
+        """A fresh id, or (``borrow``) one another member or operation already used: the
+        server must scope ids by caller and operation, so it is a new command."""
+        mine = {i for o, c, i in self.ids if (o, c) == (op, caller)}
+        others = [i for o, c, i in self.ids if (o, c) != (op, caller) and i not in mine]
+        chosen = others[-1] if borrow and others else cid()
+        if chosen in others:
+            used = [f"{o} by member {c}" for o, c, i in self.ids if i == chosen]
+            self.notes.append(f"{op} by member {caller} borrows the command id of "
+                              f"{', '.join(used)}")
+        self.ids.append((op, caller, chosen))
+        return chosen
+
+    def _send(self, op: str, request: Any) -> Awaitable[Reply]:
+        s = self.system
+        calls: dict[str, Callable[[Any], Awaitable[Reply]]] = {
+            "add_friend": s.social.add_friend, "remove_friend": s.social.remove_friend,
+            "grant": s.sharing.grant, "revoke": s.sharing.revoke,
+            "download": s.storage.download, "begin_upload": s.storage.begin_upload,
+            "complete_upload": s.storage.complete_upload}
+        return calls[op](request)
+
+    async def _expect(self, request: Request, call: Awaitable[Reply],
+                      expected: Expected = ACCEPTED) -> Reply | None:
+        """The reply when the model allows one; None after a refusal the model expects."""
+        got = await attempt(call)
+        what = f"{type(request).__name__}: {outcome(got)}"
+        if isinstance(got, LedgerError):
+            assert isinstance(got, expected.refuse + expected.maybe), (
+                f"unexpected refusal of {what}")
+            return None
+        assert not expected.refuse, (
+            f"expected a refusal ({[r.code for r in expected.refuse]}) of {what}")
+        return got
+
+    def _pick(self, grant: Sent, which: int) -> tuple[int, str, int]:
+        """(owner, set, friend) of one of the friends a grant named."""
+        friends: tuple[int, ...] = grant.target
+        return grant.caller, grant.request.set_id, friends[which % len(friends)]
+
+    # ---- setup --------------------------------------------------------------------------
+
+    @initialize(target=acked, friendships=st.lists(
+        st.sampled_from(PAIRS), unique_by=frozenset, max_size=MEMBERS))
+    def members_join(self, friendships: list[tuple[int, int]]) -> MultipleResults[Sent]:
+        """Three new members, each with a drive password, a small quota and a backup of
+        each set (alpha 2018, beta 2019), some of them friends already."""
+        return multiple(*self.run(self._join(friendships)))
+
+    async def _join(self, friendships: list[tuple[int, int]]) -> list[Sent]:
+        tag = uuid.uuid4().hex[:10]
+        self.members = list(await asyncio.gather(*(
+            join(self.system, f"m{i}-{tag}", f"Member{i}") for i in range(MEMBERS))))
+        for kind in ("MemberRegistered", "AccountClaimed", "DrivePasswordSet",
+                     "DriveUnlocked", "QuotaChanged"):
+            self.model.events[kind] += MEMBERS
+        # Once social's directory knows them, friends can be added.
+        await self.system.projected(await self.system.events.last_sequence())
+        await asyncio.gather(*(self._upload(i, i, s, y, os.urandom(3000), borrow=False)
+                               for i in range(MEMBERS) for s, y in zip(SETS, YEARS, strict=True)))
+        return [sent for a, b in friendships for sent in await self._befriend(a, b, False)]
+
+    # ---- friends ------------------------------------------------------------------------
+
+    @rule(target=acked, pair=st.sampled_from(PAIRS), borrow=st.booleans())
+    def befriend(self, pair: tuple[int, int], borrow: bool) -> MultipleResults[Sent]:
+        """A adds B (account and the right nickname)."""
+        return multiple(*self.run(self._befriend(*pair, borrow)))
+
+    async def _befriend(self, a: int, b: int, borrow: bool) -> list[Sent]:
+        friend = self.members[b]
+        req = AddFriend(command_id=self._command_id("add_friend", a, borrow),
+                        session=self.members[a].session, account=friend.account,
+                        nickname=friend.nickname)
+        refuse = (AlreadyFriends,) if self.model.are_friends(a, b) else ()
+        reply = await self._expect(req, self.system.social.add_friend(req), Expected(refuse))
+        if reply is None:
+            return []
+        self.model.friends.add(frozenset((a, b)))
+        self.model.events["FriendAdded"] += 1
+        return [Sent("add_friend", a, req, reply)]
+
+    @rule(target=acked, pair=st.sampled_from(PAIRS), add_back=st.booleans(),
+          borrow=st.booleans())
+    def unfriend(self, pair: tuple[int, int], add_back: bool,
+                 borrow: bool) -> MultipleResults[Sent]:
+        """A removes B (and B at once adds A back): every grant between the two ends for
+        good."""
+        return multiple(*self.run(self._unfriend(*pair, borrow, add_back=add_back)))
+
+    @rule(target=acked, grant=grants, which=st.integers(0, 1), by_owner=st.booleans(),
+          add_back=st.booleans())
+    def unfriend_sharing(self, grant: Sent, which: int, by_owner: bool,
+                         add_back: bool) -> MultipleResults[Sent]:
+        """An owner and a friend a set was shared with part (either removes the other)."""
+        owner, _, friend = self._pick(grant, which)
+        a, b = (owner, friend) if by_owner else (friend, owner)
+        return multiple(*self.run(self._unfriend(a, b, False, add_back=add_back)))
+
+    async def _unfriend(self, a: int, b: int, borrow: bool, *, add_back: bool) -> list[Sent]:
+        req = RemoveFriend(command_id=self._command_id("remove_friend", a, borrow),
+                           session=self.members[a].session, account=self.members[b].account)
+        refuse = () if self.model.are_friends(a, b) else (NotFriends,)
+        reply = await self._expect(req, self.system.social.remove_friend(req),
+                                   Expected(refuse))
+        if reply is None:
+            return []
+        assert isinstance(reply, FriendChanged)
+        ended = self.model.between(a, b)
+        self.model.friends.discard(frozenset((a, b)))
+        self.model.events["FriendRemoved"] += 1
+        sent = [Sent("remove_friend", a, req, reply)]
+        if add_back:
+            sent += await self._befriend(b, a, borrow=False)
+            await self._none_of(ended)
+        await self._revoked_for_unfriending(ended, after=reply.token)
+        return sent
+
+    async def _none_of(self, ended: list[Triple]) -> None:
+        """No grant an unfriending ended allows anything, friends again or not."""
+        for owner, set_id, friend in ended:
+            for year in YEARS:
+                verdict = await self.system.sharing.check(Check(
+                    member_id=self.members[friend].member_id,
+                    owner_id=self.members[owner].member_id, set_id=set_id, year=year,
+                    access="read"))
+                assert not verdict.allowed, (
+                    f"member {friend} may still read {owner}/{set_id}/{year} right after "
+                    f"the unfriending (added back at once): {verdict}")
+
+    async def _revoked_for_unfriending(self, ended: list[Triple], after: int) -> None:
+        """Wait for the unfriend policy: one ShareRevoked(unfriended) per grant between the
+        two (a grant already expired may be left alone)."""
+        now = datetime.now(UTC)
+        needed = [t for t in ended if (exp := self.model.grants[t].expires_at) is None
+                  or exp > now + timedelta(seconds=2)]
+        deadline = asyncio.get_running_loop().time() + SETTLE_S
+        while True:
+            found = await unfriend_revokes(self.system.events, self.members, ended, after)
+            if all(found[t] for t in needed):
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                missing = [t for t in needed if not found[t]]
+                raise AssertionError(f"the unfriending left grants (owner, set, friend) "
+                                     f"unrevoked after {SETTLE_S:g}s: {missing}")
+            await asyncio.sleep(0.05)
+        await quiet(self.system.events)
+        found = await unfriend_revokes(self.system.events, self.members, ended, after)
+        for triple in ended:
+            if found[triple]:
+                del self.model.grants[triple]
+                self.model.events["ShareRevoked/unfriended"] += 1
+
+    # ---- uploads ------------------------------------------------------------------------
+
+    @rule(target=uploads, owner=st.integers(0, MEMBERS - 1), set_id=st.sampled_from(SETS),
+          year=st.sampled_from(YEARS), size=st.integers(1_000, 12_000), borrow=st.booleans(),
+          retry=st.booleans())
+    def upload(self, owner: int, set_id: str, year: int, size: int, borrow: bool,
+               retry: bool) -> MultipleResults[Sent]:
+        """The owner backs up new random bytes to a set-year of their drive."""
+        return multiple(*self.run(self._upload(owner, owner, set_id, year, os.urandom(size),
+                                               borrow=borrow, retry=retry)))
+
+    @rule(target=uploads, pair=st.sampled_from(PAIRS), set_id=st.sampled_from(SETS),
+          year=st.sampled_from(YEARS), size=st.integers(1_000, 12_000))
+    def sharee_upload(self, pair: tuple[int, int], set_id: str, year: int,
+                      size: int) -> MultipleResults[Sent]:
+        """A member uploads new bytes into another's drive (write access needed)."""
+        member, owner = pair
+        return multiple(*self.run(self._upload(member, owner, set_id, year, os.urandom(size),
+                                               borrow=False)))
+
+    @rule(target=uploads, grant=grants, which=st.integers(0, 1), year=st.sampled_from(YEARS),
+          size=st.integers(1_000, 12_000), retry=st.booleans())
+    def upload_shared(self, grant: Sent, which: int, year: int, size: int,
+                      retry: bool) -> MultipleResults[Sent]:
+        """A friend a set was shared with uploads a year of it back into the owner's drive."""
+        owner, set_id, friend = self._pick(grant, which)
+        return multiple(*self.run(self._upload(friend, owner, set_id, year, os.urandom(size),
+                                               borrow=False, retry=retry)))
+
+    @rule(target=uploads, original=uploads, uploader=st.integers(0, MEMBERS - 1),
+          set_id=st.sampled_from(SETS), year=st.sampled_from(YEARS))
+    def upload_copy(self, original: Sent, uploader: int, set_id: str,
+                    year: int) -> MultipleResults[Sent]:
+        """Someone uploads bytes a drive already holds into that drive (dedup's path): its
+        owner, or a sharee who downloaded them."""
+        owner = original.target[0]
+        return multiple(*self.run(self._upload(uploader, owner, set_id, year, original.data,
+                                               borrow=False, copy=True)))
+
+    async def _upload(self, uploader: int, owner: int, set_id: str, year: int, data: bytes,
+                      *, borrow: bool, copy: bool = False, retry: bool = False) -> list[Sent]:
+        """Begin (and with ``retry`` begin again), PUT, complete (and again)."""
+        expected = self.model.upload(uploader, owner, set_id, year, len(data),
+                                     await self._used(owner), copy=copy,
+                                     now=datetime.now(UTC))
+        if expected is None:
+            return []  # a grant expiring mid-upload: either answer is right, skip it
+        who, sharee = self.members[uploader], uploader != owner
+        begin = BeginUpload(
+            command_id=self._command_id("begin_upload", uploader, borrow), session=who.session,
+            owner_id=self.members[owner].member_id if sharee else None, set_id=set_id,
+            set_name=f"Set {set_id}", year=year, period=1, size=len(data), sha256=sha(data),
+            drive_token=who.drive if sharee else "")
+        plan = await self._expect(begin, self.system.storage.begin_upload(begin), expected)
+        if plan is None:
+            return []
+        assert isinstance(plan, UploadPlan)
+        self.model.events["UploadReserved"] += 1
+        if retry:  # the reply was lost: the same begin again is the same reservation
+            again = await self._expect(begin, self.system.storage.begin_upload(begin))
+            assert isinstance(again, UploadPlan) and again.upload_id == plan.upload_id, again
+            plan = again
+        statuses = await put_parts(self.system.http, plan, data)
+        assert all(s < 300 for s in statuses), f"S3 refused the upload's PUT: {statuses}"
+        complete = CompleteUpload(
+            command_id=self._command_id("complete_upload", uploader, False),
+            session=who.session, owner_id=begin.owner_id, upload_id=plan.upload_id,
+            drive_token=begin.drive_token)
+        done = await self._completed(complete, data, retry)
+        self.model.add_version(Stored(done.version.version_id, owner, set_id, year, data),
+                               copy=copy)
+        target = (owner, set_id, year)
+        return [Sent("begin_upload", uploader, begin, plan, target, data),
+                Sent("complete_upload", uploader, complete, done, target, data)]
+
+    async def _completed(self, complete: CompleteUpload, data: bytes,
+                         retry: bool) -> Uploaded:
+        done = await self._expect(complete, self.system.storage.complete_upload(complete))
+        assert isinstance(done, Uploaded)
+        assert done.version.sha256 == sha(data) and done.version.size == len(data)
+        self.model.events["BackupUploaded"] += 1
+        if retry:
+            again = await self._expect(complete,
+                                       self.system.storage.complete_upload(complete))
+            assert isinstance(again, Uploaded) and again.version == done.version, again
+        return done
+
+    async def _used(self, owner: int) -> int:
+        listing = await self.system.storage.drive(
+            DriveRequest(session=self.members[owner].session))
+        return listing.used
+
+    @rule(sent=uploads)
+    def put_again_after_verification(self, sent: Sent) -> None:
+        """An attacker PUTs other bytes to an upload's URLs once it was verified."""
+        if sent.op == "begin_upload":
+            plan = sent.reply
+            self.run(put_parts(self.system.http, plan, os.urandom(len(sent.data))))
+
+    # ---- shares -------------------------------------------------------------------------
+
+    @rule(targets=(acked, grants), owner=st.integers(0, MEMBERS - 1),
+          set_id=st.sampled_from(SETS),
+          others=st.lists(st.integers(1, MEMBERS - 1), min_size=1, max_size=2, unique=True),
+          scope=st.sampled_from(("read-write", "read-only")),
+          years=st.none() | st.lists(st.sampled_from(YEARS), min_size=1, max_size=2,
+                                     unique=True),
+          expiry=st.sampled_from(EXPIRIES), borrow=st.booleans())
+    def grant(self, owner: int, set_id: str, others: list[int], scope: str,
+              years: list[int] | None, expiry: Expiry, borrow: bool) -> MultipleResults[Sent]:
+        """The owner shares a set with one or two others (the next members round the
+        circle), on some terms."""
+        friends = [(owner + k) % MEMBERS for k in others]
+        return multiple(*self.run(self._grant(owner, set_id, friends, scope, years, expiry,
+                                              borrow)))
+
+    def _expires(self, expiry: Expiry) -> datetime | None:
+        now = datetime.now(UTC)
+        return {"none": None, "day": now + timedelta(days=1), "soon": now + SOON,
+                "past": now - timedelta(minutes=1),
+                "naive": (now + timedelta(days=1)).replace(tzinfo=None)}[expiry]
+
+    async def _grant(self, owner: int, set_id: str, friends: list[int], scope: Any,
+                     years: list[int] | None, expiry: Expiry, borrow: bool) -> list[Sent]:
+        expires_at = self._expires(expiry)
+        req = Grant(command_id=self._command_id("grant", owner, borrow),
+                    session=self.members[owner].session, set_id=set_id,
+                    friends=[self.members[f].account for f in friends], scope=scope,
+                    years=years, expires_at=expires_at)
+        expected = self.model.grant(owner, set_id, friends, expires_at, datetime.now(UTC))
+        reply = await self._expect(req, self.system.sharing.grant(req), expected)
+        if reply is None:
+            return []
+        terms = Terms(scope, tuple(sorted(set(years))) if years else None, expires_at)
+        for f in friends:
+            self.model.grants[(owner, set_id, f)] = terms
+        self.model.events["ShareGranted"] += len(friends)
+        return [Sent("grant", owner, req, reply, tuple(friends))]
+
+    @rule(target=acked, owner=st.integers(0, MEMBERS - 1), set_id=st.sampled_from(SETS),
+          friend=st.none() | st.integers(0, MEMBERS - 1), borrow=st.booleans())
+    def revoke(self, owner: int, set_id: str, friend: int | None,
+               borrow: bool) -> MultipleResults[Sent]:
+        """The owner cancels a share with one friend, or with everyone."""
+        return multiple(*self.run(self._revoke(owner, set_id, friend, borrow)))
+
+    @rule(target=acked, grant=grants, which=st.integers(0, 1), everyone=st.booleans(),
+          borrow=st.booleans())
+    def revoke_shared(self, grant: Sent, which: int, everyone: bool,
+                      borrow: bool) -> MultipleResults[Sent]:
+        """The owner cancels a share made before (one of its friends, or everyone)."""
+        owner, set_id, friend = self._pick(grant, which)
+        return multiple(*self.run(self._revoke(owner, set_id, None if everyone else friend,
+                                               borrow)))
+
+    async def _revoke(self, owner: int, set_id: str, friend: int | None,
+                      borrow: bool) -> list[Sent]:
+        req = Revoke(command_id=self._command_id("revoke", owner, borrow),
+                     session=self.members[owner].session, set_id=set_id,
+                     friend=None if friend is None else self.members[friend].account)
+        ended = self.model.revoked_by(owner, set_id, friend)
+        reply = await self._expect(req, self.system.sharing.revoke(req),
+                                   Expected(() if ended else (NotShared,)))
+        if reply is None:
+            return []
+        for triple in ended:
+            del self.model.grants[triple]
+        self.model.events["ShareRevoked/owner"] += len(ended)
+        return [Sent("revoke", owner, req, reply)]
+
+    # ---- downloads ----------------------------------------------------------------------
+
+    @rule(target=acked, pair=st.sampled_from(PAIRS), set_id=st.sampled_from(SETS),
+          year=st.sampled_from(YEARS), borrow=st.booleans())
+    def sharee_download(self, pair: tuple[int, int], set_id: str, year: int,
+                        borrow: bool) -> MultipleResults[Sent]:
+        """A member downloads one year of another's set with the drive token."""
+        return multiple(*self.run(self._download(*pair, set_id, year, borrow)))
+
+    @rule(target=acked, grant=grants, which=st.integers(0, 1), year=st.sampled_from(YEARS),
+          borrow=st.booleans())
+    def download_shared(self, grant: Sent, which: int, year: int,
+                        borrow: bool) -> MultipleResults[Sent]:
+        """A friend a set was shared with downloads one year of it."""
+        owner, set_id, friend = self._pick(grant, which)
+        return multiple(*self.run(self._download(friend, owner, set_id, year, borrow)))
+
+    async def _download(self, member: int, owner: int, set_id: str, year: int,
+                        borrow: bool) -> list[Sent]:
+        who = self.members[member]
+        req = DownloadRequest(command_id=self._command_id("download", member, borrow),
+                              session=who.session, owner_id=self.members[owner].member_id,
+                              set_id=set_id, year=year, drive_token=who.drive)
+        expected = self.model.download(member, owner, set_id, year, datetime.now(UTC))
+        ticket = await self._expect(req, self.system.storage.download(req), expected)
+        if ticket is None:
+            return []
+        assert isinstance(ticket, DownloadTicket)
+        self.model.events["DownloadIssued"] += 1
+        slot = (owner, set_id, year)
+        assert slot in self.model.latest, f"a download of a year never uploaded: {ticket!r}"
+        latest = self.model.versions[self.model.latest[slot]]
+        assert ticket.version.version_id == latest.version_id, "not the latest version"
+        assert sha(await fetch(self.system.http, ticket.url)) == latest.sha256
+        return [Sent("download", member, req, ticket, slot)]
+
+    # ---- retries ------------------------------------------------------------------------
+
+    @rule(sent=acked)
+    def repeat(self, sent: Sent) -> None:
+        """The same command again (same id, same content): the original outcome, nothing
+        appended, and never a fresh URL to someone whose access has ended."""
+        self.run(self._repeat(sent))
+
+    @rule(sent=uploads)
+    def repeat_upload(self, sent: Sent) -> None:
+        """An upload's begin or completion again, long after it was verified."""
+        self.run(self._repeat(sent))
+
+    async def _repeat(self, sent: Sent) -> None:
+        got = await attempt(self._send(sent.op, sent.request))
+        what = f"repeat of {sent.op} {sent.request!r}: {outcome(got)}"
+        if isinstance(got, LedgerError):
+            # Refused only when access ended, or for a begin whose upload ended (a
+            # completed upload is presigned no more).
+            lost = isinstance(got, NoAccess) and not self._still_allowed(sent)
+            ended = isinstance(got, NoSuchUpload) and sent.op == "begin_upload"
+            assert lost or ended, what
+            return
+        assert isinstance(got, CommandReply), what
+        assert got.token >= sent.reply.token, what  # never an older consistency point
+        match got:
+            case FriendChanged() | Changed():
+                assert _without_token(got) == _without_token(sent.reply), what
+            case DownloadTicket():
+                assert got.version == sent.reply.version, what
+                assert self._still_allowed(sent) or got.url == sent.reply.url, (
+                    f"a fresh download URL after access ended: {what}")
+            case UploadPlan():
+                assert got.upload_id == sent.reply.upload_id, what
+                await put_parts(self.system.http, got, os.urandom(len(sent.data)))
+            case Uploaded():
+                assert got.version == sent.reply.version, what
+            case _:
+                raise AssertionError(f"another kind of reply: {what}")
+
+    def _still_allowed(self, sent: Sent) -> bool:
+        """Whether the caller may still do what the command did (owners always may)."""
+        if sent.op not in ("download", "begin_upload", "complete_upload"):
+            return True
+        owner, set_id, year = sent.target
+        access = "read" if sent.op == "download" else "write"
+        return self.model.allows_during(sent.caller, owner, set_id, year, access,
+                                        datetime.now(UTC), 1.0) is not False
+
+    @rule(sent=acked)
+    def reuse_with_other_content(self, sent: Sent) -> None:
+        """The same command id with other content: refused, nothing appended."""
+        self.run(self._reuse(sent))
+
+    @rule(sent=uploads)
+    def reuse_upload_id_with_other_content(self, sent: Sent) -> None:
+        """An upload's begin or completion id with other content: refused likewise."""
+        self.run(self._reuse(sent))
+
+    async def _reuse(self, sent: Sent) -> None:
+        altered, refusals = self._altered(sent)
+        got = await attempt(self._send(sent.op, altered))
+        what = f"{sent.op} id reused with other content {altered!r}: {outcome(got)}"
+        assert isinstance(got, LedgerError), f"accepted: {what}"
+        assert isinstance(got, (CommandReused, *refusals)), what
+
+    def _index(self, account: str | None) -> int | None:
+        found = [i for i, m in enumerate(self.members) if m.account == account]
+        return found[0] if found else None
+
+    def _altered(self, sent: Sent) -> tuple[Any, Refusals]:
+        """Other content under the same id, and the refusals it would also deserve as a
+        new command (a refusal either way is right; acting on it is not)."""
+        caller, req, r = sent.caller, sent.request, msgspec.structs.replace
+        target = self._index(getattr(req, "account", None))
+        third = next(m for m in range(MEMBERS) if m not in (caller, target))
+        now = datetime.now(UTC)
+        match sent.op:
+            case "add_friend":
+                other = self.members[third]
+                refuse: Refusals = (AlreadyFriends,) if self.model.are_friends(
+                    caller, third) else ()
+                return r(req, account=other.account, nickname=other.nickname), refuse
+            case "remove_friend":
+                refuse = () if self.model.are_friends(caller, third) else (NotFriends,)
+                return r(req, account=self.members[third].account), refuse
+            case "grant":
+                scope = "read-only" if req.scope == "read-write" else "read-write"
+                return r(req, scope=scope), self.model.grant(
+                    caller, req.set_id, list(sent.target), req.expires_at, now).refuse
+            case "revoke":
+                friend = None if req.friend is not None else third
+                ended = self.model.revoked_by(caller, req.set_id, friend)
+                account = None if friend is None else self.members[friend].account
+                return r(req, friend=account), () if ended else (NotShared,)
+            case "download":
+                owner, set_id, year = sent.target
+                other_year = YEARS[1] if year == YEARS[0] else YEARS[0]
+                expected = self.model.download(caller, owner, set_id, other_year, now)
+                return r(req, year=other_year), expected.refuse + expected.maybe
+            case "begin_upload":
+                data = os.urandom(req.size + 1)
+                return r(req, size=len(data), sha256=sha(data)), (NoAccess, QuotaExceeded)
+            case _:
+                return r(req, upload_id=cid()), (NoSuchUpload, NoAccess)
+
+    # ---- invariants ---------------------------------------------------------------------
+
+    @invariant()
+    def guarantees_hold(self) -> None:
+        """The log, access, stored bytes and quota all agree with the model."""
+        if self.members:
+            self.run(self._check())
+
+    async def _check(self) -> None:
+        await self._events_exactly_once()
+        await self._access_as_modelled()
+        await self._verified_bytes_unchanged()
+        await self._quota_kept()
+
+    async def _events_exactly_once(self) -> None:
+        expected = {k: self.model.events[k] for k in KINDS}
+        for _ in range(100):
+            found = await logged(self.system.events, self.members)
+            actual = {k: found[k] for k in KINDS}
+            extra = {k: (actual[k], n) for k, n in expected.items() if actual[k] > n}
+            assert not extra, f"more events (logged, expected) than commands made: {extra}"
+            if actual == expected:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"events missing (logged, expected): "
+                             f"{ {k: (actual[k], n) for k, n in expected.items()} }")
+
+    async def _access_as_modelled(self) -> None:
+        asks = [(m, o, s, y, a) for m, o in PAIRS for s in SETS for y in YEARS
+                for a in ACCESSES]
+        before = datetime.now(UTC)
+        verdicts = await asyncio.gather(*(self.system.sharing.check(Check(
+            member_id=self.members[m].member_id, owner_id=self.members[o].member_id,
+            set_id=s, year=y, access=a)) for m, o, s, y, a in asks))
+        after = datetime.now(UTC)
+        wrong = []
+        for (m, o, s, y, a), verdict in zip(asks, verdicts, strict=True):
+            model = {self.model.allows(m, o, s, y, a, t) for t in (before, after)}
+            if None not in model and len(model) == 1 and verdict.allowed not in model:
+                wrong.append(f"member {m} {a} {o}/{s}/{y}: system {verdict.allowed} "
+                             f"({verdict.reason}), model {model.pop()}")
+        assert not wrong, "access differs from the model: " + "; ".join(wrong)
+
+    async def _verified_bytes_unchanged(self) -> None:
+        await asyncio.gather(*(self._unchanged(v) for v in list(self.model.versions.values())))
+
+    async def _unchanged(self, version: Stored) -> None:
+        owner = self.members[version.owner]
+        ticket = await self.system.storage.download(DownloadRequest(
+            command_id=cid(), session=owner.session, set_id=version.set_id,
+            year=version.year, version_id=version.version_id))
+        self.model.events["DownloadIssued"] += 1
+        got = sha(await fetch(self.system.http, ticket.url))
+        assert got == version.sha256, (
+            f"version {version.version_id} of member {version.owner} "
+            f"({version.set_id}/{version.year}) changed after verification")
+
+    async def _quota_kept(self) -> None:
+        for i, member in enumerate(self.members):
+            listing = await self.system.storage.drive(DriveRequest(session=member.session))
+            low, high = self.model.used_lo[i], self.model.used_hi[i]
+            assert listing.quota == QUOTA, listing
+            assert low <= listing.used <= min(high, QUOTA), (
+                f"member {i}'s drive uses {listing.used} bytes; the model says between "
+                f"{low} and {high}, quota {QUOTA}")
+
+    def teardown(self) -> None:
+        """Every read model equals its replica from sequence 1 (unless a step failed)."""
+        if self.members and self.clean:
+            assert self.bridge.run(replica_differences(self.system)) == []
+
+
+def _without_token(reply: CommandReply) -> CommandReply:
+    return msgspec.structs.replace(reply, token=0)
+
+
+@pytest.fixture
+async def system(settings: Settings, nc: NATS, pool: asyncpg.Pool,
+                 store: EventStore) -> AsyncIterator[System]:
+    """The four services on this test's servers, the replicas of their read models, and
+    an HTTP client for S3."""
+    configured = service_settings(settings)
+    async with AsyncExitStack() as stack:
+        wirings = [await stack.enter_async_context(running(build, configured, nc, pool, store))
+                   for build in all_builds()]
+        # The replicas read the log on a connection of their own: their batches must not
+        # queue ahead of the services' requests.
+        replica_nc = await nats.connect(settings.nats_url)
+        stack.push_async_callback(replica_nc.close)
+        replica_pool = await create_pool(settings.pg_dsn, size=2 * len(REPLAYED))
+        stack.callback(replica_pool.terminate)  # a rebuild stuck after a failure holds some
+        replicas = Replicas(replica_nc, replica_pool)
+        await replicas.start()
+        stack.push_async_callback(replicas.stop)
+        http = await stack.enter_async_context(aiohttp.ClientSession())
+        yield System(nc, pool, store, wirings, replicas, http)
+
+
+# One failure is shrunk, not each kind found: every example costs a second or two.
+MODEL_SETTINGS = settings(max_examples=5, stateful_step_count=15, deadline=None,
+                          database=None, report_multiple_bugs=False)
+
+
+@pytest.mark.timeout(900)  # passing takes about a minute; a failure shrinks for longer
+async def test_random_interleavings_keep_every_guarantee(system: System) -> None:
+    bridge = Bridge(asyncio.get_running_loop())
+
+    class OnTheseServers(ShareMachine):
+        def __init__(self) -> None:
+            super().__init__(system, bridge)
+
+    await asyncio.to_thread(run_state_machine_as_test, OnTheseServers, settings=MODEL_SETTINGS)
+    # Then every read model equals a rebuild from sequence 1, as an operator's replay
+    # makes it: the whole log of every example, in large batches.
+    await system.replicas.stop()
+    assert await replay_differences(system) == []
