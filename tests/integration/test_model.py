@@ -50,12 +50,9 @@ import pytest
 from hypothesis import note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
-    Bundle,
-    MultipleResults,
     RuleBasedStateMachine,
     initialize,
     invariant,
-    multiple,
     rule,
     run_state_machine_as_test,
 )
@@ -63,7 +60,7 @@ from nats.aio.client import Client as NATS
 
 from contracts.base import CommandReply, Reply, Request
 from contracts.errors import CommandReused, LedgerError
-from contracts.sharing import Access, Changed, Check, Grant, NotShared, Revoke
+from contracts.sharing import Access, Changed, Check, Grant, NotShared, Revoke, Scope
 from contracts.social import AddFriend, AlreadyFriends, FriendChanged, NotFriends, RemoveFriend
 from contracts.storage import (
     BeginUpload,
@@ -120,11 +117,33 @@ Expiry = Literal["none", "day", "soon", "past", "naive"]
 EXPIRIES: tuple[Expiry, ...] = ("none", "day", "soon", "none", "day", "soon", "past", "naive")
 SOON = timedelta(seconds=5)
 ACCEPTED = Expected()
+PICK = st.integers(0, 11)  # which of the grants, versions or upload plans so far
 SETTLE_S = 8.0  # how long the unfriend policy's revokes may take to land
 KINDS = ("MemberRegistered", "AccountClaimed", "DrivePasswordSet", "DriveUnlocked",
          "DriveUnlockFailed", "QuotaChanged", "FriendAdded", "FriendRemoved", "ShareGranted",
          "ShareRevoked/owner", "ShareRevoked/unfriended", "UploadReserved", "BackupUploaded",
          "UploadAborted", "DownloadIssued")
+
+
+@dataclass(frozen=True)
+class Share:
+    """What a grant asks: an owner, a set, who (the next one or two members round the
+    circle) and on what terms."""
+
+    owner: int
+    set_id: str
+    others: tuple[int, ...]
+    scope: Scope
+    years: tuple[int, ...] | None
+    expiry: Expiry
+
+
+SHARES = st.builds(
+    Share, owner=st.integers(0, MEMBERS - 1), set_id=st.sampled_from(SETS),
+    others=st.sampled_from(((1,), (2,), (1, 2))),
+    scope=st.sampled_from(("read-write", "read-only")),
+    years=st.none() | st.sampled_from(((YEARS[0],), (YEARS[1],), YEARS)),
+    expiry=st.sampled_from(EXPIRIES))
 
 
 @dataclass(frozen=True)
@@ -142,10 +161,6 @@ class Sent:
 class ShareMachine(RuleBasedStateMachine):
     """Members, friendships, drives and shares, compared with the model after every step."""
 
-    acked = Bundle("acked")
-    uploads = Bundle("uploads")
-    grants = Bundle("grants")
-
     def __init__(self, system: System, bridge: Bridge) -> None:
         super().__init__()
         self.system, self.bridge = system, bridge
@@ -153,6 +168,8 @@ class ShareMachine(RuleBasedStateMachine):
         self.members: list[Member] = []
         self.ids: list[tuple[str, int, str]] = []  # (operation, caller, command id) used
         self.notes: list[str] = []  # said on the loop, printed from hypothesis' thread
+        self.acked: list[Sent] = []  # every command acknowledged
+        self.plans: list[Sent] = []  # every begin_upload answered, with its URLs
         self.clean = True
 
     def run(self, coro: Awaitable[Any]) -> Any:
@@ -208,21 +225,26 @@ class ShareMachine(RuleBasedStateMachine):
             f"expected a refusal ({[r.code for r in expected.refuse]}) of {what}")
         return got
 
-    def _pick(self, grant: Sent, which: int) -> tuple[int, str, int]:
-        """(owner, set, friend) of one of the friends a grant named."""
-        friends: tuple[int, ...] = grant.target
-        return grant.caller, grant.request.set_id, friends[which % len(friends)]
+    def _act(self, coro: Awaitable[list[Sent]]) -> None:
+        """Run a step; keep the commands it had acknowledged, to send again later."""
+        self.acked += self.run(coro)
+
+    def _granted(self, pick: int) -> Triple | None:
+        """One of the grants the model holds, (owner, set, friend), if there is one.
+        (Picked by number, not by precondition or bundle: whether a grant still holds
+        can depend on the clock, and hypothesis' choices must not.)"""
+        grants = sorted(self.model.grants)
+        return grants[pick % len(grants)] if grants else None
 
     # ---- setup --------------------------------------------------------------------------
 
-    @initialize(target=acked, friendships=st.lists(
-        st.sampled_from(PAIRS), unique_by=frozenset, max_size=MEMBERS))
-    def members_join(self, friendships: list[tuple[int, int]]) -> MultipleResults[Sent]:
+    @initialize(shares=st.lists(SHARES, max_size=2))
+    def members_join(self, shares: list[Share]) -> None:
         """Three new members, each with a drive password, a small quota and a backup of
-        each set (alpha 2018, beta 2019), some of them friends already."""
-        return multiple(*self.run(self._join(friendships)))
+        each set (alpha 2018, beta 2019), all friends, some shares already."""
+        self._act(self._join(shares))
 
-    async def _join(self, friendships: list[tuple[int, int]]) -> list[Sent]:
+    async def _join(self, shares: list[Share]) -> list[Sent]:
         tag = uuid.uuid4().hex[:10]
         self.members = list(await asyncio.gather(*(
             join(self.system, f"m{i}-{tag}", f"Member{i}") for i in range(MEMBERS))))
@@ -231,16 +253,19 @@ class ShareMachine(RuleBasedStateMachine):
             self.model.events[kind] += MEMBERS
         # Once social's directory knows them, friends can be added.
         await self.system.projected(await self.system.events.last_sequence())
-        await asyncio.gather(*(self._upload(i, i, s, y, os.urandom(3000), borrow=False)
-                               for i in range(MEMBERS) for s, y in zip(SETS, YEARS, strict=True)))
-        return [sent for a, b in friendships for sent in await self._befriend(a, b, False)]
+        uploads = await asyncio.gather(*(
+            self._upload(i, i, s, y, os.urandom(3000), borrow=False)
+            for i in range(MEMBERS) for s, y in zip(SETS, YEARS, strict=True)))
+        friends = [await self._befriend(a, (a + 1) % MEMBERS, False) for a in range(MEMBERS)]
+        granted = [await self._grant(share, False) for share in shares]
+        return [sent for sents in [*uploads, *friends, *granted] for sent in sents]
 
     # ---- friends ------------------------------------------------------------------------
 
-    @rule(target=acked, pair=st.sampled_from(PAIRS), borrow=st.booleans())
-    def befriend(self, pair: tuple[int, int], borrow: bool) -> MultipleResults[Sent]:
+    @rule(pair=st.sampled_from(PAIRS), borrow=st.booleans())
+    def befriend(self, pair: tuple[int, int], borrow: bool) -> None:
         """A adds B (account and the right nickname)."""
-        return multiple(*self.run(self._befriend(*pair, borrow)))
+        self._act(self._befriend(*pair, borrow))
 
     async def _befriend(self, a: int, b: int, borrow: bool) -> list[Sent]:
         friend = self.members[b]
@@ -255,22 +280,22 @@ class ShareMachine(RuleBasedStateMachine):
         self.model.events["FriendAdded"] += 1
         return [Sent("add_friend", a, req, reply)]
 
-    @rule(target=acked, pair=st.sampled_from(PAIRS), add_back=st.booleans(),
+    @rule(pair=st.sampled_from(PAIRS), add_back=st.booleans(),
           borrow=st.booleans())
     def unfriend(self, pair: tuple[int, int], add_back: bool,
-                 borrow: bool) -> MultipleResults[Sent]:
+                 borrow: bool) -> None:
         """A removes B (and B at once adds A back): every grant between the two ends for
         good."""
-        return multiple(*self.run(self._unfriend(*pair, borrow, add_back=add_back)))
+        self._act(self._unfriend(*pair, borrow, add_back=add_back))
 
-    @rule(target=acked, grant=grants, which=st.integers(0, 1), by_owner=st.booleans(),
-          add_back=st.booleans())
-    def unfriend_sharing(self, grant: Sent, which: int, by_owner: bool,
-                         add_back: bool) -> MultipleResults[Sent]:
+    @rule(pick=PICK, by_owner=st.booleans(), add_back=st.booleans())
+    def unfriend_sharing(self, pick: int, by_owner: bool,
+                         add_back: bool) -> None:
         """An owner and a friend a set was shared with part (either removes the other)."""
-        owner, _, friend = self._pick(grant, which)
-        a, b = (owner, friend) if by_owner else (friend, owner)
-        return multiple(*self.run(self._unfriend(a, b, False, add_back=add_back)))
+        if (granted := self._granted(pick)) is not None:
+            owner, _, friend = granted
+            a, b = (owner, friend) if by_owner else (friend, owner)
+            self._act(self._unfriend(a, b, False, add_back=add_back))
 
     async def _unfriend(self, a: int, b: int, borrow: bool, *, add_back: bool) -> list[Sent]:
         req = RemoveFriend(command_id=self._command_id("remove_friend", a, borrow),
@@ -328,42 +353,36 @@ class ShareMachine(RuleBasedStateMachine):
 
     # ---- uploads ------------------------------------------------------------------------
 
-    @rule(target=uploads, owner=st.integers(0, MEMBERS - 1), set_id=st.sampled_from(SETS),
+    @rule(owner=st.integers(0, MEMBERS - 1), set_id=st.sampled_from(SETS),
           year=st.sampled_from(YEARS), size=st.integers(1_000, 12_000), borrow=st.booleans(),
           retry=st.booleans())
     def upload(self, owner: int, set_id: str, year: int, size: int, borrow: bool,
-               retry: bool) -> MultipleResults[Sent]:
+               retry: bool) -> None:
         """The owner backs up new random bytes to a set-year of their drive."""
-        return multiple(*self.run(self._upload(owner, owner, set_id, year, os.urandom(size),
-                                               borrow=borrow, retry=retry)))
+        self._act(self._upload(owner, owner, set_id, year, os.urandom(size), borrow=borrow,
+                               retry=retry))
 
-    @rule(target=uploads, pair=st.sampled_from(PAIRS), set_id=st.sampled_from(SETS),
-          year=st.sampled_from(YEARS), size=st.integers(1_000, 12_000))
-    def sharee_upload(self, pair: tuple[int, int], set_id: str, year: int,
-                      size: int) -> MultipleResults[Sent]:
-        """A member uploads new bytes into another's drive (write access needed)."""
-        member, owner = pair
-        return multiple(*self.run(self._upload(member, owner, set_id, year, os.urandom(size),
-                                               borrow=False)))
+    @rule(pick=PICK, nth=st.integers(0, 1), size=st.integers(1_000, 12_000),
+          retry=st.booleans())
+    def upload_shared(self, pick: int, nth: int, size: int, retry: bool) -> None:
+        """A friend a set was shared with uploads a year it covers into the owner's
+        drive."""
+        if (granted := self._granted(pick)) is not None:
+            owner, set_id, friend = granted
+            year = self._year_of(granted, nth, stored=False)
+            self._act(self._upload(friend, owner, set_id, year, os.urandom(size),
+                                   borrow=False, retry=retry))
 
-    @rule(target=uploads, grant=grants, which=st.integers(0, 1), year=st.sampled_from(YEARS),
-          size=st.integers(1_000, 12_000), retry=st.booleans())
-    def upload_shared(self, grant: Sent, which: int, year: int, size: int,
-                      retry: bool) -> MultipleResults[Sent]:
-        """A friend a set was shared with uploads a year of it back into the owner's drive."""
-        owner, set_id, friend = self._pick(grant, which)
-        return multiple(*self.run(self._upload(friend, owner, set_id, year, os.urandom(size),
-                                               borrow=False, retry=retry)))
-
-    @rule(target=uploads, original=uploads, uploader=st.integers(0, MEMBERS - 1),
+    @rule(pick=PICK, uploader=st.integers(0, MEMBERS - 1),
           set_id=st.sampled_from(SETS), year=st.sampled_from(YEARS))
-    def upload_copy(self, original: Sent, uploader: int, set_id: str,
-                    year: int) -> MultipleResults[Sent]:
+    def upload_copy(self, pick: int, uploader: int, set_id: str,
+                    year: int) -> None:
         """Someone uploads bytes a drive already holds into that drive (dedup's path): its
         owner, or a sharee who downloaded them."""
-        owner = original.target[0]
-        return multiple(*self.run(self._upload(uploader, owner, set_id, year, original.data,
-                                               borrow=False, copy=True)))
+        versions = list(self.model.versions.values())
+        original = versions[pick % len(versions)]
+        self._act(self._upload(uploader, original.owner, set_id, year, original.data,
+                               borrow=False, copy=True))
 
     async def _upload(self, uploader: int, owner: int, set_id: str, year: int, data: bytes,
                       *, borrow: bool, copy: bool = False, retry: bool = False) -> list[Sent]:
@@ -398,8 +417,8 @@ class ShareMachine(RuleBasedStateMachine):
         self.model.add_version(Stored(done.version.version_id, owner, set_id, year, data),
                                copy=copy)
         target = (owner, set_id, year)
-        return [Sent("begin_upload", uploader, begin, plan, target, data),
-                Sent("complete_upload", uploader, complete, done, target, data)]
+        self.plans.append(Sent("begin_upload", uploader, begin, plan, target, data))
+        return [self.plans[-1], Sent("complete_upload", uploader, complete, done, target, data)]
 
     async def _completed(self, complete: CompleteUpload, data: bytes,
                          retry: bool) -> Uploaded:
@@ -418,29 +437,18 @@ class ShareMachine(RuleBasedStateMachine):
             DriveRequest(session=self.members[owner].session))
         return listing.used
 
-    @rule(sent=uploads)
-    def put_again_after_verification(self, sent: Sent) -> None:
+    @rule(pick=PICK)
+    def put_again_after_verification(self, pick: int) -> None:
         """An attacker PUTs other bytes to an upload's URLs once it was verified."""
-        if sent.op == "begin_upload":
-            plan = sent.reply
-            self.run(put_parts(self.system.http, plan, os.urandom(len(sent.data))))
+        sent = self.plans[pick % len(self.plans)]
+        self.run(put_parts(self.system.http, sent.reply, os.urandom(len(sent.data))))
 
     # ---- shares -------------------------------------------------------------------------
 
-    @rule(targets=(acked, grants), owner=st.integers(0, MEMBERS - 1),
-          set_id=st.sampled_from(SETS),
-          others=st.lists(st.integers(1, MEMBERS - 1), min_size=1, max_size=2, unique=True),
-          scope=st.sampled_from(("read-write", "read-only")),
-          years=st.none() | st.lists(st.sampled_from(YEARS), min_size=1, max_size=2,
-                                     unique=True),
-          expiry=st.sampled_from(EXPIRIES), borrow=st.booleans())
-    def grant(self, owner: int, set_id: str, others: list[int], scope: str,
-              years: list[int] | None, expiry: Expiry, borrow: bool) -> MultipleResults[Sent]:
-        """The owner shares a set with one or two others (the next members round the
-        circle), on some terms."""
-        friends = [(owner + k) % MEMBERS for k in others]
-        return multiple(*self.run(self._grant(owner, set_id, friends, scope, years, expiry,
-                                              borrow)))
+    @rule(share=SHARES, borrow=st.booleans())
+    def grant(self, share: Share, borrow: bool) -> None:
+        """An owner shares a set with one or two others, on some terms."""
+        self._act(self._grant(share, borrow))
 
     def _expires(self, expiry: Expiry) -> datetime | None:
         now = datetime.now(UTC)
@@ -448,38 +456,37 @@ class ShareMachine(RuleBasedStateMachine):
                 "past": now - timedelta(minutes=1),
                 "naive": (now + timedelta(days=1)).replace(tzinfo=None)}[expiry]
 
-    async def _grant(self, owner: int, set_id: str, friends: list[int], scope: Any,
-                     years: list[int] | None, expiry: Expiry, borrow: bool) -> list[Sent]:
-        expires_at = self._expires(expiry)
+    async def _grant(self, share: Share, borrow: bool) -> list[Sent]:
+        owner, set_id, scope, years = share.owner, share.set_id, share.scope, share.years
+        friends = [(owner + k) % MEMBERS for k in share.others]
+        expires_at = self._expires(share.expiry)
         req = Grant(command_id=self._command_id("grant", owner, borrow),
                     session=self.members[owner].session, set_id=set_id,
                     friends=[self.members[f].account for f in friends], scope=scope,
-                    years=years, expires_at=expires_at)
+                    years=None if years is None else list(years), expires_at=expires_at)
         expected = self.model.grant(owner, set_id, friends, expires_at, datetime.now(UTC))
         reply = await self._expect(req, self.system.sharing.grant(req), expected)
         if reply is None:
             return []
-        terms = Terms(scope, tuple(sorted(set(years))) if years else None, expires_at)
+        terms = Terms(scope, years, expires_at)
         for f in friends:
             self.model.grants[(owner, set_id, f)] = terms
         self.model.events["ShareGranted"] += len(friends)
         return [Sent("grant", owner, req, reply, tuple(friends))]
 
-    @rule(target=acked, owner=st.integers(0, MEMBERS - 1), set_id=st.sampled_from(SETS),
+    @rule(owner=st.integers(0, MEMBERS - 1), set_id=st.sampled_from(SETS),
           friend=st.none() | st.integers(0, MEMBERS - 1), borrow=st.booleans())
     def revoke(self, owner: int, set_id: str, friend: int | None,
-               borrow: bool) -> MultipleResults[Sent]:
+               borrow: bool) -> None:
         """The owner cancels a share with one friend, or with everyone."""
-        return multiple(*self.run(self._revoke(owner, set_id, friend, borrow)))
+        self._act(self._revoke(owner, set_id, friend, borrow))
 
-    @rule(target=acked, grant=grants, which=st.integers(0, 1), everyone=st.booleans(),
-          borrow=st.booleans())
-    def revoke_shared(self, grant: Sent, which: int, everyone: bool,
-                      borrow: bool) -> MultipleResults[Sent]:
-        """The owner cancels a share made before (one of its friends, or everyone)."""
-        owner, set_id, friend = self._pick(grant, which)
-        return multiple(*self.run(self._revoke(owner, set_id, None if everyone else friend,
-                                               borrow)))
+    @rule(pick=PICK, everyone=st.booleans(), borrow=st.booleans())
+    def revoke_shared(self, pick: int, everyone: bool, borrow: bool) -> None:
+        """The owner cancels a share (with that friend, or with everyone)."""
+        if (granted := self._granted(pick)) is not None:
+            owner, set_id, friend = granted
+            self._act(self._revoke(owner, set_id, None if everyone else friend, borrow))
 
     async def _revoke(self, owner: int, set_id: str, friend: int | None,
                       borrow: bool) -> list[Sent]:
@@ -498,20 +505,21 @@ class ShareMachine(RuleBasedStateMachine):
 
     # ---- downloads ----------------------------------------------------------------------
 
-    @rule(target=acked, pair=st.sampled_from(PAIRS), set_id=st.sampled_from(SETS),
+    @rule(pair=st.sampled_from(PAIRS), set_id=st.sampled_from(SETS),
           year=st.sampled_from(YEARS), borrow=st.booleans())
     def sharee_download(self, pair: tuple[int, int], set_id: str, year: int,
-                        borrow: bool) -> MultipleResults[Sent]:
+                        borrow: bool) -> None:
         """A member downloads one year of another's set with the drive token."""
-        return multiple(*self.run(self._download(*pair, set_id, year, borrow)))
+        self._act(self._download(*pair, set_id, year, borrow))
 
-    @rule(target=acked, grant=grants, which=st.integers(0, 1), year=st.sampled_from(YEARS),
-          borrow=st.booleans())
-    def download_shared(self, grant: Sent, which: int, year: int,
-                        borrow: bool) -> MultipleResults[Sent]:
-        """A friend a set was shared with downloads one year of it."""
-        owner, set_id, friend = self._pick(grant, which)
-        return multiple(*self.run(self._download(friend, owner, set_id, year, borrow)))
+    @rule(pick=PICK, nth=st.integers(0, 1), borrow=st.booleans())
+    def download_shared(self, pick: int, nth: int, borrow: bool) -> None:
+        """A friend a set was shared with downloads a year it covers (one with a backup,
+        if any)."""
+        if (granted := self._granted(pick)) is not None:
+            owner, set_id, friend = granted
+            year = self._year_of(granted, nth, stored=True)
+            self._act(self._download(friend, owner, set_id, year, borrow))
 
     async def _download(self, member: int, owner: int, set_id: str, year: int,
                         borrow: bool) -> list[Sent]:
@@ -534,16 +542,23 @@ class ShareMachine(RuleBasedStateMachine):
 
     # ---- retries ------------------------------------------------------------------------
 
-    @rule(sent=acked)
-    def repeat(self, sent: Sent) -> None:
-        """The same command again (same id, same content): the original outcome, nothing
-        appended, and never a fresh URL to someone whose access has ended."""
-        self.run(self._repeat(sent))
+    def _year_of(self, grant: Triple, nth: int, *, stored: bool) -> int:
+        """A year the grant covers (with ``stored``, one the set has a version of)."""
+        owner, set_id, _ = grant
+        covered = self.model.grants[grant].years or YEARS
+        years = [y for y in covered if not stored or (owner, set_id, y) in self.model.latest]
+        return (years or list(YEARS))[nth % len(years or YEARS)]
 
-    @rule(sent=uploads)
-    def repeat_upload(self, sent: Sent) -> None:
-        """An upload's begin or completion again, long after it was verified."""
-        self.run(self._repeat(sent))
+    def _sent(self, pick: int) -> Sent:
+        sent = self.acked[pick % len(self.acked)]
+        self.notes.append(f"picked {sent.op} by member {sent.caller}: {sent.request!r:.300}")
+        return sent
+
+    @rule(pick=PICK)
+    def repeat(self, pick: int) -> None:
+        """An acknowledged command again (same id, same content): the original outcome,
+        nothing appended, never a fresh URL to someone whose access has ended."""
+        self.run(self._repeat(self._sent(pick)))
 
     async def _repeat(self, sent: Sent) -> None:
         got = await attempt(self._send(sent.op, sent.request))
@@ -581,15 +596,10 @@ class ShareMachine(RuleBasedStateMachine):
         return self.model.allows_during(sent.caller, owner, set_id, year, access,
                                         datetime.now(UTC), 1.0) is not False
 
-    @rule(sent=acked)
-    def reuse_with_other_content(self, sent: Sent) -> None:
-        """The same command id with other content: refused, nothing appended."""
-        self.run(self._reuse(sent))
-
-    @rule(sent=uploads)
-    def reuse_upload_id_with_other_content(self, sent: Sent) -> None:
-        """An upload's begin or completion id with other content: refused likewise."""
-        self.run(self._reuse(sent))
+    @rule(pick=PICK)
+    def reuse_with_other_content(self, pick: int) -> None:
+        """An acknowledged command's id with other content: refused, nothing appended."""
+        self.run(self._reuse(self._sent(pick)))
 
     async def _reuse(self, sent: Sent) -> None:
         altered, refusals = self._altered(sent)
@@ -649,6 +659,7 @@ class ShareMachine(RuleBasedStateMachine):
     async def _check(self) -> None:
         await self._events_exactly_once()
         await self._access_as_modelled()
+        await self._storage_gate_as_modelled()
         await self._verified_bytes_unchanged()
         await self._quota_kept()
 
@@ -680,6 +691,14 @@ class ShareMachine(RuleBasedStateMachine):
                 wrong.append(f"member {m} {a} {o}/{s}/{y}: system {verdict.allowed} "
                              f"({verdict.reason}), model {model.pop()}")
         assert not wrong, "access differs from the model: " + "; ".join(wrong)
+
+    async def _storage_gate_as_modelled(self) -> None:
+        """Each friend the model holds a grant for downloads a year of it through storage:
+        served the latest bytes exactly when the model allows it."""
+        for grant in sorted(self.model.grants):
+            owner, set_id, friend = grant
+            year = self._year_of(grant, 0, stored=True)
+            self.acked += await self._download(friend, owner, set_id, year, False)
 
     async def _verified_bytes_unchanged(self) -> None:
         await asyncio.gather(*(self._unchanged(v) for v in list(self.model.versions.values())))
@@ -737,7 +756,7 @@ async def system(settings: Settings, nc: NATS, pool: asyncpg.Pool,
 
 
 # One failure is shrunk, not each kind found: every example costs a second or two.
-MODEL_SETTINGS = settings(max_examples=5, stateful_step_count=15, deadline=None,
+MODEL_SETTINGS = settings(max_examples=20, stateful_step_count=20, deadline=None,
                           database=None, report_multiple_bugs=False)
 
 
