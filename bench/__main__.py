@@ -59,7 +59,7 @@ class Counts:
 
 async def bench_append(nc: NATS, count: int) -> tuple[float, float]:
     js = nc.jetstream()
-    store = EventStore(nc)
+    events = EventStore(nc)
     payload = msgspec.json.encode(Ticked(n=0))
 
     async def raw(i: int) -> None:
@@ -71,7 +71,7 @@ async def bench_append(nc: NATS, count: int) -> tuple[float, float]:
     async def ours(i: int) -> None:
         out = Outgoing(subject=event_subject("bench", "agg", f"a{i}", "Ticked"),
                        event=Ticked(n=i))
-        await store.append(aggregate_subjects("bench", "agg", f"a{i}"), [out], expected=0,
+        await events.append(aggregate_subjects("bench", "agg", f"a{i}"), [out], expected=0,
                            msg_id=f"ours{i}")
 
     return (await timed(count, 16, raw)).rate, (await timed(count, 16, ours)).rate
@@ -85,11 +85,11 @@ async def bench_projector(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[flo
     while seen < count:
         seen += len(await psub.fetch(256, timeout=5))
     raw = count / (time.perf_counter() - started)
-    token = await EventStore(nc).last_sequence()
+    seq = await EventStore(nc).last_sequence()
     projector = Projector(nc, pool, Counts(), schema="bench")
     started = time.perf_counter()
     await projector.start()
-    await projector.wait_until(token, within=600)
+    await projector.wait_until(seq, within=600)
     ours = count / (time.perf_counter() - started)
     await projector.stop()
     return raw, ours

@@ -16,9 +16,9 @@ from nats.micro import add_service
 from nats.micro.request import Request as MicroRequest
 
 from bench import log
-from contracts.sharing import Check, ShareGranted, SharingClient, share_id, share_scope
+from contracts.sharing import Check, ShareGranted, SharingClient, share_id, share_subjects
 from contracts.sharing import share_subject as grant_subject
-from contracts.social import FriendAdded, friendship_scope, friendship_subject, pair_id
+from contracts.social import FriendAdded, friendship_subject, friendship_subjects, pair_id
 from runtime.commands import Pipeline
 from runtime.eventstore import EventStore, Outgoing
 from runtime.journal import Journal
@@ -56,7 +56,7 @@ async def timed(count: int, width: int, call: Callable[[int], Awaitable[None]]) 
                    latencies[int(len(latencies) * 0.99)] * 1e6)
 
 
-async def seed(store: EventStore, pairs: int) -> list[tuple[str, str]]:
+async def seed(events: EventStore, pairs: int) -> list[tuple[str, str]]:
     """Owners who share set "s" with a friend; returns (owner, friend) pairs."""
     found = []
     for i in range(pairs):
@@ -64,13 +64,13 @@ async def seed(store: EventStore, pairs: int) -> list[tuple[str, str]]:
         fid = pair_id(owner, friend)
         added = FriendAdded(friendship_id=fid, member_id=owner, friend_id=friend,
                             friend_nickname="f", at=NOW)
-        await store.append(friendship_scope(fid), [Outgoing(
+        await events.append(friendship_subjects(fid), [Outgoing(
             subject=friendship_subject(fid, added), event=added)], expected=None,
             msg_id=f"f{i}")
         sid = share_id(owner, "s")
         granted = ShareGranted(share_id=sid, owner_id=owner, set_id="s", set_name="S",
                                friend_id=friend, at=NOW)
-        await store.append(share_scope(sid), [Outgoing(subject=grant_subject(sid, granted),
+        await events.append(share_subjects(sid), [Outgoing(subject=grant_subject(sid, granted),
                                                        event=granted)],
                            expected=None, msg_id=f"g{i}")
         found.append((owner, friend))
@@ -78,20 +78,20 @@ async def seed(store: EventStore, pairs: int) -> list[tuple[str, str]]:
 
 
 @asynccontextmanager
-async def serving(nc: NATS, pool: asyncpg.Pool, schema: str, token: int,
+async def serving(nc: NATS, pool: asyncpg.Pool, schema: str, seq: int,
                   ) -> AsyncIterator[AccessIndex]:
     """sharing's handlers in this process over ``schema``, once its access projector
     leads (index loaded) and has reached ``token``; yields the index."""
-    store = EventStore(nc)
+    events = EventStore(nc)
     index = AccessIndex()
     access = Projector(nc, pool, AccessProjection(), schema=schema, mirror=index)
     await access.start()
     await access.wait_leading(within=600)
-    await access.wait_until(token, within=120)
+    await access.wait_until(seq, within=120)
     journal = Journal(nc)
     await journal.ensure()
-    sharing = Sharing(store, Pipeline(store, journal, "sharing"), pool, access,
-                      Sessions(Verifier(public_key_of(new_private_key())), store),
+    sharing = Sharing(events, Pipeline(events, journal, "sharing"), pool, access,
+                      Sessions(Verifier(public_key_of(new_private_key())), events),
                       schema=schema, index=index)
     host = ServiceHost(nc, name="sharing", version="0.1.0", description="bench",
                        endpoints=sharing.endpoints())
@@ -105,14 +105,14 @@ async def serving(nc: NATS, pool: asyncpg.Pool, schema: str, token: int,
 
 async def bench_check(nc: NATS, pool: asyncpg.Pool, count: int) -> tuple[Figures, Figures]:
     """(sharing.check with a consistency token, micro echo), 64 in flight each."""
-    store = EventStore(nc)
-    pairs = await seed(store, 200)
-    token = await store.last_sequence()
-    async with serving(nc, pool, "sharing", token):
-        return await _check_against_echo(nc, pairs, token, count)
+    events = EventStore(nc)
+    pairs = await seed(events, 200)
+    seq = await events.last_sequence()
+    async with serving(nc, pool, "sharing", seq):
+        return await _check_against_echo(nc, pairs, seq, count)
 
 
-async def _check_against_echo(nc: NATS, pairs: list[tuple[str, str]], token: int,
+async def _check_against_echo(nc: NATS, pairs: list[tuple[str, str]], seq: int,
                               count: int) -> tuple[Figures, Figures]:
     async def echo(req: MicroRequest) -> None:
         await req.respond(req.data)
@@ -124,11 +124,11 @@ async def _check_against_echo(nc: NATS, pairs: list[tuple[str, str]], token: int
     async def check(i: int) -> None:
         owner, friend = pairs[i % len(pairs)]
         verdict = await client.check(Check(member_id=friend, owner_id=owner, set_id="s",
-                                           year=2018, access="read", token=token))
+                                           year=2018, access="read", seq=seq))
         assert verdict.allowed
 
     body = msgspec.json.encode(Check(member_id="m", owner_id="o", set_id="s", year=2018,
-                                     access="read", token=token))
+                                     access="read", seq=seq))
 
     async def ping(i: int) -> None:
         await nc.request("echo.echo", body, timeout=10)
@@ -155,7 +155,7 @@ async def load_grants(pool: asyncpg.Pool, schema: str, members: int, per_member:
                                          records=[(b, a) for a, b in pairs])
         await conn.copy_records_to_table(
             "grants", schema_name=schema,
-            columns=["owner_id", "set_id", "friend_id", "set_name", "scope", "since"],
+            columns=["owner_id", "set_id", "friend_id", "set_name", "permission", "since"],
             records=[(a, "s", b, "S", "read-write", NOW) for a, b in pairs])
 
 
@@ -163,23 +163,23 @@ async def bench_scale(nc: NATS, pool: asyncpg.Pool, members: int, per_member: in
                       count: int, say: Callable[[str], None]) -> Figures:
     """sharing.check, 64 in flight, over a read model of members x per_member grants."""
     schema = f"scale_{members}_{per_member}"
-    token = await EventStore(nc).last_sequence()
+    seq = await EventStore(nc).last_sequence()
     started = time.perf_counter()
-    await load_grants(pool, schema, members, per_member, token)
+    await load_grants(pool, schema, members, per_member, seq)
     say(f"  {members * per_member:,} grants written in {time.perf_counter() - started:.1f} s")
     started = time.perf_counter()
-    async with serving(nc, pool, schema, token) as index:
+    async with serving(nc, pool, schema, seq) as index:
         grants = sum(map(len, index.grants.values()))
         say(f"  index of {grants:,} grants loaded in "
             f"{time.perf_counter() - started:.1f} s")
-        figures = await _checks_over(nc, members, per_member, count, token)
+        figures = await _checks_over(nc, members, per_member, count, seq)
     async with pool.acquire() as conn:
         await conn.execute(f"DROP SCHEMA {schema} CASCADE")
     return figures
 
 
 async def _checks_over(nc: NATS, members: int, per_member: int, count: int,
-                       token: int) -> Figures:
+                       seq: int) -> Figures:
     client = SharingClient(nc, timeout=10)
     step = 7919  # a prime: calls spread over the whole population
 
@@ -188,7 +188,7 @@ async def _checks_over(nc: NATS, members: int, per_member: int, count: int,
         friend = (owner + 1 + i % per_member) % members
         verdict = await client.check(Check(member_id=log.member(friend),
                                            owner_id=log.member(owner), set_id="s",
-                                           year=2018, access="read", token=token))
+                                           year=2018, access="read", seq=seq))
         assert verdict.allowed
 
     return await timed(count, 64, check)

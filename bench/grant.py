@@ -25,18 +25,18 @@ CLIENTS = 64
 
 
 async def measure(nc: NATS, pool: asyncpg.Pool, settings: Settings, env: dict[str, str],
-                  members: int, count: int, token: int) -> float:
+                  members: int, count: int, seq: int) -> float:
     """Grant commands/s. ``token``: the log's end, where the replay left the schema."""
     async with pool.acquire() as conn:
         # The log's FriendRemoved events were written without the revokes the unfriend
         # policy would have made; the policy starts after them.
         await conn.execute("INSERT INTO sharing.checkpoints VALUES ('unfriend_policy', $1) "
-                           "ON CONFLICT (projection) DO UPDATE SET last_seq = $1", token)
+                           "ON CONFLICT (projection) DO UPDATE SET last_seq = $1", seq)
     service = await asyncio.to_thread(_start, settings, env)
     try:
-        await wait_for_services(settings, ("sharing",))
+        await wait_for_services(settings, ["sharing"])
         await _leading(settings, "proj_sharing_access")
-        return await _grants(nc, settings, members, count, token)
+        return await _grants(nc, settings, members, count, seq)
     finally:
         service.terminate()
         await asyncio.to_thread(service.wait, 30)
@@ -67,7 +67,7 @@ def _start(settings: Settings, env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 async def _grants(nc: NATS, settings: Settings, members: int, count: int,
-                  token: int) -> float:
+                  seq: int) -> float:
     client = SharingClient(nc, timeout=30)
     owners = [c * (members // CLIENTS) for c in range(CLIENTS)]
     now = datetime.now(UTC)
@@ -80,8 +80,8 @@ async def _grants(nc: NATS, settings: Settings, members: int, count: int,
         friend = f"user{(owners[c] + 3 * log.FRIEND_STEP) % members}"
         for n in range(per_client):
             await client.grant(Grant(command_id=f"bench-grant-{c}-{n}", session=sessions[c],
-                                     set_id="set1", friends=[friend], token=token,
-                                     scope="read-only" if n % 2 else "read-write"))
+                                     set_id="set1", friends=[friend], seq=seq,
+                                     permission="read-only" if n % 2 else "read-write"))
 
     started = time.perf_counter()
     await asyncio.gather(*(owner(c) for c in range(CLIENTS)))

@@ -44,8 +44,8 @@ class Stopwatch:
 
 async def measure(nc: NATS, pool: asyncpg.Pool, rate: float, seconds: float) -> Lag:
     """Append a shuffled `bench.log` at ``rate`` events/s for ``seconds``, 16 in flight."""
-    store = EventStore(nc)
-    start = await store.last_sequence()
+    event_log = EventStore(nc)
+    start = await event_log.last_sequence()
     async with pool.acquire() as conn:
         await conn.execute("DROP SCHEMA IF EXISTS lag CASCADE")
         await setup_bookkeeping(conn, "lag")
@@ -58,7 +58,7 @@ async def measure(nc: NATS, pool: asyncpg.Pool, rate: float, seconds: float) -> 
     random.Random(1).shuffle(load)
     appended: dict[int, float] = {}
     begun = time.perf_counter()
-    await _paced(store, load[: int(rate * seconds)], rate, appended)
+    await _paced(event_log, load[: int(rate * seconds)], rate, appended)
     offered = len(appended) / (time.perf_counter() - begun)
     await projector.wait_until(max(appended), within=120)
     applied = len(appended) / (max(watch.committed.values()) - begun)
@@ -67,7 +67,7 @@ async def measure(nc: NATS, pool: asyncpg.Pool, rate: float, seconds: float) -> 
     return Lag(offered, applied, lags[len(lags) // 2], lags[int(len(lags) * 0.99)], lags[-1])
 
 
-async def _paced(store: EventStore, load: list[tuple[str, Event]], rate: float,
+async def _paced(events: EventStore, load: list[tuple[str, Event]], rate: float,
                  appended: dict[int, float]) -> None:
     queue = iter(enumerate(load))
     begun = time.perf_counter()
@@ -77,8 +77,8 @@ async def _paced(store: EventStore, load: list[tuple[str, Event]], rate: float,
             delay = begun + i / rate - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            scope = aggregate_subjects(*subject.split(".")[1:4])
-            seq = await store.append(scope, [Outgoing(subject=subject, event=event)],
+            subject_filter = aggregate_subjects(*subject.split(".")[1:4])
+            seq = await events.append(subject_filter, [Outgoing(subject=subject, event=event)],
                                      expected=None, msg_id=f"lag-{i}")
             appended[seq] = time.perf_counter()
 

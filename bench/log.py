@@ -85,7 +85,7 @@ def _grants(i: int, members: int, at: datetime) -> Iterator[tuple[str, Event]]:
             granted = sharing.ShareGranted(
                 share_id=sid, owner_id=mid, set_id=f"set{set_no}", set_name=f"Set {set_no}",
                 friend_id=member((i + k * FRIEND_STEP) % members),
-                scope="read-only" if k == 2 else "read-write",
+                permission="read-only" if k == 2 else "read-write",
                 years=[2025] if set_no else None, at=at)
             yield sharing.share_subject(sid, granted), granted
 
@@ -112,21 +112,21 @@ def _changes(i: int, members: int, at: datetime) -> Iterator[tuple[str, Event]]:
 
 async def write(nc: NATS, members: int) -> int:
     """Append the log of ``members`` members; returns the stream's last sequence."""
-    store = EventStore(nc)
-    start = await store.last_sequence()
+    log = EventStore(nc)
+    start = await log.last_sequence()
     encode = msgspec.json.encode
     sent = 0
     for subject, event in events(members):
         await nc.publish(subject, encode(event), headers={HDR_EVENT_TYPE: event_type(event)})
         sent += 1
         if sent % WINDOW == 0:
-            await _settle(nc, store, start + sent - WINDOW)
-    await _settle(nc, store, start + sent)
+            await _settle(nc, log, start + sent - WINDOW)
+    await _settle(nc, log, start + sent)
     return start + sent
 
 
-async def _settle(nc: NATS, store: EventStore, target: int) -> None:
+async def _settle(nc: NATS, events: EventStore, target: int) -> None:
     """Wait until the stream holds ``target`` events (a window stays in flight)."""
     await nc.flush()
-    while await store.last_sequence() < target:
+    while await events.last_sequence() < target:
         await nc.flush()

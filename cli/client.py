@@ -73,8 +73,8 @@ class Client:
     def me(self) -> Saved:
         return saved_session.require(self.saved)
 
-    def seen(self, token: int) -> None:
-        self.saved.token = max(self.saved.token, token)
+    def seen(self, seq: int) -> None:
+        self.saved.seq = max(self.saved.seq, seq)
         saved_session.save(self.settings.home, self.saved)
 
     def show(self, value: Any, table: Table | str | None = None) -> None:
@@ -104,15 +104,15 @@ async def member_register(c: Client, a: argparse.Namespace) -> None:
     reply = await c.identity.register(idc.Register(
         command_id=new_id(), account=a.account, nickname=a.nickname,
         password=secret(a.password, "password", "LEDGERSHARE_PASSWORD")))
-    c.seen(reply.token)
+    c.seen(reply.seq)
     c.show(reply, f"registered {a.account}: member {reply.member_id}")
 
 
 async def member_login(c: Client, a: argparse.Namespace) -> None:
     reply = await c.identity.login(idc.Login(
         account=a.account, password=secret(a.password, "password", "LEDGERSHARE_PASSWORD")))
-    c.saved = Saved(member_id=reply.member_id, account=a.account, session=reply.token,
-                    token=c.saved.token)
+    c.saved = Saved(member_id=reply.member_id, account=a.account, session=reply.session,
+                    seq=c.saved.seq)
     c.seen(0)
     c.show(reply, f"logged in as {a.account} until {reply.expires_at:%Y-%m-%d %H:%M} UTC")
 
@@ -121,7 +121,7 @@ async def member_bind(c: Client, a: argparse.Namespace) -> None:
     reply = await c.identity.bind(idc.Bind(
         command_id=new_id(), openid=a.openid, account=a.account, nickname=a.nickname,
         password=secret(a.password, "password", "LEDGERSHARE_PASSWORD")))
-    c.seen(reply.token)
+    c.seen(reply.seq)
     c.show(reply, f"{a.account} is bound to WeChat user {a.openid}")
 
 
@@ -137,22 +137,22 @@ async def member_me(c: Client, a: argparse.Namespace) -> None:
 async def friend_add(c: Client, a: argparse.Namespace) -> None:
     reply = await c.social.add_friend(soc.AddFriend(
         command_id=new_id(), session=c.me().session, account=a.account, nickname=a.nickname,
-        token=c.saved.token))
-    c.seen(reply.token)
+        seq=c.saved.seq))
+    c.seen(reply.seq)
     c.show(reply, f"{reply.account} ({reply.nickname}) is now your friend")
 
 
 async def friend_list(c: Client, a: argparse.Namespace) -> None:
     reply = await c.social.list_friends(soc.ListFriends(session=c.me().session,
-                                                        token=c.saved.token))
+                                                        seq=c.saved.seq))
     c.show(reply, table("friends", ["account", "nickname", "since"], [
         [f.account, f.nickname, f"{f.since:%Y-%m-%d %H:%M}"] for f in reply.friends]))
 
 
 async def friend_remove(c: Client, a: argparse.Namespace) -> None:
     reply = await c.social.remove_friend(soc.RemoveFriend(
-        command_id=new_id(), session=c.me().session, account=a.account, token=c.saved.token))
-    c.seen(reply.token)
+        command_id=new_id(), session=c.me().session, account=a.account, seq=c.saved.seq))
+    c.seen(reply.seq)
     c.show(reply, f"{reply.account} is no longer your friend")
 
 
@@ -163,7 +163,7 @@ async def drive_set(c: Client, a: argparse.Namespace) -> None:
         command_id=new_id(), session=c.me().session, question=a.question,
         answer=secret(a.answer, "answer", "LEDGERSHARE_ANSWER"),
         password=secret(a.password, "cloud-drive password", "LEDGERSHARE_DRIVE_PASSWORD")))
-    c.seen(reply.token)
+    c.seen(reply.seq)
     c.show(reply, "cloud-drive password and security question set")
 
 
@@ -178,7 +178,7 @@ async def unlock(c: Client, password: str | None) -> idc.DriveToken:
         command_id=new_id(), session=c.me().session,
         password=secret(password, "cloud-drive password", "LEDGERSHARE_DRIVE_PASSWORD")))
     c.saved.drive = reply.drive_token
-    c.seen(reply.token)
+    c.seen(reply.seq)
     return reply
 
 
@@ -196,7 +196,7 @@ async def drive_reset(c: Client, a: argparse.Namespace) -> None:
         answer=secret(a.answer, "answer", "LEDGERSHARE_ANSWER"),
         new_password=secret(a.new_password, "new cloud-drive password",
                             "LEDGERSHARE_DRIVE_PASSWORD")))
-    c.seen(reply.token)
+    c.seen(reply.seq)
     c.show(reply, "cloud-drive password reset")
 
 
@@ -210,7 +210,7 @@ async def put_file(c: Client, path: Path, *, owner_id: str | None, set_id: str, 
     plan = await c.storage.begin_upload(stc.BeginUpload(
         command_id=new_id(), session=me.session, owner_id=owner_id, set_id=set_id,
         set_name=name, year=year, period=period, size=size, sha256=digest, remark=remark,
-        base_version=base, drive_token=me.drive, token=me.token))
+        base_version=base, drive_token=me.drive, seq=me.seq))
     if not c.as_json:
         c.console.print(f"{stc.megabytes(size)} to upload; drive: {stc.megabytes(plan.used)} "
                         f"used, {stc.megabytes(plan.available)} available of "
@@ -220,8 +220,8 @@ async def put_file(c: Client, path: Path, *, owner_id: str | None, set_id: str, 
         await upload(plan, path, progress=lambda n: bar.advance(task, n))
     done = await c.storage.complete_upload(stc.CompleteUpload(
         command_id=new_id(), session=me.session, owner_id=owner_id, upload_id=plan.upload_id,
-        drive_token=me.drive, token=me.token))
-    c.seen(done.token)
+        drive_token=me.drive, seq=me.seq))
+    c.seen(done.seq)
     return done
 
 
@@ -248,7 +248,7 @@ async def backup_upload(c: Client, a: argparse.Namespace) -> None:
 
 
 async def backup_list(c: Client, a: argparse.Namespace) -> None:
-    reply = await c.storage.drive(stc.DriveRequest(session=c.me().session, token=c.saved.token))
+    reply = await c.storage.drive(stc.DriveRequest(session=c.me().session, seq=c.saved.seq))
     rows = [[s.set_id, s.set_name, s.year, s.versions, s.latest.remark, stc.megabytes(s.size)]
             for s in reply.set_years]
     c.show(reply, table(f"cloud backups: {stc.megabytes(reply.used)} used of "
@@ -258,7 +258,7 @@ async def backup_list(c: Client, a: argparse.Namespace) -> None:
 
 async def backup_versions(c: Client, a: argparse.Namespace) -> None:
     reply = await c.storage.versions(stc.VersionsRequest(
-        session=c.me().session, set_id=a.set, year=a.year, token=c.saved.token))
+        session=c.me().session, set_id=a.set, year=a.year, seq=c.saved.seq))
     c.show(reply, table(f"versions of {a.set} {a.year}", VERSION_COLUMNS,
                         version_rows(reply.versions)))
 
@@ -268,7 +268,7 @@ async def fetch(c: Client, *, owner_id: str | None, set_id: str, year: int,
     me = c.me()
     ticket = await c.storage.download(stc.DownloadRequest(
         command_id=new_id(), session=me.session, owner_id=owner_id, set_id=set_id, year=year,
-        version_id=version, drive_token=me.drive, token=me.token))
+        version_id=version, drive_token=me.drive, seq=me.seq))
     path = Path(out) if out else Path(download_name(ticket.version.set_name, year))
     with c.progress() as bar:
         task = bar.add_task(f"download {path.name}", total=ticket.version.size)
@@ -292,7 +292,7 @@ async def backup_download(c: Client, a: argparse.Namespace) -> None:
 async def backup_delete(c: Client, a: argparse.Namespace) -> None:
     reply = await c.storage.delete_version(stc.DeleteVersion(
         command_id=new_id(), session=c.me().session, version_id=a.version))
-    c.seen(reply.token)
+    c.seen(reply.seq)
     c.show(reply, f"deleted; {stc.megabytes(reply.freed)} freed")
 
 
@@ -302,34 +302,34 @@ async def share_grant(c: Client, a: argparse.Namespace) -> None:
     years = [int(y) for y in a.years.split(",")] if a.years else None
     reply = await c.sharing.grant(shc.Grant(
         command_id=new_id(), session=c.me().session, set_id=a.set, friends=a.friends,
-        scope="read-only" if a.read_only else "read-write", years=years,
-        expires_at=a.expires, token=c.saved.token))
-    c.seen(reply.token)
+        permission="read-only" if a.read_only else "read-write", years=years,
+        expires_at=a.expires, seq=c.saved.seq))
+    c.seen(reply.seq)
     c.show(reply, f"set {a.set} shared with {', '.join(reply.friends)}")
 
 
 async def share_revoke(c: Client, a: argparse.Namespace) -> None:
     reply = await c.sharing.revoke(shc.Revoke(command_id=new_id(), session=c.me().session,
                                               set_id=a.set, friend=a.friend,
-                                              token=c.saved.token))
-    c.seen(reply.token)
+                                              seq=c.saved.seq))
+    c.seen(reply.seq)
     c.show(reply, f"share of {a.set} cancelled for {a.friend or 'everyone'}")
 
 
 async def share_list(c: Client, a: argparse.Namespace) -> None:
     reply = await c.sharing.shares(shc.ShareListRequest(session=c.me().session,
-                                                        token=c.saved.token))
-    rows = [[s.set_name, f.account, f.nickname, f"{f.since:%Y-%m-%d %H:%M}", f.scope,
+                                                        seq=c.saved.seq))
+    rows = [[s.set_name, f.account, f.nickname, f"{f.since:%Y-%m-%d %H:%M}", f.permission,
              ",".join(map(str, f.years or [])) or "all"] for s in reply.sets for f in s.friends]
     c.show(reply, table(f"share list: {reply.summary}",
-                        ["set", "friend", "nickname", "since", "scope", "years"], rows))
+                        ["set", "friend", "nickname", "since", "permission", "years"], rows))
 
 
 # ---- cloud share (the sharee) -------------------------------------------------------------
 
 async def my_cloud_shares(c: Client) -> shc.CloudShares:
     return await c.sharing.cloud_shares(shc.CloudSharesRequest(
-        session=c.me().session, drive_token=await drive_token(c), token=c.saved.token))
+        session=c.me().session, drive_token=await drive_token(c), seq=c.saved.seq))
 
 
 async def cloudshare_list(c: Client, a: argparse.Namespace) -> None:

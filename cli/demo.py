@@ -70,7 +70,7 @@ class Member:
     def __init__(self, account: str, nickname: str) -> None:
         self.account, self.nickname = account, nickname
         self.member_id = self.session = self.drive = ""
-        self.token = 0
+        self.seq = 0
 
 
 class Walkthrough:
@@ -92,9 +92,9 @@ class Walkthrough:
         self.console.print(f"[bold]{self.steps:>2}.[/] {escape(asked)}")
         self.console.print(f"    → {escape(answer)}")
 
-    def sync(self, token: int) -> None:
+    def sync(self, seq: int) -> None:
         """Both desktop programs pass on the newest consistency token they have seen."""
-        self.a.token = self.b.token = max(self.a.token, self.b.token, token)
+        self.a.seq = self.b.seq = max(self.a.seq, self.b.seq, seq)
 
     async def run(self) -> None:
         for m in (self.a, self.b):
@@ -112,11 +112,11 @@ class Walkthrough:
         reg = await self.identity.register(Register(
             command_id=new_id(), account=m.account, password="pass-123", nickname=m.nickname))
         m.member_id = reg.member_id
-        self.sync(reg.token)
+        self.sync(reg.seq)
         m.session = (await self.identity.login(Login(account=m.account,
-                                                     password="pass-123"))).token
+                                                     password="pass-123"))).session
         self.step(f"register member {m.account} ({m.nickname})",
-                  f"member {reg.member_id[:8]}…, log position {reg.token}")
+                  f"member {reg.member_id[:8]}…, log position {reg.seq}")
 
     async def bind(self, m: Member) -> None:
         openid = f"wx-{new_id()[:12]}"
@@ -124,7 +124,7 @@ class Walkthrough:
                                       password="pass-123", nickname=m.nickname))
         self.step(f"bind WeChat user {openid} to {m.account} (account, password, nickname)",
                   "bound")
-        m.session = (await self.identity.login_openid(LoginOpenid(openid=openid))).token
+        m.session = (await self.identity.login_openid(LoginOpenid(openid=openid))).session
         me = await self.identity.me(Me(session=m.session))
         self.step("member info, logged in through WeChat",
                   f"account {me.account}, nickname {me.nickname}, bound={me.bound}, "
@@ -134,15 +134,15 @@ class Walkthrough:
         a, b = self.a, self.b
         added = await self.social.add_friend(AddFriend(
             command_id=new_id(), session=a.session, account=b.account, nickname=b.nickname,
-            token=a.token))
-        self.sync(added.token)
+            seq=a.seq))
+        self.sync(added.seq)
         self.step(f"{a.account} adds friend {b.account} with nickname {b.nickname}",
                   f"friend {added.account} ({added.nickname})")
         await self.refused(f"{a.account} adds {b.account} with the wrong nickname 王五",
                            self.social.add_friend(AddFriend(
                                command_id=new_id(), session=a.session, account=b.account,
                                nickname="王五")))
-        listed = await self.social.list_friends(ListFriends(session=a.session, token=a.token))
+        listed = await self.social.list_friends(ListFriends(session=a.session, seq=a.seq))
         self.step(f"{a.account} lists friends", ", ".join(
             f"{f.account} ({f.nickname}) since {f.since:%Y-%m-%d %H:%M}" for f in listed.friends))
 
@@ -161,7 +161,7 @@ class Walkthrough:
         await self.refused(f"{a.account} shares set 123 before any cloud backup",
                            self.sharing.grant(Grant(command_id=new_id(), session=a.session,
                                                     set_id=SET_ID, friends=[self.b.account],
-                                                    token=a.token)))
+                                                    seq=a.seq)))
         path = account_set_file(self.folder / "123-2018.bak", year=2018, period=1)
         await self.put(a, a, path, period=1, base=None)
         listing = await self.storage.drive(DriveRequest(session=a.session))
@@ -179,7 +179,7 @@ class Walkthrough:
             owner_id=None if who is owner else owner.member_id, set_id=SET_ID, set_name="123",
             year=2018, period=period, size=size, sha256=digest,
             remark=f"2018年{period}期", base_version=base, drive_token=who.drive,
-            token=who.token))
+            seq=who.seq))
         self.step(f"{who.account} uploads set 123, 2018 closed to period {period} "
                   f"({megabytes(size)}) into {owner.account}'s drive",
                   f"{len(plan.parts)} presigned PUT URL(s); drive of {owner.account}: "
@@ -189,8 +189,8 @@ class Walkthrough:
         done = await self.storage.complete_upload(CompleteUpload(
             command_id=new_id(), session=who.session,
             owner_id=None if who is owner else owner.member_id, upload_id=plan.upload_id,
-            drive_token=who.drive, token=who.token))
-        self.sync(done.token)
+            drive_token=who.drive, seq=who.seq))
+        self.sync(done.seq)
         self.step("the file goes to S3; storage verifies it and records the version",
                   f"version {done.version.version_id[:8]}… (size and SHA-256 checked), "
                   f"remark {done.version.remark}")
@@ -200,9 +200,9 @@ class Walkthrough:
         a, b = self.a, self.b
         granted = await self.sharing.grant(Grant(command_id=new_id(), session=a.session,
                                                  set_id=SET_ID, friends=[b.account],
-                                                 token=a.token))
-        self.sync(granted.token)
-        shares = await self.sharing.shares(ShareListRequest(session=a.session, token=a.token))
+                                                 seq=a.seq))
+        self.sync(granted.seq)
+        shares = await self.sharing.shares(ShareListRequest(session=a.session, seq=a.seq))
         who = "; ".join(f"{s.set_name}: " + ", ".join(
             f"shared with {f.nickname} since {f.since:%Y-%m-%d %H:%M}" for f in s.friends)
             for s in shares.sets)
@@ -221,7 +221,7 @@ class Walkthrough:
         self.step(f"{b.account} opens Cloud Share: sets the cloud-drive password and a "
                   "security question, then enters the password", "drive token issued")
         listed = await self.sharing.cloud_shares(CloudSharesRequest(
-            session=b.session, drive_token=b.drive, token=b.token))
+            session=b.session, drive_token=b.drive, seq=b.seq))
         rows = [f"{s.nickname}/{st.set_name}/{y.year}: " + ", ".join(
             v.remark for v in y.versions) for s in listed.sharers for st in s.sets
             for y in st.years]
@@ -240,7 +240,7 @@ class Walkthrough:
     async def fetch(self, who: Member, owner: Member, name: str) -> Path:
         ticket = await self.storage.download(DownloadRequest(
             command_id=new_id(), session=who.session, owner_id=owner.member_id,
-            set_id=SET_ID, year=2018, drive_token=who.drive, token=who.token))
+            set_id=SET_ID, year=2018, drive_token=who.drive, seq=who.seq))
         path = self.folder / name
         await download(ticket.url, path, size=ticket.version.size)
         return path
@@ -261,13 +261,13 @@ class Walkthrough:
         a, b = self.a, self.b
         revoked = await self.sharing.revoke(Revoke(command_id=new_id(), session=a.session,
                                                    set_id=SET_ID, friend=b.account,
-                                                   token=a.token))
-        self.sync(revoked.token)
+                                                   seq=a.seq))
+        self.sync(revoked.seq)
         self.step(f"{a.account} cancels the share with {b.account}", "revoked")
         await self.refused(f"{b.account} tries to download 2018 again",
                            self.fetch(b, a, "late.bak"))
         listed = await self.sharing.cloud_shares(CloudSharesRequest(
-            session=b.session, drive_token=b.drive, token=b.token))
+            session=b.session, drive_token=b.drive, seq=b.seq))
         self.step(f"{b.account} lists my cloud shares", f"{len(listed.sharers)} sharer(s)")
 
 

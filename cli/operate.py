@@ -26,20 +26,20 @@ from runtime.eventstore import EventStore, foreign_reason
 from runtime.projector import Projection
 from runtime.replay import compare, digest, rebuild, swap
 from runtime.settings import Settings
-from services.identity import store as identity_store
+from services.identity import tables as identity_tables
 from services.identity.projection import IdentityProjection
-from services.sharing import store as sharing_store
+from services.sharing import tables as sharing_tables
 from services.sharing.projection import AccessProjection
-from services.social import store as social_store
+from services.social import tables as social_tables
 from services.social.projection import SocialProjection
-from services.storage import store as storage_store
+from services.storage import tables as storage_tables
 from services.storage.projection import StorageProjection
 
 READ_MODELS: dict[str, tuple[str, type[Any], tuple[str, ...]]] = {
-    "identity": ("identity", IdentityProjection, identity_store.TABLES),
-    "social": ("social", SocialProjection, social_store.TABLES),
-    "storage": ("storage", StorageProjection, storage_store.TABLES),
-    "sharing": ("sharing", AccessProjection, sharing_store.TABLES),
+    "identity": ("identity", IdentityProjection, identity_tables.TABLES),
+    "social": ("social", SocialProjection, social_tables.TABLES),
+    "storage": ("storage", StorageProjection, storage_tables.TABLES),
+    "sharing": ("sharing", AccessProjection, sharing_tables.TABLES),
 }
 
 
@@ -185,7 +185,7 @@ def _verdict(problems: list[str], swapped: bool, console: Console) -> int:
 async def services(nc: NATS, console: Console, a: argparse.Namespace) -> None:
     """Every service instance answering $SRV.PING, with its endpoints and figures."""
     found = []
-    for ping in await gather(nc, "$SRV.PING"):
+    for ping in await ask_all(nc, "$SRV.PING"):
         stats = msgspec.json.decode((await nc.request(
             f"$SRV.STATS.{ping['name']}.{ping['id']}", b"", timeout=2)).data)
         found.append(stats)
@@ -208,7 +208,7 @@ def _services_table(found: list[dict[str, Any]]) -> Table:
                               "errors", "avg latency"], rows)
 
 
-async def gather(nc: NATS, subject: str) -> list[dict[str, Any]]:
+async def ask_all(nc: NATS, subject: str) -> list[dict[str, Any]]:
     """Every answer to a request sent to all (e.g. ``$SRV.PING``), for 0.3 s."""
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)

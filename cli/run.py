@@ -14,14 +14,12 @@ from nats.aio.client import Client as NATS
 from rich.console import Console
 
 from cli.demo import demo
-from cli.operate import gather
+from cli.operate import ask_all
 from cli.stackcmds import local_stack, status_table
 from deploy.stack import PartStatus
 from runtime.eventstore import EventStore
 from runtime.settings import Settings, load_settings
-
-# Every service that exists; each runs as `python -m services.<name>`.
-SERVICES: tuple[str, ...] = ("identity", "social", "storage", "sharing")
+from services.registry import SERVICES, names
 
 
 def run(console: Console) -> int:
@@ -51,24 +49,24 @@ def start_services(settings: Settings, console: Console) -> list[subprocess.Pope
     procs = []
     logs = os.path.join(settings.home, "logs")
     os.makedirs(logs, exist_ok=True)
-    for name in SERVICES:
-        with open(os.path.join(logs, f"{name}.log"), "ab") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", f"services.{name}"],
+    for service in SERVICES:
+        with open(os.path.join(logs, f"{service.name}.log"), "ab") as log:
+            procs.append(subprocess.Popen([sys.executable, "-m", service.module],
                                           stdout=log, stderr=subprocess.STDOUT,
                                           start_new_session=True))
-    asyncio.run(wait_for_services(settings, SERVICES))
-    for name in SERVICES:
+    asyncio.run(wait_for_services(settings, names()))
+    for name in names():
         console.print(f"service {name:<9} answering on NATS")
     return procs
 
 
-async def wait_for_services(settings: Settings, names: tuple[str, ...],
+async def wait_for_services(settings: Settings, expected: list[str],
                             within: float = 30.0) -> None:
     """Return once every named service answers ``$SRV.PING.<name>``."""
     nc = await nats.connect(settings.nats_servers)
     try:
         deadline = time.monotonic() + within
-        for name in names:
+        for name in expected:
             while True:
                 try:
                     await nc.request(f"$SRV.PING.{name}", b"", timeout=0.5)
@@ -86,8 +84,8 @@ async def show(settings: Settings, console: Console, parts: list[PartStatus]) ->
     console.print(status_table(parts))
     nc = await nats.connect(settings.nats_servers)
     try:
-        store = EventStore(nc, settings.stream)
-        await store.ensure_stream(replicas=settings.stream_replicas,
+        events = EventStore(nc, settings.stream)
+        await events.ensure_stream(replicas=settings.stream_replicas,
                                   duplicate_window_s=settings.duplicate_window_s)
         info = await nc.jetstream().stream_info(settings.stream)
         console.print(f"event log: stream {settings.stream}, {info.state.messages} events, "
@@ -99,7 +97,7 @@ async def show(settings: Settings, console: Console, parts: list[PartStatus]) ->
 
 async def discover(nc: NATS) -> list[str]:
     """Names and versions of every service instance answering ``$SRV.PING``."""
-    return sorted(f"{p['name']} {p['version']}" for p in await gather(nc, "$SRV.PING"))
+    return sorted(f"{p['name']} {p['version']}" for p in await ask_all(nc, "$SRV.PING"))
 
 
 def wait_for_interrupt(console: Console, settings: Settings) -> None:

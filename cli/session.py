@@ -17,7 +17,7 @@ class Saved(msgspec.Struct, kw_only=True):
     account: str = ""
     session: str = ""
     drive: str = ""
-    token: int = 0
+    seq: int = 0
 
 
 def path_in(home: str) -> Path:

@@ -13,6 +13,7 @@ from deploy.parts import ports_from_env
 from deploy.stack import PartStatus, Stack
 from runtime.eventstore import FOREIGN
 from runtime.settings import Settings, load_settings
+from services.registry import SERVICES
 
 
 def local_stack(settings: Settings | None = None) -> Stack:
@@ -36,7 +37,8 @@ def down(console: Console) -> int:
     return 0
 
 
-SCHEMAS = ("identity", "social", "storage", "sharing")
+# Where projections keep their dead letters: each service's read-model schema.
+SCHEMAS = tuple(s.read_model.schema for s in SERVICES if s.read_model is not None)
 
 
 def status(console: Console, *, as_json: bool) -> int:

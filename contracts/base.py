@@ -8,7 +8,6 @@ HDR_EVENT_TYPE = "Ledger-Event-Type"
 HDR_CORRELATION = "Ledger-Correlation-Id"
 HDR_CAUSATION = "Ledger-Causation-Id"
 HDR_ACTOR = "Ledger-Actor"
-HDR_TOKEN = "Ledger-Consistency-Token"
 HDR_MSG_ID = "Nats-Msg-Id"
 HDR_COMMAND = "Ledger-Command"  # the command pipeline's key of the command that appended
 HDR_PART = "Ledger-Command-Part"  # "i/n": the i-th of the n events one decision appended
@@ -25,13 +24,13 @@ class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
 
 
 class Reply(msgspec.Struct, frozen=True, kw_only=True):
-    """Base of every reply body. Commands carry the consistency token of their last event."""
+    """Base of every reply body. Commands carry the log position (seq) of their last event."""
 
 
 class CommandReply(Reply, frozen=True, kw_only=True):
     """Reply of a command: the stream sequence of its last event (0 if it emitted none)."""
 
-    token: int = 0
+    seq: int = 0
 
 
 def event_type(event: Event) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from typing import Any, TypeVar
+from typing import Any, ClassVar
 
 import msgspec
 from nats.aio.client import Client as NATS
@@ -11,30 +11,39 @@ from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from contracts.base import HDR_CORRELATION, Reply, Request
-from contracts.errors import ErrorReply, TooLarge, Unavailable, from_reply
+from contracts.base import HDR_CORRELATION
+from contracts.errors import (
+    GENERIC,
+    ErrorReply,
+    LedgerError,
+    TooLarge,
+    Unavailable,
+    code_table,
+    from_reply,
+)
+from contracts.operations import Operation, Rep, Req, operations_of
 from contracts.requests import mux_of
-from contracts.subjects import request_subject
-
-R = TypeVar("R", bound=Reply)
+from contracts.subjects import admin_subject, request_subject
 
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
 _encoder = msgspec.json.Encoder()
 _error_decoder = msgspec.json.Decoder(ErrorReply)
-_decoders: dict[type[Any], msgspec.json.Decoder[Any]] = {}
-
-
-def _decoder(kind: type[R]) -> msgspec.json.Decoder[R]:
-    dec = _decoders.get(kind)
-    if dec is None:
-        dec = _decoders[kind] = msgspec.json.Decoder(kind)
-    return dec
 
 
 class ServiceClient:
-    """Calls the operations of one context over NATS request-reply."""
+    """Calls the operations of one context over NATS request-reply.
+
+    A subclass declares its context's operations (`contracts.operations.Operation`) as
+    class attributes; ``codes`` then holds every error they declare, which is what a raw
+    call (`call_raw`) re-raises by."""
 
     context: str = ""
+    codes: ClassVar[dict[str, type[LedgerError]]] = code_table(GENERIC)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        declared = [e for op in operations_of(cls) for e in op.errors]
+        cls.codes = code_table((*GENERIC, *dict.fromkeys(declared)))
 
     def __init__(self, nc: NATS, *, timeout: float = 5.0, context: str | None = None) -> None:
         self.nc = nc
@@ -42,16 +51,32 @@ class ServiceClient:
         if context is not None:
             self.context = context
 
-    async def call(self, operation: str, request: Request, reply_type: type[R],
-                   *, correlation_id: str | None = None) -> R:
+    @classmethod
+    def operations(cls) -> list[Operation[Any, Any]]:
+        """The operations this client declares."""
+        return operations_of(cls)
+
+    async def call(self, operation: Operation[Req, Rep], request: Req, *,
+                   correlation_id: str | None = None) -> Rep:
         """Send one request; return the decoded reply or raise its typed error."""
-        data = await self.call_raw(operation, _encoder.encode(request), correlation_id)
-        return _decoder(reply_type).decode(data)
+        data = await self._request(self.subject(operation), _encoder.encode(request),
+                                   correlation_id, operation.codes)
+        return operation.reply_decoder.decode(data)
 
     async def call_raw(self, operation: str, payload: bytes,
                        correlation_id: str | None = None) -> bytes:
         """Send raw bytes (for tests and tools); raise the typed error on an error reply."""
-        subject = request_subject(self.context, operation)
+        return await self._request(request_subject(self.context, operation), payload,
+                                   correlation_id, self.codes)
+
+    def subject(self, operation: Operation[Any, Any]) -> str:
+        """Where this client sends an operation's requests."""
+        if operation.admin:
+            return admin_subject(self.context, operation.name)
+        return request_subject(self.context, operation.name)
+
+    async def _request(self, subject: str, payload: bytes, correlation_id: str | None,
+                       codes: dict[str, type[LedgerError]]) -> bytes:
         headers = {HDR_CORRELATION: correlation_id or f"{random.getrandbits(128):032x}"}
         try:
             msg = await mux_of(self.nc).request(subject, payload, within=self.timeout,
@@ -66,5 +91,5 @@ class ServiceClient:
         except NatsError as err:  # disconnected, reconnecting, draining
             raise Unavailable(f"the message bus is not reachable now ({err})") from err
         if msg.headers and ERROR_CODE_HEADER in msg.headers:
-            raise from_reply(_error_decoder.decode(msg.data))
+            raise from_reply(_error_decoder.decode(msg.data), codes)
         return msg.data

@@ -102,20 +102,26 @@ class Internal(LedgerError):
     code = "internal"
 
 
-def error_class(code: str) -> type[LedgerError]:
-    """The most specific known error class for a wire code (LedgerError if unknown)."""
-    stack: list[type[LedgerError]] = [LedgerError]
-    while stack:
-        cls = stack.pop()
-        if cls.code == code:
-            return cls
-        stack.extend(cls.__subclasses__())
-    return LedgerError
+# The errors any operation may answer, whatever it declares.
+GENERIC: tuple[type[LedgerError], ...] = (
+    BadRequest, TooLarge, Unauthenticated, Forbidden, NotFound, Conflict, CommandReused,
+    Unavailable, CommandInProgress, Internal)
 
 
-def from_reply(reply: ErrorReply) -> LedgerError:
-    """Rebuild the typed error from its wire form."""
-    cls = error_class(reply.code)
+def code_table(errors: tuple[type[LedgerError], ...]) -> dict[str, type[LedgerError]]:
+    """Code -> class for these errors; a code given to two classes is a programming error."""
+    table: dict[str, type[LedgerError]] = {}
+    for cls in errors:
+        if table.setdefault(cls.code, cls) is not cls:
+            raise TypeError(f"error code {cls.code!r} is used by {table[cls.code].__name__} "
+                            f"and {cls.__name__}")
+    return table
+
+
+def from_reply(reply: ErrorReply, codes: dict[str, type[LedgerError]]) -> LedgerError:
+    """Rebuild the typed error from its wire form, by the caller's table of codes; a code
+    the table does not know comes back as a LedgerError carrying that code."""
+    cls = codes.get(reply.code, LedgerError)
     err = cls(reply.message, details=dict(reply.details), correlation_id=reply.correlation_id)
     if cls is LedgerError:
         err.code = reply.code  # type: ignore[misc]

@@ -19,6 +19,7 @@ import msgspec
 from contracts.base import CommandReply, Event, Reply, Request
 from contracts.client import ServiceClient
 from contracts.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
+from contracts.operations import Operation
 from contracts.subjects import aggregate_subjects, encode_id, event_subject
 from contracts.text import plain_text
 
@@ -148,7 +149,7 @@ AnyIdentityEvent = (
 )
 
 
-def member_scope(member_id: str) -> str:
+def member_subjects(member_id: str) -> str:
     return aggregate_subjects(CONTEXT, "member", member_id)
 
 
@@ -166,7 +167,7 @@ def account_key(account: str) -> str:
     return unicodedata.normalize("NFKC", account).casefold()
 
 
-def account_scope(account: str) -> str:
+def account_subjects(account: str) -> str:
     return aggregate_subjects(CONTEXT, "account", encode_id(account_key(account)))
 
 
@@ -174,7 +175,7 @@ def account_subject(account: str) -> str:
     return event_subject(CONTEXT, "account", encode_id(account_key(account)), "AccountClaimed")
 
 
-def openid_scope(openid: str) -> str:
+def openid_subjects(openid: str) -> str:
     return aggregate_subjects(CONTEXT, "openid", encode_id(openid))
 
 
@@ -267,7 +268,7 @@ class Unbind(Request, frozen=True, kw_only=True):
 
 
 class Done(CommandReply, frozen=True, kw_only=True):
-    """A command that has nothing to report but its consistency token."""
+    """A command that has nothing to report but its log position (seq)."""
 
 
 class Login(Request, frozen=True, kw_only=True):
@@ -280,7 +281,7 @@ class LoginOpenid(Request, frozen=True, kw_only=True):
 
 
 class Session(Reply, frozen=True, kw_only=True):
-    token: str
+    session: str
     member_id: str
     expires_at: datetime
 
@@ -360,49 +361,32 @@ class PublicKey(Reply, frozen=True, kw_only=True):
     key: str
 
 
+SESSION = (InvalidToken,)
+PASSWORD = (InvalidAccount, InvalidNickname, WeakPassword)
+
+
 class IdentityClient(ServiceClient):
-    """Typed calls to the identity service."""
+    """The identity service's operations."""
 
     context = CONTEXT
-
-    async def register(self, req: Register) -> Registered:
-        return await self.call("register", req, Registered)
-
-    async def bind(self, req: Bind) -> Done:
-        return await self.call("bind", req, Done)
-
-    async def unbind(self, req: Unbind) -> Done:
-        return await self.call("unbind", req, Done)
-
-    async def login(self, req: Login) -> Session:
-        return await self.call("login", req, Session)
-
-    async def login_openid(self, req: LoginOpenid) -> Session:
-        return await self.call("login_openid", req, Session)
-
-    async def me(self, req: Me) -> MemberInfo:
-        return await self.call("me", req, MemberInfo)
-
-    async def change_password(self, req: ChangePassword) -> Done:
-        return await self.call("change_password", req, Done)
-
-    async def change_nickname(self, req: ChangeNickname) -> Done:
-        return await self.call("change_nickname", req, Done)
-
-    async def drive_password_set(self, req: SetDrivePassword) -> Done:
-        return await self.call("drive_password_set", req, Done)
-
-    async def drive_password_verify(self, req: VerifyDrivePassword) -> DriveToken:
-        return await self.call("drive_password_verify", req, DriveToken)
-
-    async def drive_password_reset(self, req: ResetDrivePassword) -> Done:
-        return await self.call("drive_password_reset", req, Done)
-
-    async def drive_password_change(self, req: ChangeDrivePassword) -> Done:
-        return await self.call("drive_password_change", req, Done)
-
-    async def drive_question(self, req: AskQuestion) -> SecurityQuestion:
-        return await self.call("drive_question", req, SecurityQuestion)
-
-    async def public_key(self) -> PublicKey:
-        return await self.call("public_key", PublicKeyRequest(), PublicKey)
+    register = Operation(Register, Registered, errors=(*PASSWORD, AccountTaken))
+    bind = Operation(Bind, Done, errors=(*PASSWORD, InvalidCredentials, AccountTaken,
+                                         OpenidTaken, AlreadyBound))
+    unbind = Operation(Unbind, Done, errors=(*SESSION, NotBound))
+    login = Operation(Login, Session, errors=(InvalidAccount, InvalidCredentials))
+    login_openid = Operation(LoginOpenid, Session, errors=(NotBound, InvalidCredentials))
+    me = Operation(Me, MemberInfo, errors=SESSION)
+    change_password = Operation(ChangePassword, Done, errors=(*SESSION, InvalidCredentials,
+                                                              WeakPassword))
+    change_nickname = Operation(ChangeNickname, Done, errors=(*SESSION, InvalidNickname))
+    drive_password_set = Operation(SetDrivePassword, Done, errors=(
+        *SESSION, DrivePasswordAlreadySet, WeakPassword))
+    drive_password_verify = Operation(VerifyDrivePassword, DriveToken, errors=(
+        *SESSION, DrivePasswordNotSet, DriveLocked, WrongDrivePassword))
+    drive_password_reset = Operation(ResetDrivePassword, Done, errors=(
+        *SESSION, DrivePasswordNotSet, DriveLocked, WrongAnswer, WeakPassword))
+    drive_password_change = Operation(ChangeDrivePassword, Done, errors=(
+        *SESSION, DrivePasswordNotSet, DriveLocked, WrongDrivePassword, WeakPassword))
+    drive_question = Operation(AskQuestion, SecurityQuestion, errors=(
+        *SESSION, DrivePasswordNotSet))
+    public_key = Operation(PublicKeyRequest, PublicKey)

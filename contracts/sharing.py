@@ -16,15 +16,16 @@ import msgspec
 from contracts.base import CommandReply, Event, Reply, Request
 from contracts.client import ServiceClient
 from contracts.errors import BadRequest, NotFound
-from contracts.identity import Account, CommandId
+from contracts.identity import Account, CommandId, InvalidToken
+from contracts.operations import Operation
 from contracts.storage import MemberId, SetId, VersionInfo, Year
 from contracts.subjects import aggregate_subjects, event_subject
 
 CONTEXT = "sharing"
 _SHARES = uuid.UUID("3e9d7c51-7a0b-4c22-9a55-2b8f6d0e4c13")
-Scope = Literal["read-write", "read-only"]
+Permission = Literal["read-write", "read-only"]
 Access = Literal["read", "write"]
-Token = Annotated[int, msgspec.Meta(ge=0)]
+Seq = Annotated[int, msgspec.Meta(ge=0)]  # a log position (consistency), never a credential
 # A time without a zone is ambiguous (whose midnight?): refused when decoded.
 AwareTime = Annotated[datetime, msgspec.Meta(tz=True)]
 
@@ -41,7 +42,8 @@ class ShareGranted(SharingEvent, frozen=True, kw_only=True):
     set_id: str
     set_name: str
     friend_id: str
-    scope: Scope = "read-write"
+    # Named "scope" in the log, where events written before the rename keep it.
+    permission: Permission = msgspec.field(default="read-write", name="scope")
     years: list[int] | None = None
     expires_at: datetime | None = None
     at: datetime
@@ -66,7 +68,7 @@ def share_id(owner_id: str, set_id: str) -> str:
     return str(uuid.uuid5(_SHARES, f"{owner_id}:{set_id}"))
 
 
-def share_scope(sid: str) -> str:
+def share_subjects(sid: str) -> str:
     return aggregate_subjects(CONTEXT, "share", sid)
 
 
@@ -91,10 +93,10 @@ class Grant(Request, frozen=True, kw_only=True):
     session: str
     set_id: SetId
     friends: Annotated[list[Account], msgspec.Meta(min_length=1, max_length=100)]
-    scope: Scope = "read-write"
+    permission: Permission = "read-write"
     years: Annotated[list[Year], msgspec.Meta(min_length=1, max_length=50)] | None = None
     expires_at: AwareTime | None = None
-    token: Token = 0
+    seq: Seq = 0
 
 
 class Revoke(Request, frozen=True, kw_only=True):
@@ -102,7 +104,7 @@ class Revoke(Request, frozen=True, kw_only=True):
     session: str
     set_id: SetId
     friend: Account | None = None
-    token: Token = 0
+    seq: Seq = 0
 
 
 class Changed(CommandReply, frozen=True, kw_only=True):
@@ -115,7 +117,7 @@ class Check(Request, frozen=True, kw_only=True):
     set_id: SetId
     year: Year
     access: Access
-    token: Token = 0
+    seq: Seq = 0
 
 
 class Verdict(Reply, frozen=True, kw_only=True):
@@ -125,14 +127,14 @@ class Verdict(Reply, frozen=True, kw_only=True):
 
 class ShareListRequest(Request, frozen=True, kw_only=True):
     session: str
-    token: Token = 0
+    seq: Seq = 0
 
 
 class SharedWith(msgspec.Struct, frozen=True, kw_only=True):
     account: str
     nickname: str
     since: datetime
-    scope: Scope
+    permission: Permission
     years: list[int] | None = None
     expires_at: datetime | None = None
 
@@ -153,7 +155,7 @@ class CloudSharesRequest(Request, frozen=True, kw_only=True):
     # Cloud Share opens with the cloud-drive password, as in the guide; missing, it is
     # refused like a wrong one (the default only makes the refusal say what to do).
     drive_token: str = ""
-    token: Token = 0
+    seq: Seq = 0
 
 
 class ShareYear(msgspec.Struct, frozen=True, kw_only=True):
@@ -164,7 +166,7 @@ class ShareYear(msgspec.Struct, frozen=True, kw_only=True):
 class ShareSet(msgspec.Struct, frozen=True, kw_only=True):
     set_id: str
     set_name: str
-    scope: Scope
+    permission: Permission
     years: list[ShareYear]
 
 
@@ -183,7 +185,7 @@ class HistoryRequest(Request, frozen=True, kw_only=True):
     session: str
     set_id: SetId
     at: AwareTime
-    token: Token = 0
+    seq: Seq = 0
 
 
 class History(Reply, frozen=True, kw_only=True):
@@ -191,24 +193,12 @@ class History(Reply, frozen=True, kw_only=True):
 
 
 class SharingClient(ServiceClient):
-    """Typed calls to the sharing service."""
+    """The sharing service's operations."""
 
     context = CONTEXT
-
-    async def grant(self, req: Grant) -> Changed:
-        return await self.call("grant", req, Changed)
-
-    async def revoke(self, req: Revoke) -> Changed:
-        return await self.call("revoke", req, Changed)
-
-    async def check(self, req: Check) -> Verdict:
-        return await self.call("check", req, Verdict)
-
-    async def shares(self, req: ShareListRequest) -> ShareList:
-        return await self.call("shares", req, ShareList)
-
-    async def cloud_shares(self, req: CloudSharesRequest) -> CloudShares:
-        return await self.call("cloud_shares", req, CloudShares)
-
-    async def history(self, req: HistoryRequest) -> History:
-        return await self.call("history", req, History)
+    grant = Operation(Grant, Changed, errors=(InvalidToken, NoBackup, NotAFriend))
+    revoke = Operation(Revoke, Changed, errors=(InvalidToken, NotAFriend, NotShared))
+    check = Operation(Check, Verdict)
+    shares = Operation(ShareListRequest, ShareList, errors=(InvalidToken,))
+    cloud_shares = Operation(CloudSharesRequest, CloudShares, errors=(InvalidToken,))
+    history = Operation(HistoryRequest, History, errors=(InvalidToken,))

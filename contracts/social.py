@@ -16,12 +16,13 @@ import msgspec
 from contracts.base import CommandReply, Event, Reply, Request
 from contracts.client import ServiceClient
 from contracts.errors import BadRequest, Conflict, NotFound
-from contracts.identity import Account, CommandId, Nickname
+from contracts.identity import Account, CommandId, InvalidToken, Nickname
+from contracts.operations import Operation
 from contracts.subjects import aggregate_subjects, event_subject
 
 CONTEXT = "social"
 _PAIRS = uuid.UUID("0f4a3c9e-31c1-4b8e-8f0e-7d1f9b5c2a61")
-Token = Annotated[int, msgspec.Meta(ge=0)]
+Seq = Annotated[int, msgspec.Meta(ge=0)]  # a log position (consistency), never a credential
 
 
 class SocialEvent(Event, frozen=True, kw_only=True):
@@ -56,7 +57,7 @@ def pair_id(a: str, b: str) -> str:
     return str(uuid.uuid5(_PAIRS, f"{low}:{high}"))
 
 
-def friendship_scope(friendship_id: str) -> str:
+def friendship_subjects(friendship_id: str) -> str:
     return aggregate_subjects(CONTEXT, "friendship", friendship_id)
 
 
@@ -85,19 +86,19 @@ class AddFriend(Request, frozen=True, kw_only=True):
     session: str
     account: Account
     nickname: Nickname
-    token: Token = 0
+    seq: Seq = 0
 
 
 class RemoveFriend(Request, frozen=True, kw_only=True):
     command_id: CommandId
     session: str
     account: Account
-    token: Token = 0
+    seq: Seq = 0
 
 
 class ListFriends(Request, frozen=True, kw_only=True):
     session: str
-    token: Token = 0
+    seq: Seq = 0
 
 
 class FriendChanged(CommandReply, frozen=True, kw_only=True):
@@ -118,15 +119,11 @@ class FriendList(Reply, frozen=True, kw_only=True):
 
 
 class SocialClient(ServiceClient):
-    """Typed calls to the social service."""
+    """The social service's operations."""
 
     context = CONTEXT
-
-    async def add_friend(self, req: AddFriend) -> FriendChanged:
-        return await self.call("add_friend", req, FriendChanged)
-
-    async def remove_friend(self, req: RemoveFriend) -> FriendChanged:
-        return await self.call("remove_friend", req, FriendChanged)
-
-    async def list_friends(self, req: ListFriends) -> FriendList:
-        return await self.call("list_friends", req, FriendList)
+    add_friend = Operation(AddFriend, FriendChanged, errors=(
+        InvalidToken, NoSuchMember, CannotFriendSelf, AlreadyFriends))
+    remove_friend = Operation(RemoveFriend, FriendChanged, errors=(
+        InvalidToken, NoSuchMember, NotFriends))
+    list_friends = Operation(ListFriends, FriendList, errors=(InvalidToken,))

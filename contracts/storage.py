@@ -1,7 +1,7 @@
 """storage: each member's cloud drive, its quota, and the account-set files on S3.
 
 Subjects:
-  evt.storage.drive.<owner_id>.<Event>      quota, reservations, versions (the OCC scope)
+  evt.storage.drive.<owner_id>.<Event>      quota, reservations, versions (the OCC subject filter)
   evt.storage.audit.<owner_id>.DownloadIssued   audit trail (no OCC)
 Requests: storage.<operation>. Files travel over presigned S3 URLs, never over NATS.
 """
@@ -16,7 +16,8 @@ import msgspec
 from contracts.base import CommandReply, Event, Reply, Request
 from contracts.client import ServiceClient
 from contracts.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
-from contracts.identity import CommandId
+from contracts.identity import CommandId, InvalidToken
+from contracts.operations import Operation
 from contracts.subjects import aggregate_subjects, event_subject
 from contracts.text import plain_text
 
@@ -36,7 +37,7 @@ Sha256 = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{64}$")]
 Remark = Annotated[str, plain_text(max_length=200)]
 MemberId = Annotated[str, msgspec.Meta(min_length=1, max_length=64,
                                        pattern=r"^[A-Za-z0-9_-]+$")]
-Token = Annotated[int, msgspec.Meta(ge=0)]
+Seq = Annotated[int, msgspec.Meta(ge=0)]  # a log position (consistency), never a credential
 
 
 # ---- events ---------------------------------------------------------------------------
@@ -138,7 +139,7 @@ AnyStorageEvent = (QuotaChanged | UploadReserved | BackupUploaded | UploadAborte
                    | VersionDeleted | DownloadIssued)
 
 
-def drive_scope(owner_id: str) -> str:
+def drive_subjects(owner_id: str) -> str:
     return aggregate_subjects(CONTEXT, "drive", owner_id)
 
 
@@ -146,7 +147,7 @@ def drive_subject(owner_id: str, event: StorageEvent) -> str:
     return event_subject(CONTEXT, "drive", owner_id, type(event).__name__)
 
 
-def audit_scope(owner_id: str) -> str:
+def audit_subjects(owner_id: str) -> str:
     return aggregate_subjects(CONTEXT, "audit", owner_id)
 
 
@@ -217,7 +218,7 @@ class BeginUpload(Request, frozen=True, kw_only=True):
     remark: Remark = ""
     base_version: VersionId | None = None
     drive_token: str = ""
-    token: Token = 0
+    seq: Seq = 0
 
 
 class Part(msgspec.Struct, frozen=True, kw_only=True):
@@ -253,7 +254,7 @@ class CompleteUpload(Request, frozen=True, kw_only=True):
     session: str
     owner_id: MemberId | None = None
     drive_token: str = ""
-    token: Token = 0
+    seq: Seq = 0
     upload_id: VersionId
 
 
@@ -278,7 +279,7 @@ class Uploaded(CommandReply, frozen=True, kw_only=True):
 
 class DriveRequest(Request, frozen=True, kw_only=True):
     session: str
-    token: Token = 0
+    seq: Seq = 0
 
 
 class SetYear(msgspec.Struct, frozen=True, kw_only=True):
@@ -303,7 +304,7 @@ class VersionsRequest(Request, frozen=True, kw_only=True):
     set_id: SetId
     year: Year
     drive_token: str = ""
-    token: Token = 0
+    seq: Seq = 0
 
 
 class VersionList(Reply, frozen=True, kw_only=True):
@@ -318,7 +319,7 @@ class DownloadRequest(Request, frozen=True, kw_only=True):
     year: Year
     version_id: VersionId | None = None
     drive_token: str = ""
-    token: Token = 0
+    seq: Seq = 0
 
 
 class DownloadTicket(CommandReply, frozen=True, kw_only=True):
@@ -350,28 +351,20 @@ class QuotaSet(CommandReply, frozen=True, kw_only=True):
     used: int
 
 
+UPLOAD = (InvalidToken, NoAccess, QuotaExceeded, StorageUnavailable)
+
+
 class StorageClient(ServiceClient):
-    """Typed calls to the storage service."""
+    """The storage service's operations."""
 
     context = CONTEXT
-
-    async def begin_upload(self, req: BeginUpload) -> UploadPlan:
-        return await self.call("begin_upload", req, UploadPlan)
-
-    async def complete_upload(self, req: CompleteUpload) -> Uploaded:
-        return await self.call("complete_upload", req, Uploaded)
-
-    async def drive(self, req: DriveRequest) -> DriveListing:
-        return await self.call("drive", req, DriveListing)
-
-    async def versions(self, req: VersionsRequest) -> VersionList:
-        return await self.call("versions", req, VersionList)
-
-    async def download(self, req: DownloadRequest) -> DownloadTicket:
-        return await self.call("download", req, DownloadTicket)
-
-    async def delete_version(self, req: DeleteVersion) -> Deleted:
-        return await self.call("delete_version", req, Deleted)
-
-    async def set_quota(self, req: SetQuota) -> QuotaSet:
-        return await self.call("set_quota", req, QuotaSet)
+    begin_upload = Operation(BeginUpload, UploadPlan, errors=(*UPLOAD, NoSuchVersion))
+    complete_upload = Operation(CompleteUpload, Uploaded, errors=(
+        *UPLOAD, NoSuchUpload, UploadIncomplete, ChecksumMismatch, UploadExpired))
+    drive = Operation(DriveRequest, DriveListing, errors=(InvalidToken,))
+    versions = Operation(VersionsRequest, VersionList, errors=(InvalidToken, NoAccess))
+    download = Operation(DownloadRequest, DownloadTicket, errors=(
+        InvalidToken, NoAccess, NoSuchVersion, DownloadExpired, StorageUnavailable))
+    delete_version = Operation(DeleteVersion, Deleted, errors=(
+        InvalidToken, NoSuchVersion, StorageUnavailable))
+    set_quota = Operation(SetQuota, QuotaSet, errors=(InvalidToken,))

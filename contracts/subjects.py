@@ -58,7 +58,7 @@ def event_subject(context: str, aggregate: str, agg_id: str, event_type: str) ->
 
 
 def aggregate_subjects(context: str, aggregate: str, agg_id: str) -> str:
-    """Filter matching every event of one aggregate instance (the OCC scope)."""
+    """Filter matching every event of one aggregate instance (the OCC subject filter)."""
     return ".".join((EVENT_ROOT, token(context), token(aggregate), token(agg_id), "*"))
 
 
@@ -77,6 +77,15 @@ def all_events() -> str:
 def request_subject(context: str, operation: str) -> str:
     """Subject of a request-reply operation, e.g. ``sharing.grant``."""
     return f"{token(context)}.{token(operation)}"
+
+
+ADMIN_ROOT = "admin"
+
+
+def admin_subject(context: str, operation: str) -> str:
+    """Subject of an operators' operation, e.g. ``admin.sharing.replay``: a prefix of its own,
+    so that only the operators' credentials need to reach it."""
+    return f"{ADMIN_ROOT}.{token(context)}.{token(operation)}"
 
 
 def split_event_subject(subject: str) -> tuple[str, str, str, str]:

@@ -15,12 +15,13 @@ import nats
 import uvloop
 from nats.aio.client import Client as NATS
 
+from contracts.client import ServiceClient
 from runtime import logs
 from runtime.commands import Pipeline
 from runtime.eventstore import EventStore
 from runtime.journal import Journal
-from runtime.projector import Projector
-from runtime.service import ServiceHost
+from runtime.projector import Projection, Projector
+from runtime.service import Endpoint, ServiceHost
 from runtime.settings import Settings, load_settings
 
 log = logging.getLogger("ledgershare.app")
@@ -62,17 +63,55 @@ class Resources:
     settings: Settings
     nc: NATS
     pool: asyncpg.Pool
-    store: EventStore
+    events: EventStore
 
 
 Builder = Callable[[Resources], Awaitable[Wiring]]
+
+
+@dataclass(frozen=True)
+class ReadModel:
+    """The tables a service projects from the log into its own PostgreSQL schema, and the
+    projection that fills them (a fresh one, for a rebuild)."""
+
+    schema: str
+    tables: tuple[str, ...]
+    projection: Callable[[], Projection]
+
+
+@dataclass(frozen=True)
+class Service:
+    """Everything the runner, the CLI, replay and the tests know about one service.
+
+    Each service package exports one (``services/<name>/service.py``: ``SERVICE``), and
+    ``services/registry.py`` lists them once, in start order."""
+
+    name: str  # its context: request subjects ``<name>.<operation>``, events ``evt.<name>.>``
+    description: str
+    version: str
+    client: type[ServiceClient]  # the operations it serves, declared in contracts
+    events: Any  # the union of the event types it appends
+    build: Builder
+    read_model: ReadModel | None = None
+
+    @property
+    def module(self) -> str:
+        """What ``python -m`` runs."""
+        return f"services.{self.name}"
+
+    def host(self, res: Resources, endpoints: list[Endpoint[Any, Any]]) -> ServiceHost:
+        """The micro service that serves its endpoints, checked against its declaration."""
+        return ServiceHost(res.nc, name=self.name, version=self.version,
+                           description=self.description, endpoints=endpoints,
+                           max_in_flight=res.settings.max_in_flight,
+                           declared=self.client.operations())
 
 
 async def command_pipeline(res: Resources, context: str) -> Pipeline:
     """The command pipeline of one context, its journal verified (or created)."""
     journal = Journal(res.nc, timeout=res.settings.request_timeout_s)
     await journal.ensure(replicas=res.settings.stream_replicas)
-    return Pipeline(res.store, journal, context)
+    return Pipeline(res.events, journal, context)
 
 
 async def create_pool(dsn: str, *, size: int) -> asyncpg.Pool:
@@ -97,16 +136,16 @@ async def connect(settings: Settings) -> tuple[NATS, asyncpg.Pool, EventStore]:
                             reconnect_time_wait=0.5, name="ledgershare",
                             inbox_prefix=settings.nats_inbox_prefix)
     pool = await create_pool(settings.pg_dsn, size=10)
-    store = EventStore(nc, settings.stream, timeout=settings.request_timeout_s)
-    await store.ensure_stream(replicas=settings.stream_replicas,
+    events = EventStore(nc, settings.stream, timeout=settings.request_timeout_s)
+    await events.ensure_stream(replicas=settings.stream_replicas,
                               duplicate_window_s=settings.duplicate_window_s)
-    return nc, pool, store
+    return nc, pool, events
 
 
-async def serve(build: Builder, settings: Settings) -> None:
+async def serve(service: Service, settings: Settings) -> None:
     """Run one service until SIGTERM or SIGINT; stop taking requests, drain, close."""
-    nc, pool, store = await connect(settings)
-    wiring = await build(Resources(settings, nc, pool, store))
+    nc, pool, events = await connect(settings)
+    wiring = await service.build(Resources(settings, nc, pool, events))
     tasks = await wiring.start()
     log.info("%s %s serving", wiring.host.name, wiring.host.version)
     await _until_signalled()
@@ -127,8 +166,8 @@ async def _until_signalled() -> None:
             loop.remove_signal_handler(sig)
 
 
-def main(build: Builder) -> None:
+def main(service: Service) -> None:
     """Entry point of ``python -m services.<name>``."""
     settings = load_settings()
     logs.configure(settings.log_level, json_lines=settings.log_json)
-    uvloop.run(serve(build, settings))
+    uvloop.run(serve(service, settings))

@@ -44,7 +44,7 @@ Decision = Sequence[Outgoing] | Awaitable[Sequence[Outgoing]]
 # Credentials say who asks, not what is asked: a retry may carry a refreshed session, and a
 # digest of a password must never be stored. A consistency seq is not content either.
 NOT_CONTENT = frozenset({"command_id", "session", "drive_token", "password", "old_password",
-                         "new_password", "answer", "token"})
+                         "new_password", "answer", "seq"})
 
 
 def command_key(context: str, operation: str, caller: str, command_id: str) -> str:
@@ -73,9 +73,9 @@ class Command:
         """The same command, for one of several steps it takes in one aggregate."""
         return Command(key=f"{self.key}.{name}", fresh=self.fresh, meta=self.meta)
 
-    def msg_id(self, scope: str) -> str:
+    def msg_id(self, subject_filter: str) -> str:
         """The message id prefix of this command's events in one aggregate."""
-        where = hashlib.sha256(f"{scope} {self.key}".encode()).hexdigest()[:24]
+        where = hashlib.sha256(f"{subject_filter} {self.key}".encode()).hexdigest()[:24]
         return f"{self.key[:40]}.{where}"
 
 
@@ -168,7 +168,7 @@ class Pipeline:
         return Command(key=key, fresh=False, meta=Meta(correlation_id=correlation_id,
                                                        causation_id=key, actor=actor))
 
-    async def step(self, command: Command, scope: str, fold: Fold[S, E],
+    async def step(self, command: Command, subject_filter: str, fold: Fold[S, E],
                    decide: Callable[[S], Decision], *,
                    load: Callable[[], Awaitable[tuple[S, int]]] | None = None) -> Step[S, E]:
         """Load one aggregate (``load``, or ``fold`` over its events), decide, append with
@@ -179,10 +179,10 @@ class Pipeline:
         async def attempt() -> Step[S, E]:
             nonlocal tries
             tries += 1
-            state, seq = await (load() if load else self._load(scope, fold))
+            state, seq = await (load() if load else self._load(subject_filter, fold))
             stored: list[StoredEvent] = []
             if not command.fresh or tries > 1:
-                stored = await self.events.appended_by(scope, command.key)
+                stored = await self.events.appended_by(subject_filter, command.key)
                 if stored and _complete(stored[-1]):
                     return Step(events=[fold.decoder.decode(e.data) for e in stored],
                                 seq=stored[-1].seq, state=state, repeated=True)
@@ -192,8 +192,8 @@ class Pipeline:
                 return Step(events=[], seq=seq, state=state, repeated=False)
             # A run that died half-way left a prefix of its events: deciding again completes
             # it (a command's events are per-target replacements), under fresh message ids.
-            prefix = command.msg_id(scope) + (f".{len(stored)}" if stored else "")
-            last = await self.events.append(scope, outs, expected=seq, msg_id=prefix,
+            prefix = command.msg_id(subject_filter) + (f".{len(stored)}" if stored else "")
+            last = await self.events.append(subject_filter, outs, expected=seq, msg_id=prefix,
                                             meta=command.meta, command=command.key)
             events: list[E] = [out.event for out in outs]  # type: ignore[misc]
             return Step(events=events, seq=last, state=_fold(fold, state, events),
@@ -201,8 +201,8 @@ class Pipeline:
 
         return await with_retry(attempt)
 
-    async def _load(self, scope: str, fold: Fold[S, E]) -> tuple[S, int]:
-        return await self.events.state(scope, fold.decoder, fold.evolve, fold.initial)
+    async def _load(self, subject_filter: str, fold: Fold[S, E]) -> tuple[S, int]:
+        return await self.events.state(subject_filter, fold.decoder, fold.evolve, fold.initial)
 
 
 def _complete(last: StoredEvent) -> bool:

@@ -55,9 +55,10 @@ class EventStoreError(Exception):
 class ConcurrencyConflict(EventStoreError):
     """Someone appended to the aggregate after the sequence we decided on."""
 
-    def __init__(self, scope: str, expected: int, detail: str) -> None:
-        super().__init__(f"concurrent append to {scope}: expected last {expected}, {detail}")
-        self.scope = scope
+    def __init__(self, subject_filter: str, expected: int, detail: str) -> None:
+        super().__init__(
+            f"concurrent append to {subject_filter}: expected last {expected}, {detail}")
+        self.subject_filter = subject_filter
         self.expected = expected
 
 
@@ -135,11 +136,11 @@ class EventStore:
             return
         verify_stream(info.config, wanted)
 
-    async def append(self, scope: str, events: Sequence[Outgoing], *, expected: int | None,
+    async def append(self, subject_filter: str, events: Sequence[Outgoing], *, expected: int | None,
                      msg_id: str, meta: Meta | None = None, command: str = "") -> int:
         """Append events in order; returns the stream sequence of the last one.
 
-        ``scope`` is the aggregate's subject filter; ``expected`` its last sequence as
+        ``subject_filter`` is the aggregate's subject filter; ``expected`` its last sequence as
         loaded (0: must be empty; None: no check). A retry with the same ``msg_id`` after a
         lost reply returns the original sequence instead of appending twice. With
         ``command`` (the command pipeline's key) every event says which command and which
@@ -149,94 +150,96 @@ class EventStore:
         seq = expected
         for index, out in enumerate(events):
             part = f"{index + 1}/{len(events)}" if command else ""
-            seq = await self._append_one(scope, out, seq, f"{msg_id}:{index}", meta or Meta(),
+            seq = await self._append_one(subject_filter, out, seq, f"{msg_id}:{index}",
+                                         meta or Meta(),
                                          command, part)
         return seq or 0
 
-    async def _append_one(self, scope: str, out: Outgoing, expected: int | None,
+    async def _append_one(self, subject_filter: str, out: Outgoing, expected: int | None,
                           msg_id: str, meta: Meta, command: str = "", part: str = "") -> int:
         headers = event_headers(out.event, msg_id, meta)
         if command:
             headers |= {HDR_COMMAND: command, HDR_PART: part}
         if expected is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
-            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = scope
+            headers["Nats-Expected-Last-Subject-Sequence-Subject"] = subject_filter
         data = _encoder.encode(out.event)
         reply = await mux_of(self.nc).request(out.subject, data, within=self.timeout,
                                               headers={**headers, "Nats-Expected-Stream":
                                                        self.stream})
         ack = ack_decoder.decode(reply.data)
         if ack.error is not None:
-            self.recent.forget(scope)
+            self.recent.forget(subject_filter)
             if ack.error.err_code != WRONG_LAST_SEQUENCE or expected is None:
                 raise EventStoreError(f"append refused: {ack.error.description} "
                                       f"({ack.error.err_code})")
             if command:
-                raise ConcurrencyConflict(scope, expected, ack.error.description)
-            return await self._landed_or_conflict(scope, expected, msg_id,
+                raise ConcurrencyConflict(subject_filter, expected, ack.error.description)
+            return await self._landed_or_conflict(subject_filter, expected, msg_id,
                                                   ack.error.description)
         stored = StoredEvent(seq=ack.seq, subject=out.subject, type=event_type(out.event),
                              data=data, headers=headers)
         if expected is None or ack.duplicate:
-            self.recent.forget(scope)  # what else is in the aggregate is not known here
+            self.recent.forget(subject_filter)  # what else is in the aggregate is not known here
             if command and ack.duplicate:
-                raise ConcurrencyConflict(scope, expected or 0, "already appended")
+                raise ConcurrencyConflict(subject_filter, expected or 0, "already appended")
         else:
-            self.recent.appended(scope, expected, stored)
+            self.recent.appended(subject_filter, expected, stored)
         return stored.seq
 
-    async def _landed_or_conflict(self, scope: str, expected: int, msg_id: str,
+    async def _landed_or_conflict(self, subject_filter: str, expected: int, msg_id: str,
                                   detail: str) -> int:
         # The server checks the expected sequence before dedup, so a retry of an append
         # that did land (reply lost) looks like a conflict: look for our own message id.
-        for stored in await self.load(scope, after=expected):
+        for stored in await self.load(subject_filter, after=expected):
             if stored.msg_id == msg_id:
                 return stored.seq
-        raise ConcurrencyConflict(scope, expected, detail)
+        raise ConcurrencyConflict(subject_filter, expected, detail)
 
-    async def appended_by(self, scope: str, command: str) -> list[StoredEvent]:
-        """The events of ``scope`` that one command (its pipeline key) appended."""
-        return [e for e in await self.load(scope) if e.headers.get(HDR_COMMAND) == command]
+    async def appended_by(self, subject_filter: str, command: str) -> list[StoredEvent]:
+        """The events of ``subject_filter`` that one command (its pipeline key) appended."""
+        return [e for e in await self.load(subject_filter) if e.headers.get(HDR_COMMAND) == command]
 
-    async def history(self, scope: str, decoder: msgspec.json.Decoder[E]) -> tuple[list[E], int]:
+    async def history(self, subject_filter: str,
+                      decoder: msgspec.json.Decoder[E]) -> tuple[list[E], int]:
         """One aggregate's events, decoded, and its last sequence (0 when it has none)."""
-        stored = await self.messages(scope)
+        stored = await self.messages(subject_filter)
         return ([decoder.decode(e.data) for e in self._events_only(stored)],
                 stored[-1].seq if stored else 0)
 
-    async def state(self, scope: str, decoder: msgspec.json.Decoder[E],
+    async def state(self, subject_filter: str, decoder: msgspec.json.Decoder[E],
                     evolve: Callable[[S, E], S], initial: S) -> tuple[S, int]:
         """One aggregate's state (``evolve`` folded over its events from ``initial``) and
         its last sequence. A remembered aggregate's state is kept, so only the events
         after it are decoded and folded: a long history costs once, not per command.
         ``evolve`` must not change the state it is given."""
-        events = await self.messages(scope)  # the last one counts, foreign or not (OCC)
+        events = await self.messages(subject_filter)  # the last one counts, foreign or not (OCC)
         last = events[-1].seq if events else 0
-        kept = self.recent.fold(scope, evolve)
+        kept = self.recent.fold(subject_filter, evolve)
         state, start = initial, 0
         if kept is not None and kept[0] <= last:
             start = bisect.bisect_right(events, kept[0], key=lambda e: e.seq)
             state = kept[1]
         for stored in self._events_only(events[start:]):
             state = evolve(state, decoder.decode(stored.data))
-        self.recent.keep_fold(scope, evolve, last, state)
+        self.recent.keep_fold(subject_filter, evolve, last, state)
         return state, last
 
-    async def expected_last(self, scope: str) -> int:
+    async def expected_last(self, subject_filter: str) -> int:
         """The aggregate's last sequence for an append that decides without its state
         (its decision holds whatever came before): the remembered one when there is one,
         else the log's. A stale one only makes the append fail its OCC check, which drops
         it, so the retry asks the log."""
-        known = self.recent.last(scope)
+        known = self.recent.last(subject_filter)
         if known is None:
-            known = await self._last_seq(scope)
-            self.recent.note_last(scope, known)
+            known = await self._last_seq(subject_filter)
+            self.recent.note_last(subject_filter, known)
         return known
 
-    async def load(self, scope: str, *, after: int = 0) -> list[StoredEvent]:
-        """Every event matching ``scope`` with sequence > ``after``, in log order; a
+    async def load(self, subject_filter: str, *, after: int = 0) -> list[StoredEvent]:
+        """Every event matching ``subject_filter`` with sequence > ``after``, in log order; a
         message there that no append wrote is left out and parked (see `messages`)."""
-        return self._events_only(await self.messages(scope, after=after))
+        return self._events_only(await self.messages(subject_filter, after=after))
 
     def _events_only(self, messages: list[StoredEvent]) -> list[StoredEvent]:
         # deny_delete keeps a foreign message in the log for good: were it folded, or
@@ -256,44 +259,45 @@ class EventStore:
         if len(self.parked) < PARKED_MAX:
             self.parked[message.seq] = reason
 
-    async def messages(self, scope: str, *, after: int = 0) -> list[StoredEvent]:
-        """Every message matching ``scope`` with sequence > ``after``, in log order,
+    async def messages(self, subject_filter: str, *, after: int = 0) -> list[StoredEvent]:
+        """Every message matching ``subject_filter`` with sequence > ``after``, in log order,
         foreign ones included: the server counts them in an append's expected sequence.
 
         An aggregate loaded or appended to lately is remembered: one cheap question (the
-        scope's last sequence) tells whether the copy is current, and only newer events
+        filter's last sequence) tells whether the copy is current, and only newer events
         are read. The answer is as fresh as without the copy."""
-        known = self.recent.get(scope) if after == 0 and _is_wildcard(scope) else None
+        wildcard = after == 0 and _is_wildcard(subject_filter)
+        known = self.recent.get(subject_filter) if wildcard else None
         if known is None:
-            events = await self._read(scope, after)
-            if after == 0 and _is_wildcard(scope):
-                self.recent.put(scope, events)
+            events = await self._read(subject_filter, after)
+            if after == 0 and _is_wildcard(subject_filter):
+                self.recent.put(subject_filter, events)
             return events
         last_known = known[-1].seq if known else 0
-        if await self._last_seq(scope) != last_known:
-            known = [*known, *await self._read(scope, last_known)]
-            self.recent.put(scope, known)
+        if await self._last_seq(subject_filter) != last_known:
+            known = [*known, *await self._read(subject_filter, last_known)]
+            self.recent.put(subject_filter, known)
         return list(known)
 
-    async def _last_seq(self, scope: str) -> int:
-        newest = await self.last_on(scope)
+    async def _last_seq(self, subject_filter: str) -> int:
+        newest = await self.last_on(subject_filter)
         return newest.seq if newest is not None else 0
 
-    async def _read(self, scope: str, after: int) -> list[StoredEvent]:
-        """Every event matching ``scope`` after ``after``, from the server.
+    async def _read(self, subject_filter: str, after: int) -> list[StoredEvent]:
+        """Every event matching ``subject_filter`` after ``after``, from the server.
 
         nats-server 2.15 walks the whole stream after the last match of a wildcard
         ``next_by_subj`` (~400 loads/s at 100k events, falling as the log grows), but
-        finds a literal subject through its index. So a wildcard scope is first resolved
+        finds a literal subject through its index. So a wildcard filter is first resolved
         to the literal subjects it has (one ``multi_last``), and those are read at once."""
-        if not _is_wildcard(scope):
-            return await self._scan(scope, after)
+        if not _is_wildcard(subject_filter):
+            return await self._scan(subject_filter, after)
         try:
-            newest = await self._direct({"multi_last": [scope], "batch": LOAD_BATCH})
+            newest = await self._direct({"multi_last": [subject_filter], "batch": LOAD_BATCH})
         except EventStoreError:
             newest = None  # e.g. 413: more subjects than the server lists at once
         if newest is None or len(newest) >= LOAD_BATCH:
-            return await self._scan(scope, after)
+            return await self._scan(subject_filter, after)
         # The snapshot is the log up to the newest of those lasts: an event appended
         # since, maybe on a subject the listing missed, is left out (an append on this
         # state then fails its expected-sequence check) rather than read in part.

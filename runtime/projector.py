@@ -74,11 +74,11 @@ class BatchProjection(Projection, Protocol):
     batch before is still being written."""
 
     def prepare(self, events: list[StoredEvent]) -> Any:
-        """Decode and gather the events (raise to have them applied one by one)."""
+        """Decode and collect the events (raise to have them applied one by one)."""
 
     async def apply_prepared(self, conn: asyncpg.Connection, schema: str,
                              prepared: Any) -> None:
-        """Write what `prepare` gathered (raise to have the events applied one by one)."""
+        """Write what `prepare` collected (raise to have the events applied one by one)."""
 
 
 class Batch:
@@ -393,7 +393,7 @@ class Projector:
         """Return once this instance leads (its mirror, if any, is loaded)."""
         await asyncio.wait_for(self._leading.wait(), within)
 
-    async def wait_until(self, token: int, within: float = 5.0) -> None:
+    async def wait_until(self, seq: int, within: float = 5.0) -> None:
         """Return once every event this projection cares about up to ``token`` is applied."""
         deadline = time.monotonic() + within
         ask = True
@@ -401,12 +401,12 @@ class Projector:
             # Take the event before checking: an advance during the check sets it, so
             # the wake-up cannot be lost between the check and the wait.
             advanced = self._advanced
-            if await self._reached(token, ask=ask):
+            if await self._reached(seq, ask=ask):
                 return
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise ProjectionLag(
-                    f"{self.projection.name} is at {self.position}, not yet at {token}")
+                    f"{self.projection.name} is at {self.position}, not yet at {seq}")
             try:
                 await asyncio.wait_for(advanced.wait(), min(remaining, 0.05))
                 ask = time.monotonic() - self._asked_at > ASK_EVERY_S
@@ -425,8 +425,8 @@ class Projector:
             await self._refresh_position()
         return await self._next_on(self.filter, self.position + 1) is None
 
-    async def _reached(self, token: int, *, ask: bool) -> bool:
-        if token <= max(self.position, self._clear_to):
+    async def _reached(self, seq: int, *, ask: bool) -> bool:
+        if seq <= max(self.position, self._clear_to):
             return True
         if not ask:
             return False
@@ -434,7 +434,7 @@ class Projector:
             await self._refresh_position()
         # The log's end, asked first: what is not written yet cannot be vouched for, so a
         # token past the end (a caller's pick) clears only up to the end, and counts as it.
-        bound = min(token, await self._log_end())
+        bound = min(seq, await self._log_end())
         if await self._relevant_before(self.position + 1, bound):
             return False
         self._clear_to = max(self._clear_to, bound)
@@ -445,14 +445,14 @@ class Projector:
         async with self.pool.acquire() as conn:
             self.position = max(self.position, await self._read_checkpoint(conn))
 
-    async def _relevant_before(self, start: int, token: int) -> bool:
+    async def _relevant_before(self, start: int, seq: int) -> bool:
         """Whether the log holds an event for this projection in [start, token]. Asking
         the server costs it a walk of its subject index, so a catching-up projector is
         asked at most every ASK_EVERY_S, and one subject answering yes ends the question."""
         self._asked_at = time.monotonic()
         for subject in self.projection.subjects:
             nxt = await self._next_on(subject, start)
-            if nxt is not None and nxt <= token:
+            if nxt is not None and nxt <= seq:
                 return True
         return False
 

@@ -26,60 +26,60 @@ class Recent:
         self._aggregates: OrderedDict[str, _Remembered] = OrderedDict()
         self._lasts: OrderedDict[str, int] = OrderedDict()
 
-    def get(self, scope: str) -> list[StoredEvent] | None:
-        found = self._aggregates.get(scope)
+    def get(self, subject_filter: str) -> list[StoredEvent] | None:
+        found = self._aggregates.get(subject_filter)
         if found is None:
             return None
-        self._aggregates.move_to_end(scope)
+        self._aggregates.move_to_end(subject_filter)
         return found.events
 
-    def put(self, scope: str, events: list[StoredEvent]) -> None:
+    def put(self, subject_filter: str, events: list[StoredEvent]) -> None:
         """Remember an aggregate's events; states folded from a prefix of them stay."""
-        found = self._aggregates.get(scope)
+        found = self._aggregates.get(subject_filter)
         if found is None:
-            self._aggregates[scope] = found = _Remembered(events)
+            self._aggregates[subject_filter] = found = _Remembered(events)
             while len(self._aggregates) > self.size:
                 self._aggregates.popitem(last=False)
         found.events = events
-        self._aggregates.move_to_end(scope)
-        self._lasts.pop(scope, None)
+        self._aggregates.move_to_end(subject_filter)
+        self._lasts.pop(subject_filter, None)
 
-    def appended(self, scope: str, expected: int, event: StoredEvent) -> None:
+    def appended(self, subject_filter: str, expected: int, event: StoredEvent) -> None:
         """Follow our own append, made on the expectation that ``expected`` was last."""
-        if self.last(scope) != expected:
-            self.forget(scope)
+        if self.last(subject_filter) != expected:
+            self.forget(subject_filter)
             return
-        known = self.get(scope)
+        known = self.get(subject_filter)
         if known is not None:
             # A new list, never the old one extended: a load may hold that one across
             # its awaits, and would then read this event a second time.
-            self.put(scope, [*known, event])
+            self.put(subject_filter, [*known, event])
         else:
-            self.note_last(scope, event.seq)
+            self.note_last(subject_filter, event.seq)
 
-    def last(self, scope: str) -> int | None:
+    def last(self, subject_filter: str) -> int | None:
         """The newest sequence known for the aggregate (None: nothing remembered)."""
-        found = self._aggregates.get(scope)
+        found = self._aggregates.get(subject_filter)
         if found is not None:
             return found.events[-1].seq if found.events else 0
-        return self._lasts.get(scope)
+        return self._lasts.get(subject_filter)
 
-    def note_last(self, scope: str, seq: int) -> None:
+    def note_last(self, subject_filter: str, seq: int) -> None:
         """Remember only an aggregate's last sequence (its events were not read)."""
-        self._lasts[scope] = seq
-        self._lasts.move_to_end(scope)
+        self._lasts[subject_filter] = seq
+        self._lasts.move_to_end(subject_filter)
         while len(self._lasts) > self.size:
             self._lasts.popitem(last=False)
 
-    def forget(self, scope: str) -> None:
-        self._aggregates.pop(scope, None)
-        self._lasts.pop(scope, None)
+    def forget(self, subject_filter: str) -> None:
+        self._aggregates.pop(subject_filter, None)
+        self._lasts.pop(subject_filter, None)
 
-    def fold(self, scope: str, key: object) -> tuple[int, Any] | None:
-        found = self._aggregates.get(scope)
+    def fold(self, subject_filter: str, key: object) -> tuple[int, Any] | None:
+        found = self._aggregates.get(subject_filter)
         return None if found is None else found.folds.get(key)
 
-    def keep_fold(self, scope: str, key: object, seq: int, state: object) -> None:
-        found = self._aggregates.get(scope)
+    def keep_fold(self, subject_filter: str, key: object, seq: int, state: object) -> None:
+        found = self._aggregates.get(subject_filter)
         if found is not None:
             found.folds[key] = (seq, state)

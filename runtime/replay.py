@@ -38,26 +38,26 @@ async def rebuild(nc: NATS, pool: asyncpg.Pool, projection: Projection, schema: 
     """
     async with pool.acquire() as conn:
         await conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
-    token = await EventStore(nc, stream).last_sequence()
+    seq = await EventStore(nc, stream).last_sequence()
     consumer = f"rebuild_{schema}_{uuid.uuid4().hex[:8]}"
     projector = Projector(nc, pool, projection, schema=schema, stream=stream, consumer=consumer,
                           batch=4096)
     await projector.start()
-    reporter = asyncio.create_task(_report(projector, token, progress))
+    reporter = asyncio.create_task(_report(projector, seq, progress))
     try:
-        await projector.wait_until(token, within=within)
+        await projector.wait_until(seq, within=within)
     finally:
         reporter.cancel()
         await projector.stop()
         with contextlib.suppress(NotFoundError):
             await nc.jetstream().delete_consumer(stream, consumer)
-    return token
+    return seq
 
 
-async def _report(projector: Projector, token: int,
+async def _report(projector: Projector, seq: int,
                   progress: Callable[[int, int], None] | None) -> None:
     while progress is not None:
-        progress(projector.position, token)
+        progress(projector.position, seq)
         await asyncio.sleep(0.2)
 
 

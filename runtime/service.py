@@ -12,10 +12,11 @@ import asyncio
 import logging
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Generic
 
 import asyncpg
 import msgspec
@@ -26,7 +27,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
 
-from contracts.base import HDR_CORRELATION, MAX_REQUEST_BYTES, Reply, Request
+from contracts.base import HDR_CORRELATION, MAX_REQUEST_BYTES, Request
 from contracts.client import ERROR_CODE_HEADER
 from contracts.errors import (
     BadRequest,
@@ -37,7 +38,8 @@ from contracts.errors import (
     TooLarge,
     Unavailable,
 )
-from contracts.subjects import safe_reply
+from contracts.operations import Operation, Rep, Req
+from contracts.subjects import admin_subject, safe_reply
 from runtime.eventstore import ConcurrencyConflict, Meta
 from runtime.projector import ProjectionLag
 
@@ -59,20 +61,22 @@ class Call:
         return Meta(correlation_id=self.correlation_id, causation_id=msg_id, actor=actor)
 
 
-Handler = Callable[[Any, Call], Awaitable[Reply]]
+class UndeclaredError(UserWarning):
+    """A handler raised an error its operation does not declare: the caller's client cannot
+    re-raise it as its class. (Tests run with warnings as errors, so this fails them.)"""
 
 
 @dataclass(frozen=True)
-class Endpoint:
-    """One operation: ``<context>.<operation>`` taking ``request_type``."""
+class Endpoint(Generic[Req, Rep]):
+    """One operation served: its declaration (from contracts) and the handler answering it.
+    The handler's request and reply types must be the declaration's."""
 
-    operation: str
-    request_type: type[Request]
-    handler: Handler
-    decoder: msgspec.json.Decoder[Any] = field(init=False, repr=False, compare=False)
+    operation: Operation[Req, Rep]
+    handler: Callable[[Req, Call], Awaitable[Rep]]
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "decoder", msgspec.json.Decoder(self.request_type))
+    @property
+    def name(self) -> str:
+        return self.operation.name
 
 
 @dataclass
@@ -96,13 +100,16 @@ class ServiceHost:
     """Hosts the endpoints of one context as a discoverable micro service."""
 
     def __init__(self, nc: NATS, *, name: str, version: str, description: str,
-                 endpoints: Sequence[Endpoint], max_in_flight: int = 256) -> None:
+                 endpoints: Sequence[Endpoint[Any, Any]], max_in_flight: int = 256,
+                 declared: Sequence[Operation[Any, Any]] | None = None) -> None:
+        if declared is not None:
+            _serves_exactly(endpoints, declared, name)
         self.nc = nc
         self.name = name
         self.version = version
         self.description = description
         self.endpoints = list(endpoints)
-        self.counters = {ep.operation: Counters() for ep in self.endpoints}
+        self.counters = {ep.name: Counters() for ep in self.endpoints}
         self._slots = asyncio.Semaphore(max_in_flight)
         self._tasks: set[asyncio.Task[None]] = set()
         self._service: Service | None = None
@@ -115,14 +122,19 @@ class ServiceHost:
         await self._service.start()
         for ep in self.endpoints:
             await self._service.add_endpoint(EndpointConfig(
-                name=ep.operation, subject=f"{self.name}.{ep.operation}",
-                handler=self._dispatcher(ep)))
+                name=ep.name, subject=self.subject(ep.operation), handler=self._dispatcher(ep)))
+
+    def subject(self, operation: Operation[Any, Any]) -> str:
+        """Where this host serves an operation."""
+        if operation.admin:
+            return admin_subject(self.name, operation.name)
+        return f"{self.name}.{operation.name}"
 
     def _stats_data(self, stats: EndpointStats) -> dict[str, Any]:
         counters = self.counters.get(stats.name)
         return counters.as_data() if counters else {}
 
-    def _dispatcher(self, ep: Endpoint) -> Callable[[MicroRequest], Awaitable[None]]:
+    def _dispatcher(self, ep: Endpoint[Any, Any]) -> Callable[[MicroRequest], Awaitable[None]]:
         async def dispatch(req: MicroRequest) -> None:
             if not self._answerable(ep, req._msg):
                 return  # before the handler: a refused request has no effect at all
@@ -132,11 +144,11 @@ class ServiceHost:
             task.add_done_callback(self._done)
         return dispatch
 
-    def _answerable(self, ep: Endpoint, msg: Msg) -> bool:
+    def _answerable(self, ep: Endpoint[Any, Any], msg: Msg) -> bool:
         # No reply subject: the request runs and nobody is answered, as before.
         if not msg.reply or safe_reply(msg.reply):
             return True
-        counters = self.counters[ep.operation]
+        counters = self.counters[ep.name]
         counters.requests += 1
         counters.errors += 1
         counters.last_error = REFUSED_REPLY
@@ -147,17 +159,18 @@ class ServiceHost:
         self._tasks.discard(task)
         self._slots.release()
 
-    async def _serve(self, ep: Endpoint, req: MicroRequest) -> None:
+    async def _serve(self, ep: Endpoint[Any, Any], req: MicroRequest) -> None:
         headers = {str(k): v for k, v in (req.headers or {}).items()}
         call = Call(correlation_id=headers.get(HDR_CORRELATION) or uuid.uuid4().hex,
                     received_at=datetime.now(UTC), headers=headers)
         started = time.perf_counter_ns()
-        counters = self.counters[ep.operation]
+        counters = self.counters[ep.name]
         counters.requests += 1
         body: bytes | ErrorReply
         try:
             body = await self._answer(ep, req.data, call)
         except LedgerError as err:
+            _declared(ep, err)
             body = self._failure(counters, err, call)
         except Exception as err:
             known = translate(err)
@@ -166,7 +179,7 @@ class ServiceHost:
         counters.total_ns += time.perf_counter_ns() - started
         await self._respond(req, body)
 
-    async def _answer(self, ep: Endpoint, data: bytes, call: Call) -> bytes:
+    async def _answer(self, ep: Endpoint[Any, Any], data: bytes, call: Call) -> bytes:
         request = decode_request(ep, data)
         return _encoder.encode(await ep.handler(request, call))
 
@@ -175,11 +188,12 @@ class ServiceHost:
         counters.last_error = err.code
         return err.reply(call.correlation_id)
 
-    def _crash(self, counters: Counters, ep: Endpoint, err: Exception, call: Call) -> ErrorReply:
+    def _crash(self, counters: Counters, ep: Endpoint[Any, Any], err: Exception,
+               call: Call) -> ErrorReply:
         counters.errors += 1
         counters.internal_errors += 1
         counters.last_error = Internal.code
-        log.error("internal error in %s.%s", self.name, ep.operation, exc_info=err,
+        log.error("internal error in %s.%s", self.name, ep.name, exc_info=err,
                   extra={"correlation_id": call.correlation_id})
         return Internal(f"internal error; quote {call.correlation_id} to the operators"
                         ).reply(call.correlation_id)
@@ -245,12 +259,29 @@ def translate(err: Exception) -> LedgerError | None:
     return None
 
 
-def decode_request(ep: Endpoint, data: bytes) -> Request:
+def decode_request(ep: Endpoint[Any, Any], data: bytes) -> Request:
     """Decode a request body or raise BadRequest/TooLarge saying where it is wrong."""
     if len(data) > MAX_REQUEST_BYTES:
         raise TooLarge(f"request is {len(data)} bytes; the limit is {MAX_REQUEST_BYTES}")
     try:
-        request: Request = ep.decoder.decode(data)
+        request: Request = ep.operation.request_decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as err:
-        raise BadRequest(f"invalid {ep.request_type.__name__}: {err}") from None
+        raise BadRequest(f"invalid {ep.operation.request.__name__}: {err}") from None
     return request
+
+
+def _declared(ep: Endpoint[Any, Any], err: LedgerError) -> None:
+    if ep.operation.codes.get(err.code) is not type(err):
+        warnings.warn(UndeclaredError(
+            f"{ep.name} raised {type(err).__name__} ({err.code}), which it does not declare"),
+            stacklevel=2)
+
+
+def _serves_exactly(endpoints: Sequence[Endpoint[Any, Any]],
+                    declared: Sequence[Operation[Any, Any]], name: str) -> None:
+    served = [ep.operation for ep in endpoints]
+    missing = [op.name for op in declared if op not in served]
+    extra = [op.name for op in served if op not in declared and not op.admin]
+    if missing or extra or len(set(map(id, served))) != len(served):
+        raise TypeError(f"{name} must serve each declared operation once: missing {missing}, "
+                        f"undeclared {extra}")

@@ -132,9 +132,9 @@ class Sessions:
 
     _changed = msgspec.json.Decoder(PasswordChanged)
 
-    def __init__(self, verifier: Verifier, store: EventStore) -> None:
+    def __init__(self, verifier: Verifier, events: EventStore) -> None:
         self.verifier = verifier
-        self.store = store
+        self.events = events
 
     async def member(self, token: str, *, now: datetime) -> str:
         """The member id of a valid, current session token."""
@@ -145,9 +145,9 @@ class Sessions:
 
     async def password_version(self, member_id: str) -> int:
         subject = password_changes(member_id)
-        last = await self.store.last_event_on(subject)
+        last = await self.events.last_event_on(subject)
         if last is None:
             return 0
         version = self._changed.decode(last.data).version
-        return version or len(await self.store.load(subject))
+        return version or len(await self.events.load(subject))
 

@@ -88,7 +88,7 @@ async def nc(settings: Settings) -> AsyncIterator[NATS]:
 
 
 @pytest.fixture
-async def store(nc: NATS) -> EventStore:
+async def events(nc: NATS) -> EventStore:
     es = EventStore(nc)
     await es.ensure_stream()
     return es
@@ -103,7 +103,7 @@ async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
 
 @pytest.fixture
 async def all_services(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                       store: EventStore) -> AsyncIterator[Settings]:
+                       events: EventStore) -> AsyncIterator[Settings]:
     """identity, social, storage and sharing running on this test's servers."""
-    async with running_all(settings, nc, pool, store) as configured:
+    async with running_all(settings, nc, pool, events) as configured:
         yield configured

@@ -8,14 +8,11 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import asyncpg
 from nats.aio.client import Client as NATS
 
-from runtime.app import Builder, Resources, Wiring
+from runtime.app import Builder, ReadModel, Resources, Wiring
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
 from runtime.tokens import new_private_key, public_key_of
-from services.identity.__main__ import build as identity
-from services.sharing.__main__ import build as sharing
-from services.social.__main__ import build as social
-from services.storage.__main__ import build as storage
+from services.registry import SERVICES
 
 
 def service_settings(base: Settings) -> Settings:
@@ -29,9 +26,9 @@ def service_settings(base: Settings) -> Settings:
 
 @asynccontextmanager
 async def running(build: Builder, settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                  store: EventStore) -> AsyncIterator[Wiring]:
+                  events: EventStore) -> AsyncIterator[Wiring]:
     """One service (host and projectors) started on the given connections."""
-    res = Resources(settings, nc, pool, store)
+    res = Resources(settings, nc, pool, events)
     wiring = await build(res)
     tasks = await wiring.start()
     try:
@@ -40,17 +37,31 @@ async def running(build: Builder, settings: Settings, nc: NATS, pool: asyncpg.Po
         await wiring.stop(tasks)
 
 
+def read_models() -> list[ReadModel]:
+    """Every service's read model (services without one have none)."""
+    return [s.read_model for s in SERVICES if s.read_model is not None]
+
+
 def all_builds() -> list[Builder]:
-    """The four services' builders, in start order."""
-    return [identity, social, storage, sharing]
+    """Every service's builder, in start order."""
+    return [service.build for service in SERVICES]
+
+
+@asynccontextmanager
+async def wired_all(settings: Settings, nc: NATS, pool: asyncpg.Pool,
+                    events: EventStore) -> AsyncIterator[tuple[Settings, dict[str, Wiring]]]:
+    """Every service on the test's servers; yields the settings they run with and each
+    one's wiring by name."""
+    configured = service_settings(settings)
+    async with AsyncExitStack() as stack:
+        wirings = {service.name: await stack.enter_async_context(
+            running(service.build, configured, nc, pool, events)) for service in SERVICES}
+        yield configured, wirings
 
 
 @asynccontextmanager
 async def running_all(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                      store: EventStore) -> AsyncIterator[Settings]:
-    """All four services on the test's servers; yields the settings they run with."""
-    configured = service_settings(settings)
-    async with AsyncExitStack() as stack:
-        for build in all_builds():
-            await stack.enter_async_context(running(build, configured, nc, pool, store))
+                      events: EventStore) -> AsyncIterator[Settings]:
+    """Every service on the test's servers; yields the settings they run with."""
+    async with wired_all(settings, nc, pool, events) as (configured, _):
         yield configured

@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from contracts.base import Reply
 from contracts.identity import (
     ACCOUNT_RE,
     AnyIdentityEvent,
@@ -22,6 +21,7 @@ from contracts.identity import (
     DrivePasswordNotSet,
     DriveToken,
     DriveUnlockFailed,
+    IdentityClient,
     IdentityEvent,
     InvalidToken,
     Login,
@@ -43,12 +43,12 @@ from contracts.identity import (
     SetDrivePassword,
     Unbind,
     VerifyDrivePassword,
-    account_scope,
     account_subject,
-    member_scope,
+    account_subjects,
     member_subject,
-    openid_scope,
+    member_subjects,
     openid_subject,
+    openid_subjects,
 )
 from runtime.commands import Command, Decision, Fold, Pipeline, Step
 from runtime.eventstore import EventStore, Outgoing
@@ -78,10 +78,10 @@ def _to_openid(openid: str, events: list[IdentityEvent]) -> list[Outgoing]:
 class Identity:
     """The identity service's operations over the event store."""
 
-    def __init__(self, store: EventStore, commands: Pipeline, hasher: Hasher, signer: Signer,
+    def __init__(self, events: EventStore, commands: Pipeline, hasher: Hasher, signer: Signer,
                  verifier: Verifier, public_key: str, *, policy: LockPolicy,
                  session_ttl: timedelta, drive_ttl: timedelta) -> None:
-        self.store = store
+        self.events = events
         self.commands = commands
         self.hasher = hasher
         self.signer = signer
@@ -91,38 +91,40 @@ class Identity:
         self.session_ttl = session_ttl
         self.drive_ttl = drive_ttl
 
-    def endpoints(self) -> list[Endpoint]:
-        """Every operation of the service."""
-        ops: list[tuple[str, type, Callable[..., Awaitable[Reply]]]] = [
-            ("register", Register, self.register), ("bind", Bind, self.bind),
-            ("unbind", Unbind, self.unbind), ("login", Login, self.login),
-            ("login_openid", LoginOpenid, self.login_openid), ("me", Me, self.me),
-            ("change_password", ChangePassword, self.change_password),
-            ("change_nickname", ChangeNickname, self.change_nickname),
-            ("drive_password_set", SetDrivePassword, self.drive_password_set),
-            ("drive_password_verify", VerifyDrivePassword, self.drive_password_verify),
-            ("drive_password_reset", ResetDrivePassword, self.drive_password_reset),
-            ("drive_password_change", ChangeDrivePassword, self.drive_password_change),
-            ("drive_question", AskQuestion, self.drive_question),
-            ("public_key", PublicKeyRequest, self.public_key),
+    def endpoints(self) -> list[Endpoint[Any, Any]]:
+        """Every operation of the service, each with its handler."""
+        return [
+                Endpoint(IdentityClient.register, self.register),
+                Endpoint(IdentityClient.bind, self.bind),
+                Endpoint(IdentityClient.unbind, self.unbind),
+                Endpoint(IdentityClient.login, self.login),
+                Endpoint(IdentityClient.login_openid, self.login_openid),
+                Endpoint(IdentityClient.me, self.me),
+                Endpoint(IdentityClient.change_password, self.change_password),
+                Endpoint(IdentityClient.change_nickname, self.change_nickname),
+                Endpoint(IdentityClient.drive_password_set, self.drive_password_set),
+                Endpoint(IdentityClient.drive_password_verify, self.drive_password_verify),
+                Endpoint(IdentityClient.drive_password_reset, self.drive_password_reset),
+                Endpoint(IdentityClient.drive_password_change, self.drive_password_change),
+                Endpoint(IdentityClient.drive_question, self.drive_question),
+                Endpoint(IdentityClient.public_key, self.public_key),
         ]
-        return [Endpoint(name, kind, handler) for name, kind, handler in ops]
 
     # ---- loading ----------------------------------------------------------------------
 
     async def _member(self, member_id: str | None) -> tuple[Member, int]:
         if not member_id:
             return Member(), 0
-        return await self.store.state(member_scope(member_id), _decoder, domain.evolve,
+        return await self.events.state(member_subjects(member_id), _decoder, domain.evolve,
                                       domain.Member())
 
-    async def _claim(self, scope: str) -> tuple[Holder, int]:
-        return await self.store.state(scope, _decoder, domain.evolve_holder, Holder())
+    async def _claim(self, subject_filter: str) -> tuple[Holder, int]:
+        return await self.events.state(subject_filter, _decoder, domain.evolve_holder, Holder())
 
     async def _member_by_account(self, account: str) -> Member:
         if not ACCOUNT_RE.match(account.strip()):
             return Member()
-        claim, _ = await self._claim(account_scope(account.strip()))
+        claim, _ = await self._claim(account_subjects(account.strip()))
         member, _ = await self._member(claim.member_id)
         return member
 
@@ -146,7 +148,7 @@ class Identity:
     async def _on_member(self, cmd: Command, claims: Claims,
                          decide: Callable[[Member], Decision]) -> Step[Member, IdentityEvent]:
         """One step on the session's own member (its password version checked each try)."""
-        return await self.commands.step(cmd, member_scope(claims.sub), MEMBER, decide,
+        return await self.commands.step(cmd, member_subjects(claims.sub), MEMBER, decide,
                                         load=lambda: self._current(claims))
 
     # ---- registration and login ---------------------------------------------------------
@@ -158,16 +160,16 @@ class Identity:
 
         async def body(cmd: Command) -> Registered:
             member_id = str(uuid.uuid5(NAMESPACE, cmd.key))
-            await self.commands.step(cmd, account_scope(account), CLAIM, lambda claim: [
+            await self.commands.step(cmd, account_subjects(account), CLAIM, lambda claim: [
                 Outgoing(subject=account_subject(account), event=e)
                 for e in domain.decide_claim_account(claim, member_id=member_id,
                                                      account=account)])
             registered = await self.commands.step(
-                cmd, member_scope(member_id), MEMBER, lambda member: _to_member(
+                cmd, member_subjects(member_id), MEMBER, lambda member: _to_member(
                     member_id, list(domain.decide_register(
                         member, member_id=member_id, account=account, nickname=nickname,
                         password_hash=password_hash, at=call.received_at))))
-            return Registered(member_id=member_id, token=registered.seq)
+            return Registered(member_id=member_id, seq=registered.seq)
 
         return await self._run("register", req, call, "", body)
 
@@ -178,16 +180,16 @@ class Identity:
         return self._session_reply(member, call.received_at)
 
     async def login_openid(self, req: LoginOpenid, call: Call) -> Session:
-        claim, _ = await self._claim(openid_scope(req.openid))
+        claim, _ = await self._claim(openid_subjects(req.openid))
         member, _ = await self._member(claim.member_id)
         if member.openid != req.openid:
             raise NotBound("this WeChat user is not bound to a member")
         return self._session_reply(member, call.received_at)
 
     def _session_reply(self, member: Member, now: datetime) -> Session:
-        token, expires = self.signer.issue(member_id=member.member_id, kind="session",
-                                           now=now, ttl=self.session_ttl, pv=member.pv)
-        return Session(token=token, member_id=member.member_id, expires_at=expires)
+        session, expires = self.signer.issue(member_id=member.member_id, kind="session",
+                                             now=now, ttl=self.session_ttl, pv=member.pv)
+        return Session(session=session, member_id=member.member_id, expires_at=expires)
 
     async def me(self, req: Me, call: Call) -> MemberInfo:
         member, _, _ = await self._session(req.session, call.received_at)
@@ -217,15 +219,15 @@ class Identity:
             return _to_openid(req.openid, [claimed] if claimed else [])
 
         async def bind_member(member: Member) -> list[Outgoing]:
-            _, bound = await decision(member, (await self._claim(openid_scope(req.openid)))[0])
+            _, bound = await decision(member, (await self._claim(openid_subjects(req.openid)))[0])
             return _to_member(member.member_id, [bound] if bound else [])
 
         async def body(cmd: Command) -> Done:
-            await self.commands.step(cmd.part("claim"), openid_scope(req.openid), CLAIM,
+            await self.commands.step(cmd.part("claim"), openid_subjects(req.openid), CLAIM,
                                      claim_openid)
-            bound = await self.commands.step(cmd.part("bind"), member_scope(known.member_id),
+            bound = await self.commands.step(cmd.part("bind"), member_subjects(known.member_id),
                                              MEMBER, bind_member)
-            return Done(token=bound.seq)
+            return Done(seq=bound.seq)
 
         return await self._run("bind", req, call, known.member_id, body)
 
@@ -238,12 +240,12 @@ class Identity:
                                                                    at=call.received_at)[0]])))
             gone = unbound.events[0]
             assert isinstance(gone, MemberUnbound)
-            await self.commands.step(cmd.part("release"), openid_scope(gone.openid), CLAIM,
+            await self.commands.step(cmd.part("release"), openid_subjects(gone.openid), CLAIM,
                                      lambda claim: _to_openid(gone.openid, [
                                          OpenidReleased(openid=gone.openid,
                                                         member_id=claims.sub)]
                                          if claim.member_id == claims.sub else []))
-            return Done(token=unbound.seq)
+            return Done(seq=unbound.seq)
 
         return await self._run("unbind", req, call, claims.sub, body)
 
@@ -259,7 +261,7 @@ class Identity:
                 member, password_ok=ok, new_hash=new_hash, at=call.received_at)])
 
         async def body(cmd: Command) -> Done:
-            return Done(token=(await self._on_member(cmd, claims, decide)).seq)
+            return Done(seq=(await self._on_member(cmd, claims, decide)).seq)
 
         return await self._run("change_password", req, call, claims.sub, body)
 
@@ -272,7 +274,7 @@ class Identity:
             return _to_member(member.member_id, [event] if event else [])
 
         async def body(cmd: Command) -> Done:
-            return Done(token=(await self._on_member(cmd, claims, decide)).seq)
+            return Done(seq=(await self._on_member(cmd, claims, decide)).seq)
 
         return await self._run("change_nickname", req, call, claims.sub, body)
 
@@ -291,7 +293,7 @@ class Identity:
                 answer_hash=answer_hash, at=call.received_at)])
 
         async def body(cmd: Command) -> Done:
-            return Done(token=(await self._on_member(cmd, claims, decide)).seq)
+            return Done(seq=(await self._on_member(cmd, claims, decide)).seq)
 
         return await self._run("drive_password_set", req, call, claims.sub, body)
 
@@ -310,7 +312,7 @@ class Identity:
             drive, expires = self.signer.issue(member_id=claims.sub, kind="drive",
                                                now=call.received_at, ttl=self.drive_ttl,
                                                pv=step.state.pv)
-            return DriveToken(drive_token=drive, expires_at=expires, token=step.seq)
+            return DriveToken(drive_token=drive, expires_at=expires, seq=step.seq)
 
         return await self._run("drive_password_verify", req, call, claims.sub, body)
 
@@ -338,7 +340,7 @@ class Identity:
             changed = await self._on_member(cmd.part("change"), claims, lambda m: _to_member(
                 m.member_id, [domain.decide_change_drive_password(
                     m, new_hash=new_hash, at=call.received_at, by_answer=by_answer)]))
-            return Done(token=changed.seq)
+            return Done(seq=changed.seq)
 
         return await self._run(operation, req, call, claims.sub, body)
 

@@ -22,7 +22,7 @@ from contracts.identity import (
 )
 from contracts.subjects import context_subjects
 from runtime.eventstore import StoredEvent
-from services.identity import store
+from services.identity import tables
 
 _decoder = msgspec.json.Decoder(AnyIdentityEvent)
 
@@ -34,26 +34,26 @@ class IdentityProjection:
     subjects: Sequence[str] = (context_subjects(CONTEXT),)
 
     async def setup(self, conn: asyncpg.Connection, schema: str) -> None:
-        await store.create_tables(conn, schema)
+        await tables.create_tables(conn, schema)
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: StoredEvent) -> None:
         match _decoder.decode(event.data):
             case MemberRegistered(member_id=mid, account=acc, nickname=nick, at=at):
-                await store.insert_member(conn, schema, member_id=mid, account=acc,
+                await tables.insert_member(conn, schema, member_id=mid, account=acc,
                                           account_key=account_key(acc), nickname=nick, at=at)
             case NicknameChanged(member_id=mid, nickname=nick):
-                await store.set_nickname(conn, schema, mid, nick)
+                await tables.set_nickname(conn, schema, mid, nick)
             case PasswordChanged(member_id=mid):
-                await store.bump_password_version(conn, schema, mid)
+                await tables.bump_password_version(conn, schema, mid)
             case MemberBound(member_id=mid, openid=oid):
-                await store.set_openid(conn, schema, mid, oid)
+                await tables.set_openid(conn, schema, mid, oid)
             case MemberUnbound(member_id=mid):
-                await store.set_openid(conn, schema, mid, None)
+                await tables.set_openid(conn, schema, mid, None)
             case DrivePasswordSet(member_id=mid):
-                await store.mark_drive_password(conn, schema, mid)
+                await tables.mark_drive_password(conn, schema, mid)
             case OpenidClaimed(openid=oid, member_id=mid):
-                await store.claim_openid(conn, schema, oid, mid)
+                await tables.claim_openid(conn, schema, oid, mid)
             case OpenidReleased(openid=oid, member_id=mid):
-                await store.release_openid(conn, schema, oid, mid)
+                await tables.release_openid(conn, schema, oid, mid)
             case _:
                 pass  # lockout bookkeeping and account claims are not in the read model

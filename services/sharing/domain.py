@@ -10,7 +10,7 @@ import msgspec
 from contracts.errors import BadRequest
 from contracts.sharing import (
     NotShared,
-    Scope,
+    Permission,
     ShareGranted,
     ShareRevoked,
     SharingEvent,
@@ -19,7 +19,7 @@ from contracts.sharing import (
 
 
 class GrantState(msgspec.Struct, frozen=True, kw_only=True):
-    scope: Scope
+    permission: Permission
     years: list[int] | None
     expires_at: datetime | None
     since: datetime
@@ -33,9 +33,9 @@ class Share(msgspec.Struct, frozen=True, kw_only=True):
 
 def evolve(share: Share, event: SharingEvent) -> Share:
     match event:
-        case ShareGranted(friend_id=fid, scope=scope, years=years, expires_at=exp, at=at):
+        case ShareGranted(friend_id=fid, permission=permission, years=years, expires_at=exp, at=at):
             since = share.grants[fid].since if fid in share.grants else at
-            grant = GrantState(scope=scope, years=years, expires_at=exp, since=since)
+            grant = GrantState(permission=permission, years=years, expires_at=exp, since=since)
             return Share(grants={**share.grants, fid: grant})
         case ShareRevoked(friend_id=fid):
             return Share(grants={k: v for k, v in share.grants.items() if k != fid})
@@ -50,14 +50,14 @@ def fold(events: Iterable[SharingEvent]) -> Share:
 
 
 def decide_grant(*, owner_id: str, set_id: str, set_name: str, friend_ids: list[str],
-                 scope: Scope, years: list[int] | None, expires_at: datetime | None,
+                 permission: Permission, years: list[int] | None, expires_at: datetime | None,
                  at: datetime) -> list[ShareGranted]:
     """One grant per friend (a grant to someone already granted replaces its terms)."""
     if expires_at is not None and expires_at <= at:
         raise BadRequest("the expiry time is already past")
     sid = share_id(owner_id, set_id)
     return [ShareGranted(share_id=sid, owner_id=owner_id, set_id=set_id, set_name=set_name,
-                         friend_id=fid, scope=scope,
+                         friend_id=fid, permission=permission,
                          years=sorted(set(years)) if years else None,
                          expires_at=expires_at, at=at)
             for fid in dict.fromkeys(friend_ids)]
@@ -76,13 +76,13 @@ def decide_revoke(share: Share, *, owner_id: str, set_id: str, friend_id: str | 
             for fid in active]
 
 
-def allows(*, scope: str, years: list[int] | None, expires_at: datetime | None, year: int,
+def allows(*, permission: str, years: list[int] | None, expires_at: datetime | None, year: int,
            access: str, now: datetime) -> tuple[bool, str]:
     """Whether an active grant (between friends) allows this access now."""
     if expires_at is not None and now >= expires_at:
         return False, "the share has expired"
     if years is not None and year not in years:
         return False, f"the share does not include {year}"
-    if access == "write" and scope != "read-write":
+    if access == "write" and permission != "read-write":
         return False, "the share is read-only"
     return True, ""

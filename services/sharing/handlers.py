@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
 
-from contracts.base import Reply
 from contracts.identity import InvalidToken, account_key
 from contracts.sharing import (
     AnySharingEvent,
@@ -30,13 +30,14 @@ from contracts.sharing import (
     Sharer,
     ShareSet,
     ShareYear,
+    SharingClient,
     SharingEvent,
     Verdict,
     share_id,
-    share_scope,
     share_subject,
+    share_subjects,
 )
-from contracts.social import friendship_scope, pair_id
+from contracts.social import friendship_subjects, pair_id
 from contracts.storage import VersionInfo
 from runtime.coalesce import Coalesced
 from runtime.commands import Command, Fold, Pipeline
@@ -44,7 +45,7 @@ from runtime.eventstore import EventStore, Outgoing, StoredEvent
 from runtime.projector import Projector
 from runtime.service import Call, Endpoint
 from runtime.tokens import Sessions
-from services.sharing import domain, store
+from services.sharing import domain, tables
 from services.sharing.domain import Share
 from services.sharing.projection import AccessIndex, GrantTerms
 
@@ -68,30 +69,32 @@ class Sharing:
         # The log's end, asked once for all the requests that want it at once.
         self._log_end = Coalesced(self._ask_log_end)
 
-    def endpoints(self) -> list[Endpoint]:
-        ops: list[tuple[str, type, Callable[..., Awaitable[Reply]]]] = [
-            ("grant", Grant, self.grant), ("revoke", Revoke, self.revoke),
-            ("check", Check, self.check), ("shares", ShareListRequest, self.shares),
-            ("cloud_shares", CloudSharesRequest, self.cloud_shares),
-            ("history", HistoryRequest, self.history),
+    def endpoints(self) -> list[Endpoint[Any, Any]]:
+        """Every operation of the service, each with its handler."""
+        return [
+                Endpoint(SharingClient.grant, self.grant),
+                Endpoint(SharingClient.revoke, self.revoke),
+                Endpoint(SharingClient.check, self.check),
+                Endpoint(SharingClient.shares, self.shares),
+                Endpoint(SharingClient.cloud_shares, self.cloud_shares),
+                Endpoint(SharingClient.history, self.history),
         ]
-        return [Endpoint(name, kind, handler) for name, kind, handler in ops]
 
     # ---- helpers ------------------------------------------------------------------------
 
-    async def _caught_up(self, token: int) -> None:
+    async def _caught_up(self, seq: int) -> None:
         """Wait for the projection: to the caller's token (never past the log's end), or
         to the log's end when none is given."""
-        await self.access.wait_until(await self._capped(token) if token
+        await self.access.wait_until(await self._capped(seq) if seq
                                      else await self._log_end())
 
-    async def _capped(self, token: int) -> int:
+    async def _capped(self, seq: int) -> int:
         """A caller's token, no further than the log's end: the projector takes a token
         it has reached as proof that nothing it needs lies below it, so a token from the
         future would have it vouch for events not written yet (every later answer stale)."""
-        if token <= self.access.position:
-            return token
-        return min(token, await self._log_end())
+        if seq <= self.access.position:
+            return seq
+        return min(seq, await self._log_end())
 
     async def _listed(self) -> None:
         """Wait for the projection to reach the log's end: a list rests on too many
@@ -109,10 +112,10 @@ class Sharing:
         if await self.access.caught_up():
             return
         share, friendship = await asyncio.gather(
-            self.events.last_on(share_scope(share_id(req.owner_id, req.set_id))),
-            self.events.last_on(friendship_scope(pair_id(req.owner_id, req.member_id))))
+            self.events.last_on(share_subjects(share_id(req.owner_id, req.set_id))),
+            self.events.last_on(friendship_subjects(pair_id(req.owner_id, req.member_id))))
         await self.access.wait_until(max(_seq(share), _seq(friendship),
-                                         await self._capped(req.token)))
+                                         await self._capped(req.seq)))
 
     async def _ask_log_end(self) -> int:
         # ">" is the server's shortcut to the stream's last message: one direct get, no
@@ -145,7 +148,7 @@ class Sharing:
         if (index := self._leading_index()) is not None:
             name, found = index.grant_facts(owner, set_id, keys)
         else:
-            name, found = await store.grant_facts(self.pool, self.schema, owner, set_id, keys)
+            name, found = await tables.grant_facts(self.pool, self.schema, owner, set_id, keys)
         if name is None:
             raise NoBackup("that account set has no cloud backup in your drive; upload a "
                            "cloud backup first")
@@ -158,40 +161,40 @@ class Sharing:
 
     async def grant(self, req: Grant, call: Call) -> Changed:
         owner = await self._member(req.session, call)
-        await self._caught_up(req.token)
+        await self._caught_up(req.seq)
         name, friend_ids = await self._grant_facts(owner, req.set_id, req.friends)
         sid = share_id(owner, req.set_id)
 
         async def last() -> tuple[Share, int]:
             # A grant replaces any earlier terms: it needs the share's last sequence for
             # its OCC check, not the share's state.
-            return Share(), await self.events.expected_last(share_scope(sid))
+            return Share(), await self.events.expected_last(share_subjects(sid))
 
         def decide(_: Share) -> list[Outgoing]:
             return self._outs(sid, domain.decide_grant(
                 owner_id=owner, set_id=req.set_id, set_name=name, friend_ids=friend_ids,
-                scope=req.scope, years=req.years, expires_at=req.expires_at,
+                permission=req.permission, years=req.years, expires_at=req.expires_at,
                 at=call.received_at))
 
         async def body(cmd: Command) -> Changed:
-            step = await self.commands.step(cmd, share_scope(sid), SHARE, decide, load=last)
-            return Changed(friends=list(req.friends), token=step.seq)
+            step = await self.commands.step(cmd, share_subjects(sid), SHARE, decide, load=last)
+            return Changed(friends=list(req.friends), seq=step.seq)
 
         return await self.commands.run("grant", req, caller=owner,
                                        correlation_id=call.correlation_id, body=body)
 
     async def revoke(self, req: Revoke, call: Call) -> Changed:
         owner = await self._member(req.session, call)
-        await self._caught_up(req.token)
+        await self._caught_up(req.seq)
         friend_id = None
         if req.friend is not None:
-            row = await store.member_by_account(self.pool, self.schema, account_key(req.friend))
+            row = await tables.member_by_account(self.pool, self.schema, account_key(req.friend))
             friend_id = str(row["member_id"]) if row else "unknown"
 
         async def body(cmd: Command) -> Changed:
-            token = await self._revoke(cmd, owner, req.set_id, friend_id, call,
+            seq = await self._revoke(cmd, owner, req.set_id, friend_id, call,
                                        reason="owner")
-            return Changed(friends=[req.friend] if req.friend else [], token=token)
+            return Changed(friends=[req.friend] if req.friend else [], seq=seq)
 
         return await self.commands.run("revoke", req, caller=owner,
                                        correlation_id=call.correlation_id, body=body)
@@ -207,7 +210,7 @@ class Sharing:
     async def _revoke(self, cmd: Command, owner: str, set_id: str, friend_id: str | None,
                       call: Call, *, reason: str) -> int:
         sid = share_id(owner, set_id)
-        step = await self.commands.step(cmd, share_scope(sid), SHARE, lambda share: self._outs(
+        step = await self.commands.step(cmd, share_subjects(sid), SHARE, lambda share: self._outs(
             sid, domain.decide_revoke(share, owner_id=owner, set_id=set_id,
                                       friend_id=friend_id, at=call.received_at,
                                       reason=reason)))
@@ -222,7 +225,7 @@ class Sharing:
         terms = await self._terms(req)
         if terms is None:
             return Verdict(allowed=False, reason="not shared")
-        allowed, reason = domain.allows(scope=terms.scope, years=terms.years,
+        allowed, reason = domain.allows(permission=terms.permission, years=terms.years,
                                         expires_at=terms.expires_at, year=req.year,
                                         access=req.access, now=call.received_at)
         return Verdict(allowed=allowed, reason=reason)
@@ -230,15 +233,15 @@ class Sharing:
     async def _terms(self, req: Check) -> GrantTerms | None:
         if (index := self._leading_index()) is not None:
             return index.lookup(req.member_id, req.owner_id, req.set_id)
-        row = await store.active_grant(self.pool, self.schema, req.member_id, req.owner_id,
+        row = await tables.active_grant(self.pool, self.schema, req.member_id, req.owner_id,
                                        req.set_id)
-        return None if row is None else GrantTerms(row["scope"], row["years"],
+        return None if row is None else GrantTerms(row["permission"], row["years"],
                                                     row["expires_at"])
 
     async def shares(self, req: ShareListRequest, call: Call) -> ShareList:
         owner = await self._member(req.session, call)
         await self._listed()
-        rows = [r for r in await store.owner_shares(self.pool, self.schema, owner)
+        rows = [r for r in await tables.owner_shares(self.pool, self.schema, owner)
                 if _live(r, call.received_at)]
         sets: dict[str, SharedSet] = {}
         for r in rows:
@@ -246,7 +249,7 @@ class Sharing:
                                                            set_name=r["set_name"], friends=[]))
             entry.friends.append(SharedWith(
                 account=r["account"], nickname=r["nickname"], since=r["since"],
-                scope=r["scope"], years=r["years"], expires_at=r["expires_at"]))
+                permission=r["permission"], years=r["years"], expires_at=r["expires_at"]))
         friends = {r["friend_id"] for r in rows}
         summary = f"{len(sets)} account set(s) shared with {len(friends)} friend(s)"
         return ShareList(sets=list(sets.values()), summary=summary)
@@ -256,7 +259,7 @@ class Sharing:
         self._unlocked(member, req.drive_token, call)
         await self._listed()
         sharers: dict[str, Sharer] = {}
-        for r in await store.shared_with(self.pool, self.schema, member):
+        for r in await tables.shared_with(self.pool, self.schema, member):
             if not _live(r, call.received_at):
                 continue
             sharer = sharers.setdefault(r["owner_id"], Sharer(
@@ -266,18 +269,18 @@ class Sharing:
 
     async def _share_set(self, grant: asyncpg.Record) -> ShareSet:
         years: dict[int, list[VersionInfo]] = {}
-        for b in await store.backups_of(self.pool, self.schema, grant["owner_id"],
+        for b in await tables.backups_of(self.pool, self.schema, grant["owner_id"],
                                         grant["set_id"]):
             if grant["years"] is None or b["year"] in grant["years"]:
                 years.setdefault(b["year"], []).append(_version(b))
         return ShareSet(set_id=grant["set_id"], set_name=grant["set_name"],
-                        scope=grant["scope"],
+                        permission=grant["permission"],
                         years=[ShareYear(year=y, versions=v) for y, v in sorted(years.items())])
 
     async def history(self, req: HistoryRequest, call: Call) -> History:
         owner = await self._member(req.session, call)
         await self._listed()
-        return History(accounts=await store.could_see(self.pool, self.schema, owner,
+        return History(accounts=await tables.could_see(self.pool, self.schema, owner,
                                                       req.set_id, req.at))
 
 

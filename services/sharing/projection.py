@@ -22,7 +22,7 @@ from contracts import identity, sharing, social, storage
 from contracts.base import Event
 from contracts.subjects import context_subjects
 from runtime.eventstore import StoredEvent
-from services.sharing import store
+from services.sharing import tables
 
 _sharing = msgspec.json.Decoder(sharing.AnySharingEvent)
 _social = msgspec.json.Decoder(social.AnySocialEvent)
@@ -52,20 +52,20 @@ class AccessProjection:
     )
 
     async def setup(self, conn: asyncpg.Connection, schema: str) -> None:
-        await store.create_tables(conn, schema)
+        await tables.create_tables(conn, schema)
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: StoredEvent) -> None:
         await self.apply_prepared(conn, schema, self.prepare([event]))
 
-    def prepare(self, events: list[StoredEvent]) -> list[store.Changes]:
+    def prepare(self, events: list[StoredEvent]) -> list[tables.Changes]:
         return list(segments(decode(e) for e in events if e.type in READS))
 
     async def apply_prepared(self, conn: asyncpg.Connection, schema: str,
-                             prepared: list[store.Changes]) -> None:
+                             prepared: list[tables.Changes]) -> None:
         if 0 < sum(c.size for c in prepared) < LOOKUP_BELOW:
-            await store.prefer_lookups(conn)
+            await tables.prefer_lookups(conn)
         for changes in prepared:
-            await store.write(conn, schema, changes)
+            await tables.write(conn, schema, changes)
 
 
 # The event types that change sharing's read model; the others under its subjects (an
@@ -84,18 +84,18 @@ def decode(stored: StoredEvent) -> Event:
     return event
 
 
-def segments(events: Iterable[Event]) -> Iterator[store.Changes]:
+def segments(events: Iterable[Event]) -> Iterator[tables.Changes]:
     """Consecutive runs of events whose changes commute (no two touch the same row in an
-    order-dependent way), each gathered into one `store.Changes`."""
-    changes, held = store.Changes(), dict[Claim, bool]()
+    order-dependent way), each collected into one `tables.Changes`."""
+    changes, held = tables.Changes(), dict[Claim, bool]()
     for event in events:
         wanted = claims(event)
         if _conflict(held, wanted):
             yield changes
-            changes, held = store.Changes(), {}
+            changes, held = tables.Changes(), {}
         for key, exclusive in wanted:
             held[key] = held.get(key, False) or exclusive
-        gather(changes, event)
+        collect(changes, event)
     if held:
         yield changes
 
@@ -134,11 +134,11 @@ def claims(event: Event) -> list[tuple[Claim, bool]]:
             return []
 
 
-def gather(changes: store.Changes, event: Event) -> None:
+def collect(changes: tables.Changes, event: Event) -> None:
     """Add one event's changes to a segment."""
     match event:
         case identity.MemberRegistered(member_id=mid, account=acc, nickname=nick):
-            changes.members.append(store.Member(member_id=mid, account=acc, nickname=nick,
+            changes.members.append(tables.Member(member_id=mid, account=acc, nickname=nick,
                                                 account_key=identity.account_key(acc)))
         case identity.NicknameChanged():
             changes.nicknames.append(event)
@@ -159,7 +159,7 @@ def gather(changes: store.Changes, event: Event) -> None:
 
 
 class GrantTerms(msgspec.Struct, frozen=True):
-    scope: str
+    permission: str
     years: list[int] | None
     expires_at: datetime | None
 
@@ -187,13 +187,13 @@ class AccessIndex:
         self.sets: dict[tuple[str, str], set[str]] = {}  # (owner, set) -> version ids
 
     async def reload(self, conn: asyncpg.Connection, schema: str) -> None:
-        grants = await conn.fetch(f"SELECT owner_id, set_id, friend_id, scope, years, "
+        grants = await conn.fetch(f"SELECT owner_id, set_id, friend_id, permission, years, "
                                   f"expires_at FROM {schema}.grants")
         friends = await conn.fetch(f"SELECT member_id, friend_id FROM {schema}.friends")
         self.grants = {}
         for g in grants:
             self.grants.setdefault((g["owner_id"], g["friend_id"]), {})[g["set_id"]] = (
-                GrantTerms(g["scope"], g["years"], g["expires_at"]))
+                GrantTerms(g["permission"], g["years"], g["expires_at"]))
         self.friends = {(f["member_id"], f["friend_id"]) for f in friends}
         directory = await conn.fetch(f"SELECT member_id, account_key FROM {schema}.directory")
         self.accounts = {d["account_key"]: d["member_id"] for d in directory}
@@ -219,7 +219,7 @@ class AccessIndex:
             case sharing.ShareGranted(owner_id=o, set_id=s, friend_id=f) if (
                     (o, f) in self.friends):
                 self.grants.setdefault((o, f), {})[s] = GrantTerms(
-                    event.scope, event.years, event.expires_at)
+                    event.permission, event.years, event.expires_at)
             case sharing.ShareRevoked(owner_id=o, set_id=s, friend_id=f):
                 self._revoke(o, s, f)
             case social.FriendAdded(member_id=a, friend_id=b):
@@ -261,7 +261,7 @@ class AccessIndex:
 
     def grant_facts(self, owner_id: str, set_id: str,
                     account_keys: list[str]) -> tuple[str | None, list[str | None]]:
-        """As `store.grant_facts`: the set's newest backup's name, and per account the
+        """As `tables.grant_facts`: the set's newest backup's name, and per account the
         member id of that friend of the owner."""
         versions = [self.versions[v] for v in self.sets.get((owner_id, set_id), ())]
         name = max(versions, key=lambda v: v.uploaded_at).set_name if versions else None

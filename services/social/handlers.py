@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from collections.abc import Callable
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -18,9 +19,10 @@ from contracts.social import (
     ListFriends,
     NoSuchMember,
     RemoveFriend,
+    SocialClient,
     SocialEvent,
-    friendship_scope,
     friendship_subject,
+    friendship_subjects,
     pair_id,
 )
 from runtime.commands import Command, Fold, Pipeline
@@ -28,7 +30,7 @@ from runtime.eventstore import EventStore, Outgoing
 from runtime.projector import Projector
 from runtime.service import Call, Endpoint
 from runtime.tokens import Verifier
-from services.social import domain, store
+from services.social import domain, tables
 from services.social.domain import Friendship
 
 _decoder = msgspec.json.Decoder(AnySocialEvent)
@@ -47,21 +49,24 @@ class Social:
         self.verifier = verifier
         self.schema = schema
 
-    def endpoints(self) -> list[Endpoint]:
-        return [Endpoint("add_friend", AddFriend, self.add_friend),
-                Endpoint("remove_friend", RemoveFriend, self.remove_friend),
-                Endpoint("list_friends", ListFriends, self.list_friends)]
+    def endpoints(self) -> list[Endpoint[Any, Any]]:
+        """Every operation of the service, each with its handler."""
+        return [
+                Endpoint(SocialClient.add_friend, self.add_friend),
+                Endpoint(SocialClient.remove_friend, self.remove_friend),
+                Endpoint(SocialClient.list_friends, self.list_friends),
+        ]
 
-    async def _caller(self, session: str, call: Call, token: int) -> asyncpg.Record:
+    async def _caller(self, session: str, call: Call, seq: int) -> asyncpg.Record:
         """The session's member from social's directory, after reaching ``token``."""
         claims = self.verifier.verify(session, kind="session", now=call.received_at)
-        if token:
-            await self.projector.wait_until(token)
-        row = await store.member(self.pool, self.schema, claims.sub)
+        if seq:
+            await self.projector.wait_until(seq)
+        row = await tables.member(self.pool, self.schema, claims.sub)
         if row is None:
             # Registered a moment ago: catch up with the log once before refusing.
             await self.projector.wait_until(await self.events.last_sequence())
-            row = await store.member(self.pool, self.schema, claims.sub)
+            row = await tables.member(self.pool, self.schema, claims.sub)
         if row is None or row["password_version"] != claims.pv:
             raise InvalidToken("the token is no longer valid; log in again")
         return row
@@ -73,7 +78,7 @@ class Social:
         fid = pair_id(me["member_id"], friend["member_id"])
 
         async def body(cmd: Command) -> FriendChanged:
-            step = await self.commands.step(cmd, friendship_scope(fid), FRIENDSHIP, lambda s: [
+            step = await self.commands.step(cmd, friendship_subjects(fid), FRIENDSHIP, lambda s: [
                 Outgoing(subject=friendship_subject(fid, e), event=e) for e in [decide(s)]])
             return _changed(friend, step.seq)
 
@@ -81,8 +86,8 @@ class Social:
                                        correlation_id=call.correlation_id, body=body)
 
     async def add_friend(self, req: AddFriend, call: Call) -> FriendChanged:
-        me = await self._caller(req.session, call, req.token)
-        friend = await store.member_by_account(self.pool, self.schema, account_key(req.account))
+        me = await self._caller(req.session, call, req.seq)
+        friend = await tables.member_by_account(self.pool, self.schema, account_key(req.account))
         nickname = unicodedata.normalize("NFC", req.nickname).strip()
         if friend is None or friend["nickname"] != nickname:
             raise NoSuchMember("no member with that account and nickname")
@@ -91,8 +96,8 @@ class Social:
                               friend_nickname=friend["nickname"], at=call.received_at)))
 
     async def remove_friend(self, req: RemoveFriend, call: Call) -> FriendChanged:
-        me = await self._caller(req.session, call, req.token)
-        friend = await store.member_by_account(self.pool, self.schema, account_key(req.account))
+        me = await self._caller(req.session, call, req.seq)
+        friend = await tables.member_by_account(self.pool, self.schema, account_key(req.account))
         if friend is None:
             raise NoSuchMember("no member with that account")
         return await self._change("remove_friend", req, call, me, friend, lambda state: (
@@ -100,13 +105,13 @@ class Social:
                                  friend_id=friend["member_id"], at=call.received_at)))
 
     async def list_friends(self, req: ListFriends, call: Call) -> FriendList:
-        me = await self._caller(req.session, call, req.token)
-        rows = await store.friends_of(self.pool, self.schema, me["member_id"])
+        me = await self._caller(req.session, call, req.seq)
+        rows = await tables.friends_of(self.pool, self.schema, me["member_id"])
         return FriendList(friends=[
             Friend(member_id=r["member_id"], account=r["account"], nickname=r["nickname"],
                    since=r["since"]) for r in rows])
 
 
-def _changed(friend: asyncpg.Record, token: int) -> FriendChanged:
+def _changed(friend: asyncpg.Record, seq: int) -> FriendChanged:
     return FriendChanged(friend_id=friend["member_id"], account=friend["account"],
-                         nickname=friend["nickname"], token=token)
+                         nickname=friend["nickname"], seq=seq)

@@ -11,7 +11,7 @@ import msgspec
 from contracts import identity, social
 from contracts.subjects import context_subjects
 from runtime.eventstore import StoredEvent
-from services.social import store
+from services.social import tables
 
 _social = msgspec.json.Decoder(social.AnySocialEvent)
 _identity = msgspec.json.Decoder(identity.AnyIdentityEvent)
@@ -25,7 +25,7 @@ class SocialProjection:
                                context_subjects(identity.CONTEXT, "member"))
 
     async def setup(self, conn: asyncpg.Connection, schema: str) -> None:
-        await store.create_tables(conn, schema)
+        await tables.create_tables(conn, schema)
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: StoredEvent) -> None:
         if event.subject.startswith(f"evt.{social.CONTEXT}."):
@@ -37,19 +37,19 @@ class SocialProjection:
                           event: social.SocialEvent) -> None:
         match event:
             case social.FriendAdded(member_id=a, friend_id=b, at=at):
-                await store.befriend(conn, schema, a, b, at)
+                await tables.befriend(conn, schema, a, b, at)
             case social.FriendRemoved(member_id=a, friend_id=b):
-                await store.unfriend(conn, schema, a, b)
+                await tables.unfriend(conn, schema, a, b)
 
     async def _directory(self, conn: asyncpg.Connection, schema: str,
                          event: identity.IdentityEvent) -> None:
         match event:
             case identity.MemberRegistered(member_id=mid, account=acc, nickname=nick):
-                await store.add_member(conn, schema, member_id=mid, account=acc,
+                await tables.add_member(conn, schema, member_id=mid, account=acc,
                                        account_key=identity.account_key(acc), nickname=nick)
             case identity.NicknameChanged(member_id=mid, nickname=nick):
-                await store.set_nickname(conn, schema, mid, nick)
+                await tables.set_nickname(conn, schema, mid, nick)
             case identity.PasswordChanged(member_id=mid):
-                await store.bump_password_version(conn, schema, mid)
+                await tables.bump_password_version(conn, schema, mid)
             case _:
                 pass

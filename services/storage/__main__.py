@@ -1,66 +1,7 @@
 """Run the storage service: ``python -m services.storage``."""
 
-from __future__ import annotations
-
-import asyncio
-import logging
-import uuid
-from contextlib import AsyncExitStack
-from datetime import UTC, datetime, timedelta
-
-from runtime.app import Resources, Wiring, command_pipeline, main
-from runtime.projector import Projector
-from runtime.s3 import s3_client
-from runtime.service import Call, ServiceHost
-from runtime.settings import Settings
-from runtime.tokens import Sessions, Verifier, configured_public_key
-from services.storage import store
-from services.storage.gate import SharingGate
-from services.storage.handlers import Limits, Storage
-from services.storage.objects import ObjectStore
-from services.storage.projection import StorageProjection
-
-VERSION = "0.1.0"
-log = logging.getLogger("ledgershare.storage")
-
-
-def limits(settings: Settings) -> Limits:
-    return Limits(default_quota=settings.quota_bytes, part_size=settings.upload_part_bytes,
-                  reservation_ttl=timedelta(seconds=settings.upload_reservation_s))
-
-
-async def sweep_forever(storage: Storage, projector: Projector, interval: float) -> None:
-    """Abort expired reservations (quota already stops counting them; this frees S3)."""
-    while True:
-        await asyncio.sleep(interval)
-        try:
-            now = datetime.now(UTC)
-            call = Call(correlation_id=f"sweep-{uuid.uuid4().hex}", received_at=now, headers={})
-            for owner in await store.owners_with_expired(projector.pool, projector.schema, now):
-                await storage.sweep(owner, now, call)
-        except Exception:
-            log.exception("sweeping expired uploads failed; will try again")
-
-
-async def build(res: Resources) -> Wiring:
-    """storage's host, projector, S3 client and sweeper."""
-    stack = AsyncExitStack()
-    s3 = await stack.enter_async_context(s3_client(res.settings, timeout_s=10))
-    objects = ObjectStore(s3, res.settings.s3_bucket, url_ttl_s=res.settings.presign_ttl_s)
-    sessions = Sessions(Verifier(configured_public_key(res.settings)), res.store)
-    storage = Storage(res.store, await command_pipeline(res, "storage"), objects, sessions,
-                      limits(res.settings),
-                      SharingGate(res.nc, timeout=res.settings.request_timeout_s))
-    projector = Projector(res.nc, res.pool, StorageProjection(), schema="storage",
-                          stream=res.settings.stream)
-    host = ServiceHost(res.nc, name="storage", version=VERSION,
-                       description="cloud drive: quota, versions, account-set files on S3",
-                       endpoints=storage.endpoints(), max_in_flight=res.settings.max_in_flight)
-    return Wiring(
-        host=host, projectors=[projector],
-        background=[lambda: sweep_forever(storage, projector, res.settings.sweep_interval_s)],
-        cleanup=[stack.aclose])
-
+from runtime.app import main
+from services.storage.service import SERVICE
 
 if __name__ == "__main__":
-    main(build)
+    main(SERVICE)

@@ -17,5 +17,5 @@ class SharingGate:
     async def allows(self, member_id: str, owner_id: str, ask: Ask) -> bool:
         verdict = await self.client.check(Check(
             member_id=member_id, owner_id=owner_id, set_id=ask.set_id, year=ask.year,
-            access="write" if ask.access == "write" else "read", token=ask.token))
+            access="write" if ask.access == "write" else "read", seq=ask.seq))
         return verdict.allowed

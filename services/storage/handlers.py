@@ -11,7 +11,6 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from contracts.base import Reply
 from contracts.errors import LedgerError
 from contracts.identity import InvalidToken
 from contracts.storage import (
@@ -35,6 +34,7 @@ from contracts.storage import (
     QuotaSet,
     SetQuota,
     SetYear,
+    StorageClient,
     StorageEvent,
     UploadAborted,
     Uploaded,
@@ -44,10 +44,10 @@ from contracts.storage import (
     VersionDeleted,
     VersionList,
     VersionsRequest,
-    audit_scope,
     audit_subject,
-    drive_scope,
+    audit_subjects,
     drive_subject,
+    drive_subjects,
 )
 from runtime.commands import Command, Decision, Fold, Pipeline, Step
 from runtime.eventstore import EventStore, Outgoing
@@ -76,12 +76,12 @@ class Ask(msgspec.Struct, frozen=True, kw_only=True):
     year: int
     access: str
     drive_token: str = ""
-    token: int = 0
+    seq: int = 0
 
     @classmethod
     def of(cls, req: BeginUpload | VersionsRequest | DownloadRequest, access: str) -> Ask:
         return cls(set_id=req.set_id, year=req.year, access=access,
-                   drive_token=req.drive_token, token=req.token)
+                   drive_token=req.drive_token, seq=req.seq)
 
 
 class Gate(Protocol):
@@ -122,21 +122,22 @@ class Storage:
         self.limits = limits
         self.gate = gate or OwnersOnly()
 
-    def endpoints(self) -> list[Endpoint]:
-        ops: list[tuple[str, type, Callable[..., Awaitable[Reply]]]] = [
-            ("begin_upload", BeginUpload, self.begin_upload),
-            ("complete_upload", CompleteUpload, self.complete_upload),
-            ("drive", DriveRequest, self.drive), ("versions", VersionsRequest, self.versions),
-            ("download", DownloadRequest, self.download),
-            ("delete_version", DeleteVersion, self.delete_version),
-            ("set_quota", SetQuota, self.set_quota),
+    def endpoints(self) -> list[Endpoint[Any, Any]]:
+        """Every operation of the service, each with its handler."""
+        return [
+                Endpoint(StorageClient.begin_upload, self.begin_upload),
+                Endpoint(StorageClient.complete_upload, self.complete_upload),
+                Endpoint(StorageClient.drive, self.drive),
+                Endpoint(StorageClient.versions, self.versions),
+                Endpoint(StorageClient.download, self.download),
+                Endpoint(StorageClient.delete_version, self.delete_version),
+                Endpoint(StorageClient.set_quota, self.set_quota),
         ]
-        return [Endpoint(name, kind, handler) for name, kind, handler in ops]
 
     # ---- loading and access -----------------------------------------------------------
 
     async def _drive(self, owner_id: str) -> tuple[Drive, int]:
-        drive, seq = await self.events.state(drive_scope(owner_id), _decoder, domain.evolve,
+        drive, seq = await self.events.state(drive_subjects(owner_id), _decoder, domain.evolve,
                                              domain.Drive())
         if not drive.owner_id:
             drive = msgspec.structs.replace(drive, owner_id=owner_id)
@@ -163,7 +164,7 @@ class Storage:
 
     async def _on_drive(self, cmd: Command, owner: str, decide: Callable[[Drive], Decision]
                         ) -> Step[Drive, StorageEvent]:
-        return await self.commands.step(cmd, drive_scope(owner), DRIVE_FOLD, decide,
+        return await self.commands.step(cmd, drive_subjects(owner), DRIVE_FOLD, decide,
                                         load=lambda: self._drive(owner))
 
     async def _run(self, operation: str, req: Any, call: Call, caller: str,
@@ -227,7 +228,7 @@ class Storage:
         used = step.state.used(now)
         return UploadPlan(upload_id=reserved.upload_id, parts=await self._parts(reserved),
                           expires_at=reserved.expires_at, quota=quota, used=used,
-                          available=max(0, quota - used), token=step.seq)
+                          available=max(0, quota - used), seq=step.seq)
 
     async def _parts(self, r: UploadReserved) -> list[Part]:
         if r.multipart_id is None:
@@ -250,7 +251,7 @@ class Storage:
             reservation = self._uploaders(drive, req.upload_id, caller, call.received_at)
             await self._access(caller, owner, Ask(
                 set_id=reservation.set_id, year=reservation.year, access="write",
-                drive_token=req.drive_token, token=req.token), call)
+                drive_token=req.drive_token, seq=req.seq), call)
             if not checked:
                 refused = await self._verify(reservation, call.received_at)
                 if refused is not None:
@@ -276,7 +277,7 @@ class Storage:
                                                                                upload_id):
                 # Its bytes equal a stored blob the version uses instead.
                 await self._discard(owner, staging_key(owner, upload_id))
-        return Uploaded(version=step.state.versions[upload_id].info, token=step.seq)
+        return Uploaded(version=step.state.versions[upload_id].info, seq=step.seq)
 
     def _uploaders(self, drive: Drive, upload_id: str, caller: str,
                    now: datetime) -> UploadReserved:
@@ -366,7 +367,7 @@ class Storage:
             return [Outgoing(subject=audit_subject(owner, issued), event=issued)]
 
         async def body(cmd: Command) -> DownloadTicket:
-            step = await self.commands.step(cmd, audit_scope(owner), AUDIT_FOLD, decide,
+            step = await self.commands.step(cmd, audit_subjects(owner), AUDIT_FOLD, decide,
                                             load=lambda: self._audit_last(owner))
             issued = step.events[0]
             assert isinstance(issued, DownloadIssued)
@@ -376,7 +377,7 @@ class Storage:
 
     async def _audit_last(self, owner: str) -> tuple[None, int]:
         # The audit trail is never folded: an append needs only its last sequence.
-        return None, await self.events.expected_last(audit_scope(owner))
+        return None, await self.events.expected_last(audit_subjects(owner))
 
     async def _ticket(self, owner: str, issued: DownloadIssued, seq: int,
                       now: datetime) -> DownloadTicket:
@@ -391,7 +392,7 @@ class Storage:
         version = domain.pick_version(drive, issued.set_id, issued.year, issued.version_id)
         url = await self.objects.get_url(
             version.key, f"{version.info.set_name}-{version.info.year}.bak", ttl_s=left)
-        return DownloadTicket(url=url, expires_at=expires, version=version.info, token=seq)
+        return DownloadTicket(url=url, expires_at=expires, version=version.info, seq=seq)
 
     # ---- owner and operator -------------------------------------------------------------
 
@@ -411,7 +412,7 @@ class Storage:
                 await self._discard(owner, key)
             deleted = step.events[0]
             assert isinstance(deleted, VersionDeleted)
-            return Deleted(freed=deleted.freed, token=step.seq)
+            return Deleted(freed=deleted.freed, seq=step.seq)
 
         return await self._run("delete_version", req, call, owner, body)
 
@@ -423,7 +424,7 @@ class Storage:
         async def body(cmd: Command) -> QuotaSet:
             step = await self._on_drive(cmd, req.owner_id, decide)
             return QuotaSet(quota=req.quota, used=step.state.used(call.received_at),
-                            token=step.seq)
+                            seq=step.seq)
 
         return await self._run("set_quota", req, call, "operator", body)
 

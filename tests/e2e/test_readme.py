@@ -12,9 +12,9 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from cli.run import SERVICES
 from deploy.stack import Stack
 from runtime.settings import Settings
+from services.registry import SERVICES
 from tests.support import free_stack_ports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,14 +38,14 @@ def system(tmp_path: Path) -> Iterator[dict[str, str]]:
               for k, v in msgspec.structs.asdict(ports).items()}}
     stack = Stack.local(Settings(home=env["LEDGERSHARE_HOME"]), ports)
     stack.up(detach=False, progress=lambda _m: None)
-    procs = [subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
+    procs = [subprocess.Popen([sys.executable, "-m", service.module], env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-             for name in SERVICES]
+             for service in SERVICES]
     try:
         subprocess.run([sys.executable, "-c", "import asyncio; from cli.run import "
-                        "wait_for_services as w, SERVICES as s; from runtime.settings import "
-                        "load_settings as l; asyncio.run(w(l(), s))"], env=env, check=True,
-                       timeout=60)
+                        "wait_for_services as w; from services.registry import names as n; "
+                        "from runtime.settings import load_settings as l; "
+                        "asyncio.run(w(l(), n()))"], env=env, check=True, timeout=60)
         yield env
     finally:
         for proc in procs:

@@ -28,25 +28,18 @@ from contracts.identity import (
     Register,
     SetDrivePassword,
     VerifyDrivePassword,
-    account_scope,
-    member_scope,
+    account_subjects,
+    member_subjects,
 )
-from contracts.sharing import SharingClient, share_id, share_scope
-from contracts.social import SocialClient, friendship_scope, pair_id
-from contracts.storage import SetQuota, StorageClient, UploadPlan, audit_scope, drive_scope
+from contracts.sharing import SharingClient, share_id, share_subjects
+from contracts.social import SocialClient, friendship_subjects, pair_id
+from contracts.storage import SetQuota, StorageClient, UploadPlan, audit_subjects, drive_subjects
 from runtime.app import Wiring
 from runtime.eventstore import EventStore, StoredEvent
-from runtime.projector import Projection, Projector
+from runtime.projector import Projector
 from runtime.replay import compare, rebuild
-from services.identity import store as identity_store
-from services.identity.projection import IdentityProjection
-from services.sharing import store as sharing_store
-from services.sharing.projection import AccessProjection
-from services.social import store as social_store
-from services.social.projection import SocialProjection
-from services.storage import store as storage_store
-from services.storage.projection import StorageProjection
 from tests.integration.sharing_model import QUOTA, SETS, Triple
+from tests.services import read_models
 
 T = TypeVar("T")
 CALL_S = 60.0
@@ -124,7 +117,7 @@ async def join(system: System, account: str, nickname: str) -> Member:
     """Register, log in, set and enter the cloud-drive password, get a small quota."""
     reg = await system.identity.register(Register(
         command_id=cid(), account=account, password="secret-1", nickname=nickname))
-    session = (await system.identity.login(Login(account=account, password="secret-1"))).token
+    session = (await system.identity.login(Login(account=account, password="secret-1"))).session
     await system.identity.drive_password_set(SetDrivePassword(
         command_id=cid(), session=session, password="drive-pw", question="pet?",
         answer="Rex"))
@@ -165,13 +158,13 @@ async def fetch(http: aiohttp.ClientSession, url: str) -> bytes:
 
 # ---- the log --------------------------------------------------------------------------------
 
-def scopes(members: list[Member]) -> list[str]:
+def subject_filters(members: list[Member]) -> list[str]:
     """Every aggregate this example's members can have touched."""
     ids = [m.member_id for m in members]
-    found = [member_scope(i) for i in ids] + [account_scope(m.account) for m in members]
-    found += [friendship_scope(pair_id(a, b)) for a, b in combinations(ids, 2)]
-    found += [share_scope(share_id(o, s)) for o in ids for s in SETS]
-    return found + [drive_scope(o) for o in ids] + [audit_scope(o) for o in ids]
+    found = [member_subjects(i) for i in ids] + [account_subjects(m.account) for m in members]
+    found += [friendship_subjects(pair_id(a, b)) for a, b in combinations(ids, 2)]
+    found += [share_subjects(share_id(o, s)) for o in ids for s in SETS]
+    return found + [drive_subjects(o) for o in ids] + [audit_subjects(o) for o in ids]
 
 
 def kind(event: StoredEvent) -> str:
@@ -183,7 +176,7 @@ def kind(event: StoredEvent) -> str:
 
 async def logged(events: EventStore, members: list[Member]) -> Counter[str]:
     """How many events of each kind the log holds for these members."""
-    loaded = await asyncio.gather(*(events.load(s) for s in scopes(members)))
+    loaded = await asyncio.gather(*(events.load(s) for s in subject_filters(members)))
     return Counter(kind(e) for found in loaded for e in found)
 
 
@@ -207,9 +200,9 @@ async def unfriend_revokes(events: EventStore, members: list[Member], triples: l
     """Per grant, the ShareRevoked(unfriended) events appended after sequence ``after``."""
     found: dict[Triple, int] = {}
     for owner, set_id, friend in triples:
-        scope = share_scope(share_id(members[owner].member_id, set_id))
+        subject_filter = share_subjects(share_id(members[owner].member_id, set_id))
         found[(owner, set_id, friend)] = sum(
-            1 for e in await events.load(scope, after=after)
+            1 for e in await events.load(subject_filter, after=after)
             if kind(e) == "ShareRevoked/unfriended"
             and json.loads(e.data)["friend_id"] == members[friend].member_id)
     return found
@@ -217,11 +210,7 @@ async def unfriend_revokes(events: EventStore, members: list[Member], triples: l
 
 # ---- replay -----------------------------------------------------------------------------------
 
-REPLAYED: tuple[tuple[str, type[Projection], tuple[str, ...]], ...] = (
-    ("identity", IdentityProjection, identity_store.TABLES),
-    ("social", SocialProjection, social_store.TABLES),
-    ("storage", StorageProjection, storage_store.TABLES),
-    ("sharing", AccessProjection, sharing_store.TABLES))
+REPLAYED = read_models()
 
 
 class Replicas:
@@ -232,8 +221,8 @@ class Replicas:
 
     def __init__(self, nc: NATS, pool: asyncpg.Pool) -> None:
         self.nc, self.pool = nc, pool
-        self.projectors = [Projector(nc, pool, projection(), schema=f"{schema}_replica")
-                           for schema, projection, _ in REPLAYED]
+        self.projectors = [Projector(nc, pool, m.projection(), schema=f"{m.schema}_replica")
+                           for m in REPLAYED]
 
     async def start(self) -> None:
         for projector in self.projectors:
@@ -246,9 +235,9 @@ class Replicas:
     async def differences(self) -> list[str]:
         """The tables where a live read model and its replica differ."""
         found = []
-        for schema, _, tables in REPLAYED:
-            found += [f"{schema}: {p}" for p in await compare(
-                self.pool, schema, f"{schema}_replica", tables)]
+        for m in REPLAYED:
+            found += [f"{m.schema}: {p}" for p in await compare(
+                self.pool, m.schema, f"{m.schema}_replica", m.tables)]
         return found
 
 
@@ -264,11 +253,12 @@ async def replay_differences(system: System) -> list[str]:
     holds two of their pool's connections."""
     await system.caught_up()
     found = []
-    for schema, projection, tables in REPLAYED:
-        fresh = f"{schema}_model_replay"
-        await rebuild(system.replicas.nc, system.replicas.pool, projection(), fresh,
+    for m in REPLAYED:
+        fresh = f"{m.schema}_model_replay"
+        await rebuild(system.replicas.nc, system.replicas.pool, m.projection(), fresh,
                       within=120)
-        found += [f"{schema}: {p}" for p in await compare(system.pool, schema, fresh, tables)]
+        found += [f"{m.schema}: {p}" for p in await compare(system.pool, m.schema, fresh,
+                                                              m.tables)]
     return found
 
 

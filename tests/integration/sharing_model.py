@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from contracts.errors import BadRequest, LedgerError
-from contracts.sharing import NoBackup, NotAFriend, Scope
+from contracts.sharing import NoBackup, NotAFriend, Permission
 from contracts.storage import NoAccess, NoSuchVersion, QuotaExceeded
 
 SETS = ("alpha", "beta")
@@ -35,7 +35,7 @@ def sha(data: bytes) -> str:
 class Terms:
     """A grant's terms as the owner set them."""
 
-    scope: Scope
+    permission: Permission
     years: tuple[int, ...] | None
     expires_at: datetime | None
 
@@ -111,7 +111,7 @@ class Model:
     def allows(self, member: int, owner: int, set_id: str, year: int, access: str,
                now: datetime) -> bool | None:
         """Whether ``member`` may read or write (owner, set, year) at ``now``: an active
-        grant, an active friendship, within scope, years and expiry. None when the
+        grant, an active friendship, within permission, years and expiry. None when the
         grant's expiry is too close to ``now`` to say."""
         if member == owner:
             return True
@@ -120,7 +120,7 @@ class Model:
             return False
         if terms.years is not None and year not in terms.years:
             return False
-        if access == "write" and terms.scope != "read-write":
+        if access == "write" and terms.permission != "read-write":
             return False
         if terms.expires_at is not None:
             if abs(terms.expires_at - now) < EXPIRY_MARGIN:

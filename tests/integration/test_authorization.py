@@ -66,12 +66,12 @@ def bad_tokens(settings: Settings) -> dict[str, str]:
 
 
 async def test_every_member_endpoint_refuses_bad_tokens_and_changes_nothing(
-        all_services: Settings, nc: NATS, store: EventStore) -> None:
-    before = await store.last_sequence()
+        all_services: Settings, nc: NATS, events: EventStore) -> None:
+    before = await events.last_sequence()
     for context, op, body in ENDPOINTS:
         client = ServiceClient(nc, context=context, timeout=10)
         for why, token in bad_tokens(all_services).items():
             with pytest.raises(InvalidToken) as err:
                 await client.call_raw(op, json.dumps({**body, "session": token}).encode())
             assert "log in" in err.value.message, (context, op, why)
-    assert await store.last_sequence() == before
+    assert await events.last_sequence() == before

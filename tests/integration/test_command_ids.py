@@ -26,13 +26,13 @@ from contracts.identity import (
     SetDrivePassword,
     VerifyDrivePassword,
     WrongDrivePassword,
-    account_scope,
-    member_scope,
+    account_subjects,
+    member_subjects,
 )
 from runtime.app import Wiring
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
-from services.identity.__main__ import build
+from services.identity.service import build
 from tests.services import running, service_settings
 
 
@@ -42,8 +42,8 @@ def cid() -> str:
 
 @pytest.fixture
 async def identity(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                   store: EventStore) -> AsyncIterator[Wiring]:
-    async with running(build, service_settings(settings), nc, pool, store) as wiring:
+                   events: EventStore) -> AsyncIterator[Wiring]:
+    async with running(build, service_settings(settings), nc, pool, events) as wiring:
         yield wiring
 
 
@@ -56,16 +56,16 @@ async def member_with_drive(client: IdentityClient, account: str) -> tuple[str, 
     """A registered member with a cloud-drive password: (member id, session)."""
     member = await client.register(Register(command_id=cid(), account=account,
                                             password="secret-1", nickname="Ann"))
-    session = (await client.login(Login(account=account, password="secret-1"))).token
+    session = (await client.login(Login(account=account, password="secret-1"))).session
     await client.drive_password_set(SetDrivePassword(
         command_id=cid(), session=session, password="drive-right", question="pet?",
         answer="Rex"))
     return member.member_id, session
 
 
-async def attempts(store: EventStore, member_id: str) -> list[str]:
+async def attempts(events: EventStore, member_id: str) -> list[str]:
     """The types of the member's drive-unlock attempts in the log."""
-    return [e.type for e in await store.load(member_scope(member_id))
+    return [e.type for e in await events.load(member_subjects(member_id))
             if e.type in (DriveUnlockFailed.__name__, DriveUnlocked.__name__)]
 
 
@@ -80,48 +80,48 @@ async def outcome(client: IdentityClient, command_id: str, session: str,
 
 
 async def test_twenty_guesses_under_one_command_id_are_one_attempt(
-        client: IdentityClient, store: EventStore) -> None:
+        client: IdentityClient, events: EventStore) -> None:
     member_id, session = await member_with_drive(client, "guesser")
     reused = cid()
     codes = [await outcome(client, reused, session, f"wrong-{n}") for n in range(20)]
     # The right password under the same id is still that command: its outcome stands.
     codes.append(await outcome(client, reused, session, "drive-right"))
     assert codes == [WrongDrivePassword.code] * 21
-    assert await attempts(store, member_id) == ["DriveUnlockFailed"]
+    assert await attempts(events, member_id) == ["DriveUnlockFailed"]
 
 
 async def test_fresh_ids_lock_after_the_free_attempts(client: IdentityClient,
-                                                      store: EventStore) -> None:
+                                                      events: EventStore) -> None:
     member_id, session = await member_with_drive(client, "fresh")
     codes = [await outcome(client, cid(), session, "wrong") for _ in range(4)]
     assert codes[:3] == [WrongDrivePassword.code] * 3
     assert codes[3] == DriveLocked.code
-    assert len(await attempts(store, member_id)) == 3
+    assert len(await attempts(events, member_id)) == 3
 
 
 async def test_racing_guesses_under_one_id_check_one_guess(client: IdentityClient,
-                                                           store: EventStore) -> None:
+                                                           events: EventStore) -> None:
     member_id, session = await member_with_drive(client, "racer")
     reused = cid()
     guesses = [f"wrong-{n}" for n in range(9)] + ["drive-right"]
     codes = await asyncio.gather(*(outcome(client, reused, session, g) for g in guesses))
     # One run decided; every other request waited for it or was told it runs now.
-    assert len(await attempts(store, member_id)) == 1
+    assert len(await attempts(events, member_id)) == 1
     decided = {c for c in codes if c != "command_in_progress"}
     assert len(decided) == 1
 
 
 async def test_a_successful_verify_repeated_gives_a_token_without_a_second_attempt(
-        client: IdentityClient, store: EventStore) -> None:
+        client: IdentityClient, events: EventStore) -> None:
     member_id, session = await member_with_drive(client, "happy")
     reused = cid()
     assert await outcome(client, reused, session, "drive-right") == "token"
     assert await outcome(client, reused, session, "drive-right") == "token"
-    assert await attempts(store, member_id) == ["DriveUnlocked"]
+    assert await attempts(events, member_id) == ["DriveUnlocked"]
 
 
 async def test_a_registration_id_replayed_with_another_account_is_refused(
-        client: IdentityClient, store: EventStore) -> None:
+        client: IdentityClient, events: EventStore) -> None:
     reused = cid()
     first = await client.register(Register(command_id=reused, account="alice",
                                            password="secret-1", nickname="Alice"))
@@ -130,18 +130,18 @@ async def test_a_registration_id_replayed_with_another_account_is_refused(
                                        password="secret-1", nickname="Alice"))
     again = await client.register(Register(command_id=reused, account="alice",
                                            password="secret-1", nickname="Alice"))
-    assert again.member_id == first.member_id and again.token == first.token
-    assert await store.load(account_scope("mallory")) == []
-    assert len(await store.load(member_scope(first.member_id))) == 1
+    assert again.member_id == first.member_id and again.seq == first.seq
+    assert await events.load(account_subjects("mallory")) == []
+    assert len(await events.load(member_subjects(first.member_id))) == 1
 
 
 async def test_one_id_used_by_two_callers_is_two_commands(client: IdentityClient,
-                                                          store: EventStore) -> None:
+                                                          events: EventStore) -> None:
     """The key includes the caller: a victim's id does not block or replay for another."""
     ann, ann_session = await member_with_drive(client, "ann-cid")
     bob, bob_session = await member_with_drive(client, "bob-cid")
     shared = cid()
     assert await outcome(client, shared, ann_session, "wrong") == WrongDrivePassword.code
     assert await outcome(client, shared, bob_session, "drive-right") == "token"
-    assert await attempts(store, ann) == ["DriveUnlockFailed"]
-    assert await attempts(store, bob) == ["DriveUnlocked"]
+    assert await attempts(events, ann) == ["DriveUnlockFailed"]
+    assert await attempts(events, bob) == ["DriveUnlocked"]

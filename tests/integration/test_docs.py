@@ -11,7 +11,7 @@ from types import ModuleType
 from nats.aio.client import Client as NATS
 
 from cli.catalogue import render
-from contracts.storage import BackupUploaded, drive_scope, drive_subject
+from contracts.storage import BackupUploaded, drive_subject, drive_subjects
 from runtime.eventstore import EventStore, Outgoing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,10 +39,10 @@ def uploaded(owner: str, uploader: str, n: int) -> BackupUploaded:
 
 
 async def test_the_example_subscriber_notifies_owners_of_sharee_uploads(
-        nc: NATS, store: EventStore) -> None:
+        nc: NATS, events: EventStore) -> None:
     for n, (owner, uploader) in enumerate([("a", "a"), ("a", "b"), ("c", "c"), ("c", "a")]):
         event = uploaded(owner, uploader, n)
-        await store.append(drive_scope(owner), [Outgoing(subject=drive_subject(owner, event),
+        await events.append(drive_subjects(owner), [Outgoing(subject=drive_subject(owner, event),
                                                          event=event)],
                            expected=None, msg_id=f"m{n}")
     seen: list[tuple[str, str]] = []

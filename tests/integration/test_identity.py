@@ -41,7 +41,7 @@ from runtime.app import Wiring
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
 from runtime.tokens import Signer, new_private_key
-from services.identity.__main__ import build
+from services.identity.service import build
 from tests.services import running, service_settings
 
 
@@ -51,8 +51,8 @@ def cid() -> str:
 
 @pytest.fixture
 async def identity(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                   store: EventStore) -> AsyncIterator[Wiring]:
-    async with running(build, service_settings(settings), nc, pool, store) as wiring:
+                   events: EventStore) -> AsyncIterator[Wiring]:
+    async with running(build, service_settings(settings), nc, pool, events) as wiring:
         yield wiring
 
 
@@ -69,7 +69,7 @@ async def register(client: IdentityClient, account: str, nickname: str,
 
 
 async def session(client: IdentityClient, account: str, password: str = "secret-1") -> str:
-    return (await client.login(Login(account=account, password=password))).token
+    return (await client.login(Login(account=account, password=password))).session
 
 
 async def test_seed_step_one_register_bind_and_member_info(client: IdentityClient) -> None:
@@ -77,7 +77,7 @@ async def test_seed_step_one_register_bind_and_member_info(client: IdentityClien
     await register(client, "13800000002", "李四")
     await client.bind(Bind(command_id=cid(), openid="wx-openid-a", account="13800000001",
                            password="secret-1", nickname="张三"))
-    token = (await client.login_openid(LoginOpenid(openid="wx-openid-a"))).token
+    token = (await client.login_openid(LoginOpenid(openid="wx-openid-a"))).session
     info = await client.me(Me(session=token))
     assert (info.account, info.nickname, info.bound, info.drive_password_set) == (
         "13800000001", "张三", True, False)
@@ -98,15 +98,15 @@ async def test_fifty_concurrent_registrations_of_one_account_make_one_member(
 
 
 async def _caught_up(identity: Wiring) -> None:
-    store = EventStore(identity.host.nc)
-    await identity.projectors[0].wait_until(await store.last_sequence())
+    events = EventStore(identity.host.nc)
+    await identity.projectors[0].wait_until(await events.last_sequence())
 
 
 async def test_a_retried_registration_is_one_member(client: IdentityClient) -> None:
     command = Register(command_id=cid(), account="retry.me", password="secret-1", nickname="r")
     first = await client.register(command)
     second = await client.register(command)
-    assert (first.member_id, first.token) == (second.member_id, second.token)
+    assert (first.member_id, first.seq) == (second.member_id, second.seq)
 
 
 @pytest.mark.parametrize(("account", "nickname", "error"), [
@@ -152,7 +152,7 @@ async def test_binding_rules(client: IdentityClient) -> None:
         await client.login_openid(LoginOpenid(openid="wx-1"))
     await client.bind(Bind(command_id=cid(), openid="wx-1", account="bob",
                            password="secret-1", nickname="Bob"))
-    token = (await client.login_openid(LoginOpenid(openid="wx-1"))).token
+    token = (await client.login_openid(LoginOpenid(openid="wx-1"))).session
     assert (await client.me(Me(session=token))).account == "bob"
 
 

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client as NATS
 
-from cli.operate import gather
+from cli.operate import ask_all
 from contracts.base import HDR_EVENT_TYPE
 from contracts.errors import BadRequest
 from contracts.identity import (
@@ -25,7 +25,7 @@ from contracts.identity import (
     Me,
     Register,
     SetDrivePassword,
-    member_scope,
+    member_subjects,
 )
 from contracts.social import AddFriend, ListFriends, SocialClient
 from contracts.subjects import event_subject
@@ -47,21 +47,21 @@ async def _member(nc: NATS, account: str, nickname: str = "Ann") -> tuple[str, s
     member_id = (await identity.register(Register(
         command_id=uuid.uuid4().hex, account=account, password="secret-1",
         nickname=nickname))).member_id
-    token = (await identity.login(Login(account=account, password="secret-1"))).token
+    token = (await identity.login(Login(account=account, password="secret-1"))).session
     return member_id, token
 
 
 async def _endpoint_errors(nc: NATS) -> dict[str, int]:
     """Errors counted per endpoint subject, from every running instance's stats."""
     found: dict[str, int] = {}
-    for service in await gather(nc, "$SRV.STATS"):
+    for service in await ask_all(nc, "$SRV.STATS"):
         for ep in service["endpoints"]:
             found[ep["subject"]] = found.get(ep["subject"], 0) + ep["data"]["errors"]
     return found
 
 
 async def _every_endpoint(nc: NATS) -> list[str]:
-    subjects = [ep["subject"] for service in await gather(nc, "$SRV.INFO")
+    subjects = [ep["subject"] for service in await ask_all(nc, "$SRV.INFO")
                 for ep in service["endpoints"]]
     assert {s.split(".")[0] for s in subjects} == {"identity", "social", "storage", "sharing"}
     return subjects
@@ -80,39 +80,39 @@ async def _errors_once_counted(nc: NATS, subjects: list[str],
 
 
 async def test_a_reply_subject_in_the_log_gets_no_answer_from_any_endpoint(
-        services: NATS, store: EventStore) -> None:
+        services: NATS, events: EventStore) -> None:
     member_id, token = await _member(services, "victim")
     target = event_subject("identity", "member", member_id, "MemberRegistered")
     endpoints = await _every_endpoint(services)
-    before = await store.last_sequence()
+    before = await events.last_sequence()
     for subject in endpoints:
         # An empty object is a valid request for some endpoints (public_key) and a bad
         # one for the rest: neither a reply nor an error reply may land in the log.
         await services.publish(subject, b"{}", reply=target)
     await services.flush()
     errors = await _errors_once_counted(services, endpoints)
-    assert await store.last_sequence() == before
+    assert await events.last_sequence() == before
     assert [s for s in endpoints if errors.get(s, 0) < 1] == []  # each refusal counted
     me = await IdentityClient(services, timeout=10).me(Me(session=token))
     assert me.member_id == member_id
-    events, _ = await store.history(member_scope(member_id), _identity_decoder)
-    assert [type(e).__name__ for e in events] == ["MemberRegistered"]
+    history, _ = await events.history(member_subjects(member_id), _identity_decoder)
+    assert [type(e).__name__ for e in history] == ["MemberRegistered"]
 
 
 async def test_discovery_requests_never_answer_into_the_log(
-        services: NATS, store: EventStore) -> None:
+        services: NATS, events: EventStore) -> None:
     member_id, token = await _member(services, "victim")
     target = event_subject("identity", "member", member_id, "MemberRegistered")
-    before = await store.last_sequence()
+    before = await events.last_sequence()
     for verb in ("PING", "INFO", "STATS"):
         for subject in (f"$SRV.{verb}", f"$SRV.{verb}.identity"):
             await services.publish(subject, b"", reply=target)
         # Each discovery subject is one subscription, served in order: once a fair
         # request is answered, the crafted one before it has been handled.
-        assert len(await gather(services, f"$SRV.{verb}")) == 4
-        assert len(await gather(services, f"$SRV.{verb}.identity")) == 1
+        assert len(await ask_all(services, f"$SRV.{verb}")) == 4
+        assert len(await ask_all(services, f"$SRV.{verb}.identity")) == 1
     await asyncio.sleep(0.2)
-    assert await store.last_sequence() == before
+    assert await events.last_sequence() == before
     assert (await IdentityClient(services, timeout=10).me(Me(session=token))).member_id
 
 
@@ -143,12 +143,12 @@ async def _plant_foreign_messages(nc: NATS, member_id: str) -> list[int]:
 
 
 async def test_foreign_messages_in_a_member_are_parked_and_the_member_works(
-        services: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
+        services: NATS, events: EventStore, pool: asyncpg.Pool) -> None:
     member_id, token = await _member(services, "victim", "Ann")
     foreign = await _plant_foreign_messages(services, member_id)
-    loaded = await store.load(member_scope(member_id))
+    loaded = await events.load(member_subjects(member_id))
     assert [e.type for e in loaded] == ["MemberRegistered"]
-    assert set(foreign) <= set(store.parked)
+    assert set(foreign) <= set(events.parked)
     identity = IdentityClient(services, timeout=10)
     assert (await identity.me(Me(session=token))).nickname == "Ann"
     # Appends on the member still pass their expected-sequence check.
@@ -157,19 +157,19 @@ async def test_foreign_messages_in_a_member_are_parked_and_the_member_works(
     await identity.drive_password_set(SetDrivePassword(
         command_id=uuid.uuid4().hex, session=token, password="drive-pw", question="q?",
         answer="a"))
-    token = (await identity.login(Login(account="victim", password="secret-1"))).token
+    token = (await identity.login(Login(account="victim", password="secret-1"))).session
     me = await identity.me(Me(session=token))
     assert (me.nickname, me.drive_password_set) == ("Bea", True)
     # Other services check a session against the member's newest PasswordChanged.
     friends = await SocialClient(services, timeout=10).list_friends(ListFriends(session=token))
     assert friends.friends == []
-    await _projections_parked(pool, store, foreign)
+    await _projections_parked(pool, events, foreign)
 
 
-async def _projections_parked(pool: asyncpg.Pool, store: EventStore,
+async def _projections_parked(pool: asyncpg.Pool, events: EventStore,
                               foreign: list[int]) -> None:
     # The projections went past the foreign messages without applying them.
-    await _checkpoints_reach(pool, await store.last_sequence())
+    await _checkpoints_reach(pool, await events.last_sequence())
     nicknames = {r["nickname"] for r in await pool.fetch("SELECT nickname FROM identity.members")}
     assert nicknames == {"Bea"}
     for schema in ("identity", "social"):

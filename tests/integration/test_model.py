@@ -5,7 +5,7 @@ from the start, each with a small quota and one backup) through: friend add and 
 (also removed and added back at once), uploads of new random bytes by the owner or by a
 sharee into the owner's drive (with the begin and the completion sent twice, as after a
 lost reply), uploads of bytes a drive already holds, re-PUTs to an upload's URLs after
-it was verified, grants (scope, years, expiry: none, a day, five seconds, past, naive),
+it was verified, grants (permission, years, expiry: none, a day, five seconds, past, naive),
 revokes of one friend or everyone, sharee downloads, every acknowledged command repeated
 with its command id and content, its id reused with other content, and ids borrowed from
 another member's or another operation's command. Rules that act on an existing share
@@ -14,7 +14,7 @@ pick it from the grants made so far, so few steps reach the interesting states.
 `sharing_model.Model` says what each command must come to; after every step:
 
 - `sharing.check` answers, for every member, owner, set, year and access, what the model
-  allows: an active grant and an active friendship, within scope, years and expiry;
+  allows: an active grant and an active friendship, within permission, years and expiry;
 - every verified version downloads with the SHA-256 it was verified with;
 - no drive uses more than its quota (nor less than its distinct content, nor more than
   all its versions);
@@ -60,7 +60,7 @@ from nats.aio.client import Client as NATS
 
 from contracts.base import CommandReply, Reply, Request
 from contracts.errors import CommandReused, LedgerError
-from contracts.sharing import Access, Changed, Check, Grant, NotShared, Revoke, Scope
+from contracts.sharing import Access, Changed, Check, Grant, NotShared, Permission, Revoke
 from contracts.social import AddFriend, AlreadyFriends, FriendChanged, NotFriends, RemoveFriend
 from contracts.storage import (
     BeginUpload,
@@ -133,7 +133,7 @@ class Share:
     owner: int
     set_id: str
     others: tuple[int, ...]
-    scope: Scope
+    permission: Permission
     years: tuple[int, ...] | None
     expiry: Expiry
 
@@ -141,7 +141,7 @@ class Share:
 SHARES = st.builds(
     Share, owner=st.integers(0, MEMBERS - 1), set_id=st.sampled_from(SETS),
     others=st.sampled_from(((1,), (2,), (1, 2))),
-    scope=st.sampled_from(("read-write", "read-only")),
+    permission=st.sampled_from(("read-write", "read-only")),
     years=st.none() | st.sampled_from(((YEARS[0],), (YEARS[1],), YEARS)),
     expiry=st.sampled_from(EXPIRIES))
 
@@ -313,7 +313,7 @@ class ShareMachine(RuleBasedStateMachine):
         if add_back:
             sent += await self._befriend(b, a, borrow=False)
             await self._none_of(ended)
-        await self._revoked_for_unfriending(ended, after=reply.token)
+        await self._revoked_for_unfriending(ended, after=reply.seq)
         return sent
 
     async def _none_of(self, ended: list[Triple]) -> None:
@@ -457,18 +457,18 @@ class ShareMachine(RuleBasedStateMachine):
                 "naive": (now + timedelta(days=1)).replace(tzinfo=None)}[expiry]
 
     async def _grant(self, share: Share, borrow: bool) -> list[Sent]:
-        owner, set_id, scope, years = share.owner, share.set_id, share.scope, share.years
+        owner, set_id, permission, years = share.owner, share.set_id, share.permission, share.years
         friends = [(owner + k) % MEMBERS for k in share.others]
         expires_at = self._expires(share.expiry)
         req = Grant(command_id=self._command_id("grant", owner, borrow),
                     session=self.members[owner].session, set_id=set_id,
-                    friends=[self.members[f].account for f in friends], scope=scope,
+                    friends=[self.members[f].account for f in friends], permission=permission,
                     years=None if years is None else list(years), expires_at=expires_at)
         expected = self.model.grant(owner, set_id, friends, expires_at, datetime.now(UTC))
         reply = await self._expect(req, self.system.sharing.grant(req), expected)
         if reply is None:
             return []
-        terms = Terms(scope, years, expires_at)
+        terms = Terms(permission, years, expires_at)
         for f in friends:
             self.model.grants[(owner, set_id, f)] = terms
         self.model.events["ShareGranted"] += len(friends)
@@ -571,7 +571,7 @@ class ShareMachine(RuleBasedStateMachine):
             assert lost or ended, what
             return
         assert isinstance(got, CommandReply), what
-        assert got.token >= sent.reply.token, what  # never an older consistency point
+        assert got.seq >= sent.reply.seq, what  # never an older consistency point
         match got:
             case FriendChanged() | Changed():
                 assert _without_token(got) == _without_token(sent.reply), what
@@ -629,8 +629,8 @@ class ShareMachine(RuleBasedStateMachine):
                 refuse = () if self.model.are_friends(caller, third) else (NotFriends,)
                 return r(req, account=self.members[third].account), refuse
             case "grant":
-                scope = "read-only" if req.scope == "read-write" else "read-write"
-                return r(req, scope=scope), self.model.grant(
+                permission = "read-only" if req.permission == "read-write" else "read-write"
+                return r(req, permission=permission), self.model.grant(
                     caller, req.set_id, list(sent.target), req.expires_at, now).refuse
             case "revoke":
                 friend = None if req.friend is not None else third
@@ -730,17 +730,17 @@ class ShareMachine(RuleBasedStateMachine):
 
 
 def _without_token(reply: CommandReply) -> CommandReply:
-    return msgspec.structs.replace(reply, token=0)
+    return msgspec.structs.replace(reply, seq=0)
 
 
 @pytest.fixture
 async def system(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                 store: EventStore) -> AsyncIterator[System]:
+                 events: EventStore) -> AsyncIterator[System]:
     """The four services on this test's servers, the replicas of their read models, and
     an HTTP client for S3."""
     configured = service_settings(settings)
     async with AsyncExitStack() as stack:
-        wirings = [await stack.enter_async_context(running(build, configured, nc, pool, store))
+        wirings = [await stack.enter_async_context(running(build, configured, nc, pool, events))
                    for build in all_builds()]
         # The replicas read the log on a connection of their own: their batches must not
         # queue ahead of the services' requests.
@@ -752,7 +752,7 @@ async def system(settings: Settings, nc: NATS, pool: asyncpg.Pool,
         await replicas.start()
         stack.push_async_callback(replicas.stop)
         http = await stack.enter_async_context(aiohttp.ClientSession())
-        yield System(nc, pool, store, wirings, replicas, http)
+        yield System(nc, pool, events, wirings, replicas, http)
 
 
 # One failure is shrunk, not each kind found: every example costs a second or two.

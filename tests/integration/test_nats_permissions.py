@@ -23,10 +23,10 @@ from deploy.parts import find_binary
 from runtime.eventstore import EventStore
 from runtime.journal import Journal
 from runtime.settings import Settings
-from services.identity.__main__ import build as build_identity
-from services.sharing.__main__ import build as build_sharing
-from services.social.__main__ import build as build_social
-from services.storage.__main__ import build as build_storage
+from services.identity.service import build as build_identity
+from services.sharing.service import build as build_sharing
+from services.social.service import build as build_social
+from services.storage.service import build as build_storage
 from tests.services import running, service_settings
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "production.conf"

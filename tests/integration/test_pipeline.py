@@ -19,8 +19,8 @@ from contracts.identity import (
     IdentityEvent,
     NicknameChanged,
     VerifyDrivePassword,
-    member_scope,
     member_subject,
+    member_subjects,
 )
 from runtime.commands import Command, Fold, Pipeline, Step, command_key, content_digest
 from runtime.eventstore import EventStore, Meta, Outgoing
@@ -35,10 +35,10 @@ NAMES: Fold[Names, IdentityEvent] = Fold(
 
 
 @pytest.fixture
-async def pipeline(nc: NATS, store: EventStore) -> Pipeline:
+async def pipeline(nc: NATS, events: EventStore) -> Pipeline:
     journal = Journal(nc)
     await journal.ensure()
-    return Pipeline(store, journal, "identity", lease_s=1.0, wait_s=0.3)
+    return Pipeline(events, journal, "identity", lease_s=1.0, wait_s=0.3)
 
 
 def renames(member: str, *nicknames: str) -> list[Outgoing]:
@@ -60,7 +60,7 @@ class Counting:
 async def run(pipeline: Pipeline, request: ChangeNickname, decide: Counting,
               member: str) -> Step[Names, IdentityEvent]:
     async def body(cmd: Command) -> Step[Names, IdentityEvent]:
-        return await pipeline.step(cmd, member_scope(member), NAMES, decide)
+        return await pipeline.step(cmd, member_subjects(member), NAMES, decide)
 
     return await pipeline.run("change_nickname", request, caller=member, correlation_id="c",
                               body=body)
@@ -95,7 +95,7 @@ async def test_a_repeat_answers_from_the_log_and_decides_nothing(pipeline: Pipel
 
 
 async def test_a_run_in_progress_holds_the_command(pipeline: Pipeline,
-                                                  store: EventStore) -> None:
+                                                  events: EventStore) -> None:
     member, request = "m-busy", rename("Ann")
     release = asyncio.Event()
 
@@ -104,7 +104,7 @@ async def test_a_run_in_progress_holds_the_command(pipeline: Pipeline,
         return renames(member, "Ann")
 
     async def body(cmd: Command) -> Step[Names, IdentityEvent]:
-        return await pipeline.step(cmd, member_scope(member), NAMES, slow)
+        return await pipeline.step(cmd, member_subjects(member), NAMES, slow)
 
     holder = asyncio.create_task(pipeline.run("change_nickname", request, caller=member,
                                               correlation_id="c", body=body))
@@ -115,7 +115,7 @@ async def test_a_run_in_progress_holds_the_command(pipeline: Pipeline,
     await holder
     repeat = Counting(member, "Mallory")
     assert (await run(pipeline, request, repeat, member)).repeated and repeat.calls == 0
-    assert [e.type for e in await store.load(member_scope(member))] == ["NicknameChanged"]
+    assert [e.type for e in await events.load(member_subjects(member))] == ["NicknameChanged"]
 
 
 async def test_a_run_that_died_after_appending_is_found_by_the_repeat(
@@ -124,7 +124,7 @@ async def test_a_run_that_died_after_appending_is_found_by_the_repeat(
     key = command_key("identity", "change_nickname", member, request.command_id)
     await _held_since(pipeline, key, request, time.time())  # its holder never lets go
     died = Command(key=key, fresh=True, meta=META)
-    await pipeline.step(died, member_scope(member), NAMES, Counting(member, "Ann"))
+    await pipeline.step(died, member_subjects(member), NAMES, Counting(member, "Ann"))
     repeat = Counting(member, "Mallory")
     with pytest.raises(CommandInProgress):  # within the lease: wait for the holder
         await run(pipeline, request, repeat, member)
@@ -133,13 +133,13 @@ async def test_a_run_that_died_after_appending_is_found_by_the_repeat(
 
 
 async def test_a_run_that_died_half_way_is_completed_by_the_repeat(
-        pipeline: Pipeline, store: EventStore) -> None:
+        pipeline: Pipeline, events: EventStore) -> None:
     member, request = "m-half", rename("Ann")
     key = command_key("identity", "change_nickname", member, request.command_id)
     await _held_since(pipeline, key, request, 0.0)  # a holder whose lease ran out long ago
     first, _ = renames(member, "Ann", "Bo")
     # What a run that died between the two appends of its decision leaves behind:
-    await store._append_one(member_scope(member), first, 0, "died:0", META, key, "1/2")
+    await events._append_one(member_subjects(member), first, 0, "died:0", META, key, "1/2")
     decide = Counting(member, "Ann", "Bo")
     step = await run(pipeline, request, decide, member)
     assert decide.calls == 1 and not step.repeated and step.state == ["Ann", "Ann", "Bo"]

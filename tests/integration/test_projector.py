@@ -26,84 +26,84 @@ def deposit(account: str, amount: int) -> Outgoing:
                     event=Deposited(amount=amount))
 
 
-async def fill(store: EventStore, count: int, accounts: int = 7, *, tag: str = "fill") -> int:
+async def fill(events: EventStore, count: int, accounts: int = 7, *, tag: str = "fill") -> int:
     last = 0
     for i in range(count):
         account = f"acc{i % accounts}"
-        last = await store.append(aggregate_subjects("test", "account", account),
+        last = await events.append(aggregate_subjects("test", "account", account),
                                   [deposit(account, i)], expected=None, msg_id=f"{tag}-{i}")
     return last
 
 
-async def replay(nc: NATS, pool: asyncpg.Pool, schema: str, token: int) -> Projector:
+async def replay(nc: NATS, pool: asyncpg.Pool, schema: str, seq: int) -> Projector:
     projector = Projector(nc, pool, Balances(), schema=schema, consumer=f"replay_{schema}")
     await projector.start()
-    await projector.wait_until(token, within=30)
+    await projector.wait_until(seq, within=30)
     await projector.stop()
     return projector
 
 
 async def test_projects_every_event_once_and_waits_for_a_token(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
+        nc: NATS, events: EventStore, pool: asyncpg.Pool) -> None:
     projector = Projector(nc, pool, Balances(), schema="live", batch=16)
     await projector.start()
-    token = await fill(store, 100, accounts=3)
-    await projector.wait_until(token)
+    seq = await fill(events, 100, accounts=3)
+    await projector.wait_until(seq)
     await projector.stop()
     totals = {a: t for a, t, _ in await rows(pool, "live")}
     assert totals == {f"acc{k}": sum(range(k, 100, 3)) for k in range(3)}
 
 
 async def test_wait_until_a_token_of_unrelated_events_returns_at_once(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
+        nc: NATS, events: EventStore, pool: asyncpg.Pool) -> None:
     projector = Projector(nc, pool, Balances(), schema="live")
     await projector.start()
     other = Outgoing(subject=event_subject("other", "thing", "t1", "Deposited"),
                      event=Deposited(amount=1))
-    token = await store.append(aggregate_subjects("other", "thing", "t1"), [other],
+    seq = await events.append(aggregate_subjects("other", "thing", "t1"), [other],
                                expected=None, msg_id="x")
     started = time.monotonic()
-    await projector.wait_until(token, within=2)
+    await projector.wait_until(seq, within=2)
     assert time.monotonic() - started < 1.0
     await projector.stop()
 
 
 async def test_wait_until_gives_up_with_a_lag_error_when_stopped(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
+        nc: NATS, events: EventStore, pool: asyncpg.Pool) -> None:
     projector = Projector(nc, pool, Balances(), schema="live")
     await projector.start()
     await projector.stop()
-    token = await fill(store, 1, tag="late")
+    seq = await fill(events, 1, tag="late")
     with pytest.raises(ProjectionLag):
-        await projector.wait_until(token, within=0.3)
+        await projector.wait_until(seq, within=0.3)
 
 
 async def test_a_restart_skips_what_was_applied(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
-    token = await fill(store, 40)
+        nc: NATS, events: EventStore, pool: asyncpg.Pool) -> None:
+    seq = await fill(events, 40)
     first = Projector(nc, pool, Balances(), schema="live")
     await first.start()
-    await first.wait_until(token)
+    await first.wait_until(seq)
     await first.stop()
     # Rewind the consumer so every event is delivered again: the checkpoint must hold.
     await nc.jetstream().delete_consumer("EVENTS", first.consumer)
     second = Projector(nc, pool, Balances(), schema="live")
     await second.start()
-    token = await fill(store, 41, tag="more")
-    await second.wait_until(token)
+    seq = await fill(events, 41, tag="more")
+    await second.wait_until(seq)
     await second.stop()
     assert sum(n for _, _, n in await rows(pool, "live")) == 40 + 41
 
 
 async def test_a_garbage_event_is_dead_lettered_and_the_rest_applied(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
-    await fill(store, 5)
+        nc: NATS, events: EventStore, pool: asyncpg.Pool) -> None:
+    await fill(events, 5)
     await nc.jetstream().publish(event_subject("test", "account", "acc0", "Deposited"),
                                  b"\xff not json {", headers={HDR_EVENT_TYPE: "Deposited"})
-    token = await fill(store, 5, tag="after")
+    seq = await fill(events, 5, tag="after")
     projector = Projector(nc, pool, Balances(), schema="live")
     await projector.start()
-    await projector.wait_until(token)
+    await projector.wait_until(seq)
     await projector.stop()
     parked = await pool.fetch("SELECT stream_seq, reason FROM live.dead_letters")
     assert [r["stream_seq"] for r in parked] == [6]
@@ -112,19 +112,19 @@ async def test_a_garbage_event_is_dead_lettered_and_the_rest_applied(
 
 
 async def test_messages_no_append_wrote_are_parked_never_applied(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
-    await fill(store, 5)
+        nc: NATS, events: EventStore, pool: asyncpg.Pool) -> None:
+    await fill(events, 5)
     subject = event_subject("test", "account", "acc0", "Deposited")
     forged = msgspec.json.encode(Deposited(amount=1000))
     js = nc.jetstream()
     foreign = [(await js.publish(subject, forged)).seq,  # a well-formed event, no headers
                (await js.publish(subject, forged, headers={HDR_EVENT_TYPE: "Withdrawn"})).seq,
                (await js.publish(subject, b'{"algorithm": "Ed25519"}')).seq]  # a reply
-    token = await fill(store, 5, tag="after")
+    seq = await fill(events, 5, tag="after")
     for schema, projection in (("one", Balances()), ("batched", BatchBalances())):
         projector = Projector(nc, pool, projection, schema=schema, batch=4)
         await projector.start()
-        await projector.wait_until(token)
+        await projector.wait_until(seq)
         await projector.stop()
         parked = await pool.fetch(f"SELECT stream_seq, reason FROM {schema}.dead_letters "
                                   "ORDER BY stream_seq")
@@ -134,25 +134,25 @@ async def test_messages_no_append_wrote_are_parked_never_applied(
 
 
 async def test_a_standby_instance_takes_over_when_the_leader_stops(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
+        nc: NATS, events: EventStore, pool: asyncpg.Pool) -> None:
     leader = Projector(nc, pool, Balances(), schema="live")
     standby = Projector(nc, pool, Balances(), schema="live")
     await leader.start()
     await asyncio.sleep(0.2)
     await standby.start()
-    token = await fill(store, 20)
-    await standby.wait_until(token)  # the standby learns progress from the checkpoint
+    seq = await fill(events, 20)
+    await standby.wait_until(seq)  # the standby learns progress from the checkpoint
     assert leader.active and not standby.active
     await leader.stop()
-    token = await fill(store, 20, tag="after")
-    await standby.wait_until(token, within=10)
+    seq = await fill(events, 20, tag="after")
+    await standby.wait_until(seq, within=10)
     await standby.stop()
     assert sum(n for _, _, n in await rows(pool, "live")) == 40
 
 
 async def test_sigkill_mid_run_then_restart_equals_a_fresh_replay(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool, settings: Settings) -> None:
-    token = await fill(store, 3000)
+        nc: NATS, events: EventStore, pool: asyncpg.Pool, settings: Settings) -> None:
+    seq = await fill(events, 3000)
     argv = [sys.executable, "-m", "tests.integration.balances", settings.nats_url,
             settings.pg_dsn, "live"]
     for _round in range(3):
@@ -162,8 +162,8 @@ async def test_sigkill_mid_run_then_restart_equals_a_fresh_replay(
         await worker.wait()
     worker = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.DEVNULL)
     try:
-        await _wait_checkpoint(pool, token)
-        await replay(nc, pool, "fresh", token)
+        await _wait_checkpoint(pool, seq)
+        await replay(nc, pool, "fresh", seq)
         assert await rows(pool, "live") == await rows(pool, "fresh")
         assert sum(n for _, _, n in await rows(pool, "live")) == 3000
     finally:
@@ -187,8 +187,8 @@ async def _wait_for_progress(pool: asyncpg.Pool) -> None:
         await asyncio.sleep(0.01)
 
 
-async def _wait_checkpoint(pool: asyncpg.Pool, token: int) -> None:
+async def _wait_checkpoint(pool: asyncpg.Pool, seq: int) -> None:
     deadline = time.monotonic() + 60
-    while await _checkpoint(pool) < token:
+    while await _checkpoint(pool) < seq:
         assert time.monotonic() < deadline, "projector did not catch up"
         await asyncio.sleep(0.05)

@@ -12,18 +12,18 @@ from datetime import UTC, datetime
 import asyncpg
 from nats.aio.client import Client as NATS
 
-from contracts.identity import MemberRegistered, member_scope, member_subject
+from contracts.identity import MemberRegistered, member_subject, member_subjects
 from runtime.eventstore import EventStore, Outgoing
 from runtime.projector import Projector
 from runtime.replay import compare, rebuild, swap
 from runtime.settings import Settings
-from services.social import store as social_store
+from services.social import tables as social_tables
 from services.social.projection import SocialProjection
 
 NOW = datetime.now(UTC)
 
 
-async def register_many(store: EventStore, count: int, start: int = 0) -> int:
+async def register_many(events: EventStore, count: int, start: int = 0) -> int:
     queue = iter(range(start, start + count))
     last = 0
 
@@ -33,7 +33,7 @@ async def register_many(store: EventStore, count: int, start: int = 0) -> int:
             mid = str(uuid.UUID(int=i))
             event = MemberRegistered(member_id=mid, account=f"m{i}", nickname=f"n{i}",
                                      password_hash="h", at=NOW)
-            seq = await store.append(member_scope(mid), [Outgoing(
+            seq = await events.append(member_subjects(mid), [Outgoing(
                 subject=member_subject(mid, event), event=event)], expected=None,
                 msg_id=f"reg-{i}")
             last = max(last, seq)
@@ -43,11 +43,11 @@ async def register_many(store: EventStore, count: int, start: int = 0) -> int:
 
 
 async def test_replay_of_100000_events_reports_a_verified_match(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool, settings: Settings) -> None:
-    token = await register_many(store, 100_000)
+        nc: NATS, events: EventStore, pool: asyncpg.Pool, settings: Settings) -> None:
+    seq = await register_many(events, 100_000)
     live = Projector(nc, pool, SocialProjection(), schema="social")
     await live.start()
-    await live.wait_until(token, within=300)
+    await live.wait_until(seq, within=300)
     await live.stop()
     env = {**os.environ, "LEDGERSHARE_NATS_URL": settings.nats_url,
            "LEDGERSHARE_PG_DSN": settings.pg_dsn, "LEDGERSHARE_HOME": settings.home,
@@ -65,18 +65,18 @@ async def test_replay_of_100000_events_reports_a_verified_match(
 
 
 async def test_a_swap_mid_stream_leaves_the_live_projector_consistent(
-        nc: NATS, store: EventStore, pool: asyncpg.Pool) -> None:
-    token = await register_many(store, 300)
+        nc: NATS, events: EventStore, pool: asyncpg.Pool) -> None:
+    seq = await register_many(events, 300)
     live = Projector(nc, pool, SocialProjection(), schema="social", batch=16)
     await live.start()
-    await live.wait_until(token)
+    await live.wait_until(seq)
     await rebuild(nc, pool, SocialProjection(), "social_rebuild")
-    writer = asyncio.create_task(register_many(store, 2000, start=300))
+    writer = asyncio.create_task(register_many(events, 2000, start=300))
     await asyncio.sleep(0.05)  # the live projector is busy when the swap lands
-    await swap(pool, "social", "social_rebuild", social_store.TABLES)
-    token = await writer
-    await live.wait_until(token, within=60)
+    await swap(pool, "social", "social_rebuild", social_tables.TABLES)
+    seq = await writer
+    await live.wait_until(seq, within=60)
     await live.stop()
     await rebuild(nc, pool, SocialProjection(), "social_fresh")
-    assert await compare(pool, "social", "social_fresh", social_store.TABLES) == []
+    assert await compare(pool, "social", "social_fresh", social_tables.TABLES) == []
     assert await pool.fetchval("SELECT count(*) FROM social.directory") == 2300

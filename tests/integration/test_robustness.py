@@ -21,6 +21,7 @@ from contracts.identity import (
     IdentityClient,
     Login,
     LoginOpenid,
+    PublicKeyRequest,
     Register,
     SetDrivePassword,
     VerifyDrivePassword,
@@ -28,24 +29,13 @@ from contracts.identity import (
 )
 from contracts.social import AddFriend, RemoveFriend, SocialClient
 from runtime.eventstore import EventStore
-from runtime.projector import Projection
 from runtime.replay import compare, rebuild
 from runtime.settings import Settings
-from services.identity import store as identity_store
-from services.identity.projection import IdentityProjection
-from services.social import store as social_store
-from services.social.projection import SocialProjection
+from services.registry import SERVICES
+from tests.services import read_models
 
-IDENTITY_OPS = ["register", "bind", "unbind", "login", "login_openid", "me",
-                "change_password", "change_nickname", "drive_password_set",
-                "drive_password_verify", "drive_password_reset", "drive_password_change",
-                "drive_question", "public_key"]
-SOCIAL_OPS = ["add_friend", "remove_friend", "list_friends"]
-STORAGE_OPS = ["begin_upload", "complete_upload", "drive", "versions", "download",
-               "delete_version", "set_quota"]
-SHARING_OPS = ["grant", "revoke", "check", "shares", "cloud_shares", "history"]
-ENDPOINTS = ([("identity", op) for op in IDENTITY_OPS] + [("social", op) for op in SOCIAL_OPS]
-             + [("storage", op) for op in STORAGE_OPS] + [("sharing", op) for op in SHARING_OPS])
+ENDPOINTS = [(service.name, op.name) for service in SERVICES
+             for op in service.client.operations()]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
@@ -56,14 +46,14 @@ awkward_text = st.sampled_from(["a.b", "*", ">", "", " ", "\u0000", "é" * 300, 
 request_like = st.fixed_dictionaries({}, optional={
     "command_id": awkward_text | st.text(), "session": awkward_text | st.text(),
     "account": awkward_text, "password": awkward_text, "nickname": awkward_text,
-    "openid": awkward_text, "token": st.integers() | st.text(), "answer": awkward_text,
+    "openid": awkward_text, "seq": st.integers() | st.text(), "answer": awkward_text,
     "question": awkward_text, "new_password": awkward_text, "old_password": awkward_text,
     "owner_id": awkward_text, "set_id": awkward_text, "set_name": awkward_text,
     "year": st.integers(-5, 5000) | awkward_text, "period": st.integers(-1, 20),
     "size": st.integers(-1, 1 << 62), "sha256": awkward_text | st.just("0" * 64),
     "upload_id": awkward_text, "version_id": awkward_text, "friends": st.lists(awkward_text),
     "member_id": awkward_text, "access": st.sampled_from(["read", "write", "x"]),
-    "scope": st.sampled_from(["read-only", "read-write", "none"]), "quota": st.integers(),
+    "permission": st.sampled_from(["read-only", "read-write", "none"]), "quota": st.integers(),
     "years": st.lists(st.integers()), "expires_at": awkward_text, "at": awkward_text})
 payloads = (st.binary(max_size=3000)
             | json_values.map(lambda v: json.dumps(v).encode())
@@ -81,15 +71,15 @@ def services(all_services: Settings, nc: NATS) -> NATS:
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(endpoint=st.sampled_from(ENDPOINTS), payload=payloads)
 async def test_any_payload_on_any_endpoint_gets_a_typed_error_and_changes_nothing(
-        services: NATS, store: EventStore, endpoint: tuple[str, str], payload: bytes) -> None:
+        services: NATS, events: EventStore, endpoint: tuple[str, str], payload: bytes) -> None:
     context, op = endpoint
-    before = await store.last_sequence()
+    before = await events.last_sequence()
     try:
         await ServiceClient(services, context=context, timeout=10).call_raw(op, payload)
     except LedgerError as err:
         assert err.code != "internal", err
-        assert await store.last_sequence() == before
-    assert await IdentityClient(services).public_key()
+        assert await events.last_sequence() == before
+    assert await IdentityClient(services).public_key(PublicKeyRequest())
 
 
 async def test_subject_breaking_values_are_only_data(services: NATS) -> None:
@@ -118,28 +108,28 @@ async def test_subject_breaking_values_are_only_data(services: NATS) -> None:
     await identity.login_openid(LoginOpenid(openid="🙂" * 128))
 
 
-async def test_rebuilding_identity_and_social_equals_the_live_read_models(
-        services: NATS, pool: asyncpg.Pool, store: EventStore) -> None:
+async def test_rebuilding_every_read_model_equals_the_live_one(
+        services: NATS, pool: asyncpg.Pool, events: EventStore) -> None:
     await _some_history(services)
-    token = await store.last_sequence()
-    cases: list[tuple[str, Projection, tuple[str, ...]]] = [
-        ("identity", IdentityProjection(), identity_store.TABLES),
-        ("social", SocialProjection(), social_store.TABLES)]
-    for schema, projection, tables in cases:
-        await _wait_live(pool, schema, projection.name, token)
-        await rebuild(services, pool, projection, f"{schema}_rebuilt")
-        assert await compare(pool, schema, f"{schema}_rebuilt", tables) == []
-        assert await pool.fetchval(f"SELECT count(*) FROM {schema}.{tables[0]}") > 0
+    seq = await events.last_sequence()
+    for model in read_models():
+        projection = model.projection()
+        await _wait_live(pool, model.schema, projection.name, seq)
+        await rebuild(services, pool, projection, f"{model.schema}_rebuilt")
+        assert await compare(pool, model.schema, f"{model.schema}_rebuilt", model.tables) == []
+    # The history is in them: its members and friendships are in social's tables.
+    assert await pool.fetchval("SELECT count(*) FROM social.directory") > 0
+    assert await pool.fetchval("SELECT count(*) FROM social.friends") > 0
 
 
-async def _wait_live(pool: asyncpg.Pool, schema: str, name: str, token: int) -> None:
+async def _wait_live(pool: asyncpg.Pool, schema: str, name: str, seq: int) -> None:
     for _ in range(500):
-        seq = await pool.fetchval(f"SELECT last_seq FROM {schema}.checkpoints "
-                                  "WHERE projection = $1", name)
-        if seq is not None and seq >= token:
+        at = await pool.fetchval(f"SELECT last_seq FROM {schema}.checkpoints "
+                                 "WHERE projection = $1", name)
+        if at is not None and at >= seq:
             return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"{schema} did not reach {token}")
+    raise AssertionError(f"{schema} did not reach {seq}")
 
 
 async def _some_history(nc: NATS) -> None:
@@ -149,14 +139,14 @@ async def _some_history(nc: NATS) -> None:
         await identity.register(Register(command_id=uuid.uuid4().hex, account=f"mem{i}",
                                          password="secret-1", nickname=f"成员{i}"))
         sessions.append((await identity.login(Login(account=f"mem{i}", password="secret-1")))
-                        .token)
+                        .session)
     last = 0
     for i in range(1, 6):
         last = (await social.add_friend(AddFriend(command_id=uuid.uuid4().hex,
                                                   session=sessions[0], account=f"mem{i}",
-                                                  nickname=f"成员{i}"))).token
+                                                  nickname=f"成员{i}"))).seq
     await social.remove_friend(RemoveFriend(command_id=uuid.uuid4().hex, session=sessions[3],
-                                            account="mem0", token=last))
+                                            account="mem0", seq=last))
     await identity.change_nickname(ChangeNickname(command_id=uuid.uuid4().hex,
                                                   session=sessions[1], nickname="renamed"))
     await identity.bind(Bind(command_id=uuid.uuid4().hex, openid="wx", account="mem2",
@@ -178,4 +168,4 @@ async def test_oversized_payloads_are_refused_on_every_endpoint(
     # Past the server's max_payload (1 MiB) the client cannot even send it.
     with pytest.raises(TooLarge, match="message bus"):
         await client.call_raw(op, b"x" * (1024 * 1024 + 1))
-    assert await IdentityClient(services).public_key()
+    assert await IdentityClient(services).public_key(PublicKeyRequest())

@@ -15,7 +15,7 @@ from contracts import identity, sharing, social, storage
 from contracts.base import Event
 from runtime.eventstore import StoredEvent
 from runtime.replay import compare
-from services.sharing import store
+from services.sharing import tables
 from services.sharing.projection import AccessIndex, AccessProjection, segments
 
 MEMBERS = ["m0", "m1", "m2", "m3"]
@@ -26,11 +26,11 @@ pairs = st.tuples(st.sampled_from(MEMBERS), st.sampled_from(MEMBERS)).filter(
     lambda p: p[0] != p[1])
 
 
-def _grant(p: tuple[str, str], s: str, scope: sharing.Scope, years: list[int] | None,
+def _grant(p: tuple[str, str], s: str, permission: sharing.Permission, years: list[int] | None,
            expires: int | None) -> Event:
     return sharing.ShareGranted(
         share_id=sharing.share_id(p[0], s), owner_id=p[0], set_id=s, set_name=s.upper(),
-        friend_id=p[1], scope=scope, years=years, at=T0,
+        friend_id=p[1], permission=permission, years=years, at=T0,
         expires_at=None if expires is None else T0 + timedelta(days=expires))
 
 
@@ -95,7 +95,7 @@ async def test_a_batch_leaves_the_rows_one_by_one_would(pool: asyncpg.Pool,
         for event in log:
             await projection.apply(conn, "one_by_one", event)
         await projection.apply_prepared(conn, "batched", projection.prepare(log))
-    assert await compare(pool, "one_by_one", "batched", store.TABLES) == []
+    assert await compare(pool, "one_by_one", "batched", tables.TABLES) == []
 
 
 def test_events_touching_the_same_row_go_to_separate_segments() -> None:
@@ -140,7 +140,7 @@ async def test_the_index_answers_a_grant_as_the_tables_do(
     keys = [identity.account_key(a) for a in ("M0", "m1", "M2", "M3", "NEW", "nobody")]
     for owner in MEMBERS:
         for set_id in [*SETS, "s9"]:
-            assert index.grant_facts(owner, set_id, keys) == await store.grant_facts(
+            assert index.grant_facts(owner, set_id, keys) == await tables.grant_facts(
                 pool, "facts", owner, set_id, keys)
     fresh = AccessIndex()  # grants and friendships: the copy followed as the tables went
     async with pool.acquire() as conn:

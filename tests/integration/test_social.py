@@ -35,8 +35,8 @@ from contracts.social import (
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
 from runtime.tokens import Signer, new_private_key
-from services.identity.__main__ import build as build_identity
-from services.social.__main__ import build as build_social
+from services.identity.service import build as build_identity
+from services.social.service import build as build_social
 from tests.services import running, service_settings
 
 
@@ -54,15 +54,15 @@ class Clients:
         reg = await self.identity.register(Register(command_id=cid(), account=account,
                                                     password="secret-1", nickname=nickname))
         login = await self.identity.login(Login(account=account, password="secret-1"))
-        return login.token, reg.token
+        return login.session, reg.seq
 
 
 @pytest.fixture
 async def clients(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                  store: EventStore) -> AsyncIterator[Clients]:
+                  events: EventStore) -> AsyncIterator[Clients]:
     configured = service_settings(settings)
-    async with running(build_identity, configured, nc, pool, store), \
-            running(build_social, configured, nc, pool, store):
+    async with running(build_identity, configured, nc, pool, events), \
+            running(build_social, configured, nc, pool, events):
         yield Clients(nc)
 
 
@@ -71,12 +71,12 @@ async def test_seed_steps_one_and_two(clients: Clients) -> None:
     _, b_token = await clients.member("13800000002", "李四")
     await clients.identity.bind(Bind(command_id=cid(), openid="wx-a", account="13800000001",
                                      password="secret-1", nickname="张三"))
-    a = (await clients.identity.login_openid(LoginOpenid(openid="wx-a"))).token
+    a = (await clients.identity.login_openid(LoginOpenid(openid="wx-a"))).session
     info = await clients.identity.me(Me(session=a))
     assert info.bound and info.nickname == "张三"
     added = await clients.social.add_friend(AddFriend(
-        command_id=cid(), session=a, account="13800000002", nickname="李四", token=b_token))
-    listed = await clients.social.list_friends(ListFriends(session=a, token=added.token))
+        command_id=cid(), session=a, account="13800000002", nickname="李四", seq=b_token))
+    listed = await clients.social.list_friends(ListFriends(session=a, seq=added.seq))
     assert [(f.account, f.nickname) for f in listed.friends] == [("13800000002", "李四")]
     assert datetime.now(UTC) - listed.friends[0].since < timedelta(minutes=1)
 
@@ -85,15 +85,15 @@ async def test_friendship_is_mutual_and_can_end(clients: Clients) -> None:
     a, _ = await clients.member("alice", "Alice")
     b, b_token = await clients.member("bob", "Bob")
     added = await clients.social.add_friend(AddFriend(
-        command_id=cid(), session=a, account="BOB", nickname="Bob", token=b_token))
-    seen_by_b = await clients.social.list_friends(ListFriends(session=b, token=added.token))
+        command_id=cid(), session=a, account="BOB", nickname="Bob", seq=b_token))
+    seen_by_b = await clients.social.list_friends(ListFriends(session=b, seq=added.seq))
     assert [f.account for f in seen_by_b.friends] == ["alice"]
     with pytest.raises(AlreadyFriends):
         await clients.social.add_friend(AddFriend(command_id=cid(), session=b,
                                                   account="alice", nickname="Alice"))
     removed = await clients.social.remove_friend(RemoveFriend(command_id=cid(), session=b,
                                                               account="alice"))
-    after = await clients.social.list_friends(ListFriends(session=a, token=removed.token))
+    after = await clients.social.list_friends(ListFriends(session=a, seq=removed.seq))
     assert after.friends == []
     with pytest.raises(NotFriends):
         await clients.social.remove_friend(RemoveFriend(command_id=cid(), session=a,
@@ -108,7 +108,7 @@ async def test_mismatches_reveal_nothing_and_self_is_refused(clients: Clients) -
         with pytest.raises(NoSuchMember) as err:
             await clients.social.add_friend(AddFriend(command_id=cid(), session=a,
                                                       account=account, nickname=nickname,
-                                                      token=b_token))
+                                                      seq=b_token))
         messages.add(err.value.message)
     assert messages == {"no member with that account and nickname"}
     with pytest.raises(CannotFriendSelf):
@@ -120,14 +120,14 @@ async def test_social_follows_nickname_changes(clients: Clients) -> None:
     a, _ = await clients.member("alice", "Alice")
     b, b_token = await clients.member("bob", "Bob")
     await clients.social.add_friend(AddFriend(command_id=cid(), session=a, account="bob",
-                                              nickname="Bob", token=b_token))
+                                              nickname="Bob", seq=b_token))
     changed = await clients.identity.change_nickname(ChangeNickname(
         command_id=cid(), session=b, nickname="Bobby"))
-    listed = await clients.social.list_friends(ListFriends(session=a, token=changed.token))
+    listed = await clients.social.list_friends(ListFriends(session=a, seq=changed.seq))
     assert [f.nickname for f in listed.friends] == ["Bobby"]
     with pytest.raises(NoSuchMember):
         await clients.social.add_friend(AddFriend(command_id=cid(), session=b, account="alice",
-                                                  nickname="Alicia", token=changed.token))
+                                                  nickname="Alicia", seq=changed.seq))
 
 
 async def test_social_refuses_forged_expired_altered_and_outdated_tokens(
@@ -143,18 +143,18 @@ async def test_social_refuses_forged_expired_altered_and_outdated_tokens(
         command_id=cid(), session=a, old_password="secret-1", new_password="secret-2"))
     for bad in [forged, flipped, "x.y", a]:
         with pytest.raises(InvalidToken):
-            await clients.social.list_friends(ListFriends(session=bad, token=changed.token))
+            await clients.social.list_friends(ListFriends(session=bad, seq=changed.seq))
     del a_token
 
 
 async def test_social_refuses_an_expired_token(settings: Settings, nc: NATS,
-                                               pool: asyncpg.Pool, store: EventStore) -> None:
+                                               pool: asyncpg.Pool, events: EventStore) -> None:
     configured = service_settings(settings).with_overrides(session_ttl_s=0.2)
-    async with running(build_identity, configured, nc, pool, store), \
-            running(build_social, configured, nc, pool, store):
+    async with running(build_identity, configured, nc, pool, events), \
+            running(build_social, configured, nc, pool, events):
         clients = Clients(nc)
-        a, token = await clients.member("alice", "Alice")
-        await clients.social.list_friends(ListFriends(session=a, token=token))
+        a, seq = await clients.member("alice", "Alice")
+        await clients.social.list_friends(ListFriends(session=a, seq=seq))
         await asyncio.sleep(0.3)
         with pytest.raises(InvalidToken, match="expired"):
-            await clients.social.list_friends(ListFriends(session=a, token=token))
+            await clients.social.list_friends(ListFriends(session=a, seq=seq))

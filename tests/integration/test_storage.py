@@ -36,7 +36,7 @@ from contracts.storage import (
     UploadIncomplete,
     UploadPlan,
     VersionsRequest,
-    audit_scope,
+    audit_subjects,
 )
 from contracts.transfer import download, sha256_file, upload
 from deploy.stack import Stack
@@ -45,9 +45,9 @@ from runtime.eventstore import EventStore
 from runtime.s3 import s3_client
 from runtime.service import Call
 from runtime.settings import Settings
-from services.identity.__main__ import build as build_identity
-from services.storage.__main__ import build as build_storage
+from services.identity.service import build as build_identity
 from services.storage.objects import ObjectStore
+from services.storage.service import build as build_storage
 from tests.services import running, service_settings
 from tests.support import free_stack_ports
 
@@ -85,10 +85,10 @@ class Member:
 
 @pytest.fixture
 async def env(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-              store: EventStore) -> AsyncIterator[tuple[NATS, Wiring]]:
+              events: EventStore) -> AsyncIterator[tuple[NATS, Wiring]]:
     configured = service_settings(settings)
-    async with running(build_identity, configured, nc, pool, store), \
-            running(build_storage, configured, nc, pool, store) as storage:
+    async with running(build_identity, configured, nc, pool, events), \
+            running(build_storage, configured, nc, pool, events) as storage:
         yield nc, storage
 
 
@@ -97,7 +97,7 @@ async def member(nc: NATS, account: str) -> Member:
     reg = await identity.register(Register(command_id=cid(), account=account,
                                            password="secret-1", nickname=account))
     login = await identity.login(Login(account=account, password="secret-1"))
-    return Member(nc, login.token, reg.member_id)
+    return Member(nc, login.session, reg.member_id)
 
 
 def file_of(tmp_path: Path, size: int, name: str = "a.bak", seed: bytes = b"") -> Path:
@@ -133,13 +133,13 @@ async def test_a_50mb_backup_comes_back_in_byte_ranges_exactly(
 
 
 async def test_a_1kb_backup_round_trips_exactly_and_the_download_is_audited(
-        env: tuple[NATS, Wiring], store: EventStore, tmp_path: Path) -> None:
+        env: tuple[NATS, Wiring], events: EventStore, tmp_path: Path) -> None:
     owner = await member(env[0], "owner")
     source = tmp_path / "small.bak"
     source.write_bytes(os.urandom(1024))
     out = await round_trip(owner, source, tmp_path)
     assert out.read_bytes() == source.read_bytes()
-    [audit] = await store.load(audit_scope(owner.member_id))
+    [audit] = await events.load(audit_subjects(owner.member_id))
     issued = msgspec.json.decode(audit.data, type=DownloadIssued)
     assert (issued.by, issued.set_id, issued.year) == (owner.member_id, "set-123", 2018)
     listing = await owner.storage.drive(DriveRequest(session=owner.session))
@@ -328,11 +328,11 @@ async def test_nobody_else_gets_a_url_for_a_members_set(env: tuple[NATS, Wiring]
 
 
 async def test_an_expired_reservation_frees_its_quota_and_its_parts(
-        settings: Settings, nc: NATS, pool: asyncpg.Pool, store: EventStore,
+        settings: Settings, nc: NATS, pool: asyncpg.Pool, events: EventStore,
         tmp_path: Path) -> None:
     configured = service_settings(settings).with_overrides(upload_reservation_s=0.5)
-    async with running(build_identity, configured, nc, pool, store), \
-            running(build_storage, configured, nc, pool, store) as wiring:
+    async with running(build_identity, configured, nc, pool, events), \
+            running(build_storage, configured, nc, pool, events) as wiring:
         owner = await member(nc, "slow")
         path = file_of(tmp_path, 40 * MB)
         plan = await owner.begin(path)
@@ -350,13 +350,13 @@ async def test_an_expired_reservation_frees_its_quota_and_its_parts(
 
 
 async def test_s3_down_gives_storage_unavailable_and_charges_nothing(
-        settings: Settings, nc: NATS, pool: asyncpg.Pool, store: EventStore,
+        settings: Settings, nc: NATS, pool: asyncpg.Pool, events: EventStore,
         tmp_path: Path) -> None:
     ports = free_stack_ports()
     s3 = Stack.local(settings.with_overrides(home=str(tmp_path / "s3")), ports, only=("s3",))
     configured = service_settings(settings).with_overrides(s3_endpoint=s3.settings.s3_endpoint)
-    async with running(build_identity, configured, nc, pool, store), \
-            running(build_storage, configured, nc, pool, store):
+    async with running(build_identity, configured, nc, pool, events), \
+            running(build_storage, configured, nc, pool, events):
         owner = await member(nc, "unlucky")
         path = file_of(tmp_path, 1000)
         with pytest.raises(StorageUnavailable):
@@ -394,13 +394,13 @@ def test_quota_errors_give_the_numbers() -> None:
 
 
 async def test_presigned_urls_expire_and_are_bound_to_their_key(
-        settings: Settings, nc: NATS, pool: asyncpg.Pool, store: EventStore,
+        settings: Settings, nc: NATS, pool: asyncpg.Pool, events: EventStore,
         tmp_path: Path) -> None:
     # X-Amz-Date has whole seconds: a URL signed for n s lives between n - 1 and n s, so
     # 1 s left the uploads below no time at all now and then.
     configured = service_settings(settings).with_overrides(presign_ttl_s=3)
-    async with running(build_identity, configured, nc, pool, store), \
-            running(build_storage, configured, nc, pool, store):
+    async with running(build_identity, configured, nc, pool, events), \
+            running(build_storage, configured, nc, pool, events):
         owner = await member(nc, "expiring")
         await owner.put(file_of(tmp_path, 1000, "one.bak"))
         await owner.put(file_of(tmp_path, 1000, "two.bak"), year=2019)

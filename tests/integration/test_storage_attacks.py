@@ -40,15 +40,15 @@ from contracts.storage import (
     StorageClient,
     UploadIncomplete,
     UploadPlan,
-    audit_scope,
-    drive_scope,
+    audit_subjects,
+    drive_subjects,
 )
 from contracts.transfer import download, upload
 from runtime.eventstore import EventStore, StoredEvent
 from runtime.s3 import s3_client
 from runtime.settings import Settings
-from services.identity.__main__ import build as build_identity
-from services.storage.__main__ import build as build_storage
+from services.identity.service import build as build_identity
+from services.storage.service import build as build_storage
 from tests.integration.test_sharing import SET, Person
 from tests.services import running, service_settings
 
@@ -126,11 +126,11 @@ async def reput(plan: UploadPlan, attacker: bytes) -> list[int]:
 
 @pytest.fixture
 async def owners(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                 store: EventStore) -> AsyncIterator[NATS]:
+                 events: EventStore) -> AsyncIterator[NATS]:
     """identity and storage with 3 s presigned URLs (so expiry can be waited for)."""
     configured = service_settings(settings).with_overrides(presign_ttl_s=3)
-    async with running(build_identity, configured, nc, pool, store), \
-            running(build_storage, configured, nc, pool, store):
+    async with running(build_identity, configured, nc, pool, events), \
+            running(build_storage, configured, nc, pool, events):
         yield nc
 
 
@@ -139,7 +139,7 @@ async def member(nc: NATS, account: str) -> Uploader:
     reg = await identity.register(Register(command_id=cid(), account=account,
                                            password="secret-1", nickname=account))
     login = await identity.login(Login(account=account, password="secret-1"))
-    return Uploader(StorageClient(nc, timeout=30), login.token, reg.member_id)
+    return Uploader(StorageClient(nc, timeout=30), login.session, reg.member_id)
 
 
 async def pair(nc: NATS, tmp: Path) -> tuple[Person, Person]:
@@ -178,13 +178,13 @@ async def test_a_read_write_sharee_cannot_rewrite_what_it_uploaded_to_the_owner(
 
 
 async def test_a_replayed_begin_upload_command_id_never_presigns_a_stored_version(
-        owners: NATS, store: EventStore, tmp_path: Path) -> None:
+        owners: NATS, events: EventStore, tmp_path: Path) -> None:
     owner = await member(owners, "replayed")
     verified, command = os.urandom(30_000), cid()
     plan = await owner.begin(verified, command_id=command)
     await upload(plan, write(tmp_path / "v.bak", verified))
     version = await owner.complete(plan)
-    key = stored_key(await store.load(drive_scope(owner.member_id)), version)
+    key = stored_key(await events.load(drive_subjects(owner.member_id)), version)
     with pytest.raises(CommandReused):  # the attacker's replay, with other content
         await owner.begin(os.urandom(30_000), command_id=command)
     with pytest.raises(NoSuchUpload):  # the same request again: that upload has ended
@@ -205,7 +205,7 @@ async def test_a_repeated_begin_upload_is_one_reservation(owners: NATS,
 
 
 async def test_a_repeated_download_is_one_audited_download_and_no_longer_a_link(
-        owners: NATS, store: EventStore, tmp_path: Path) -> None:
+        owners: NATS, events: EventStore, tmp_path: Path) -> None:
     owner = await member(owners, "downloader")
     data = os.urandom(20_000)
     await owner.put(data, tmp_path)
@@ -213,7 +213,7 @@ async def test_a_repeated_download_is_one_audited_download_and_no_longer_a_link(
     first = await owner.storage.download(ask)
     again = await owner.storage.download(ask)
     assert again.expires_at == first.expires_at and again.version == first.version
-    audit = await store.load(audit_scope(owner.member_id))
+    audit = await events.load(audit_subjects(owner.member_id))
     assert [e.type for e in audit] == ["DownloadIssued"]
     await asyncio.sleep(3.2)  # past the first link's expiry
     with pytest.raises(DownloadExpired):

@@ -75,11 +75,11 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 async def ready(url: str) -> tuple[NATS, EventStore]:
     """A connection once the cluster has elected a meta leader and holds EVENTS at R3."""
     nc = await nats.connect(url.split(","), max_reconnect_attempts=-1, reconnect_time_wait=0.2)
-    store = EventStore(nc, timeout=5)
+    events = EventStore(nc, timeout=5)
     for _ in range(150):
         try:
-            await store.ensure_stream(replicas=3)
-            return nc, store
+            await events.ensure_stream(replicas=3)
+            return nc, events
         except Exception:
             await asyncio.sleep(0.2)
     raise AssertionError("the cluster did not form")
@@ -88,7 +88,7 @@ async def ready(url: str) -> tuple[NATS, EventStore]:
 @pytest.fixture
 async def on_cluster(cluster: Cluster, settings: Settings, pool: asyncpg.Pool,
                      tmp_path: Path) -> AsyncIterator[tuple[NATS, EventStore, Services]]:
-    nc, store = await ready(cluster.url)
+    nc, events = await ready(cluster.url)
     configured = service_settings(settings).with_overrides(nats_url=cluster.url,
                                                            stream_replicas=3)
     services = Services(configured, tmp_path)
@@ -96,7 +96,7 @@ async def on_cluster(cluster: Cluster, settings: Settings, pool: asyncpg.Pool,
         services.start(name)
     await asyncio.sleep(3)
     try:
-        yield nc, store, services
+        yield nc, events, services
     finally:
         services.stop_all()
         await nc.close()
@@ -105,7 +105,7 @@ async def on_cluster(cluster: Cluster, settings: Settings, pool: asyncpg.Pool,
 async def test_killing_the_stream_leader_loses_and_doubles_nothing(
         cluster: Cluster, on_cluster: tuple[NATS, EventStore, Services], pool: asyncpg.Pool,
         tmp_path: Path) -> None:
-    nc, store, _ = on_cluster
+    nc, events, _ = on_cluster
 
     async def kill_leader() -> None:
         info = await nc.jetstream().stream_info("EVENTS")
@@ -115,4 +115,4 @@ async def test_killing_the_stream_leader_loses_and_doubles_nothing(
         await asyncio.sleep(2.0)
         cluster.start(leader)
 
-    await under_load(nc, store, pool, tmp_path, [("kill EVENTS leader (R3)", kill_leader)])
+    await under_load(nc, events, pool, tmp_path, [("kill EVENTS leader (R3)", kill_leader)])

@@ -45,29 +45,21 @@ from contracts.storage import (
     CompleteUpload,
     DownloadRequest,
     StorageClient,
-    drive_scope,
+    drive_subjects,
 )
 from contracts.subjects import all_events
 from contracts.transfer import download, upload
 from deploy.stack import Stack
 from runtime.eventstore import EventStore
-from runtime.projector import Projection
 from runtime.replay import compare, rebuild
 from runtime.settings import Settings
-from services.identity import store as identity_store
-from services.identity.projection import IdentityProjection
-from services.sharing import store as sharing_store
-from services.sharing.projection import AccessProjection
-from services.social import store as social_store
-from services.social.projection import SocialProjection
+from services.registry import names
 from services.storage import domain as storage_domain
-from services.storage import store as storage_store
-from services.storage.projection import StorageProjection
-from tests.services import service_settings
+from tests.services import read_models, service_settings
 
 pytestmark = pytest.mark.reliability
 T = TypeVar("T")
-SERVICES = ("identity", "social", "storage", "sharing")
+SERVICES = names()
 RETRYABLE = {"unavailable", "storage_unavailable", "conflict", "internal", "invalid_token",
              "command_in_progress"}
 CLIENTS = 6
@@ -166,7 +158,7 @@ class Member:
         login = Login(account=self.account, password="secret-1")
         session = await retrying(ledger, "login", lambda: self.identity.login(login))
         assert session is not None
-        self.session = session.token
+        self.session = session.session
         setup = SetDrivePassword(command_id=uuid.uuid4().hex, session=self.session,
                                  password="drive-pw", question="q", answer="a")
         await retrying(ledger, "drive password", lambda: self.identity.drive_password_set(setup),
@@ -197,18 +189,18 @@ class Member:
                       friends=[friend.account])
         granted = await retrying(ledger, "grant", lambda: self.sharing.grant(grant))
         assert granted is not None
-        await friend.download(ledger, self, granted.token)
-        await friend.upload(ledger, 1, owner=self, token=granted.token)
+        await friend.download(ledger, self, granted.seq)
+        await friend.upload(ledger, 1, owner=self, seq=granted.seq)
         revoke = Revoke(command_id=uuid.uuid4().hex, session=self.session, set_id="s",
                         friend=friend.account)
         await retrying(ledger, "revoke", lambda: self.sharing.revoke(revoke),
                        done_if=(NotShared,))
 
-    async def download(self, ledger: Ledger, owner: Member, token: int) -> None:
+    async def download(self, ledger: Ledger, owner: Member, seq: int) -> None:
         """One fiscal year of the owner's set, as a sharee (drive token, consistency token)."""
         ask = DownloadRequest(command_id=uuid.uuid4().hex, session=self.session,
                               owner_id=owner.member_id, set_id="s", year=2018,
-                              drive_token=self.drive, token=token)
+                              drive_token=self.drive, seq=seq)
         ticket = await retrying(ledger, "download", lambda: self.storage.download(ask))
         assert ticket is not None
         into = self.folder / f"{uuid.uuid4().hex}.got"
@@ -216,7 +208,7 @@ class Member:
         assert size == 2048
 
     async def upload(self, ledger: Ledger, n: int, *, owner: Member | None = None,
-                     token: int = 0) -> None:
+                     seq: int = 0) -> None:
         # A file of this upload's own: a member uploads for itself and, as a sharee, for a
         # friend at the same time.
         path = self.folder / f"{uuid.uuid4().hex}.bak"
@@ -225,13 +217,13 @@ class Member:
         owner_id = owner.member_id if owner else None
         begin = BeginUpload(command_id=uuid.uuid4().hex, session=self.session, set_id="s",
                             set_name="S", year=2018, period=1 + n % 12, size=2048, sha256=digest,
-                            owner_id=owner_id, drive_token=self.drive, token=token)
+                            owner_id=owner_id, drive_token=self.drive, seq=seq)
         plan = await retrying(ledger, "begin", lambda: self.storage.begin_upload(begin))
         assert plan is not None
         await retrying(ledger, "put", lambda: upload(plan, path))
         complete = CompleteUpload(command_id=uuid.uuid4().hex, session=self.session,
                                   upload_id=plan.upload_id, owner_id=owner_id,
-                                  drive_token=self.drive, token=token)
+                                  drive_token=self.drive, seq=seq)
         done = await retrying(ledger, "upload", lambda: self.storage.complete_upload(complete))
         assert done is not None
         ledger.versions.append(done.version.version_id)
@@ -251,12 +243,12 @@ async def system(settings: Settings, tmp_path: Path) -> AsyncIterator[Services]:
 
 
 async def test_faults_mid_load_lose_and_double_nothing(
-        system: Services, nc: NATS, store: EventStore, pool: asyncpg.Pool,
+        system: Services, nc: NATS, events: EventStore, pool: asyncpg.Pool,
         stack: Stack, nats_stack: Stack, tmp_path: Path) -> None:
-    await under_load(nc, store, pool, tmp_path, faults(system, stack, nats_stack))
+    await under_load(nc, events, pool, tmp_path, faults(system, stack, nats_stack))
 
 
-async def under_load(nc: NATS, store: EventStore, pool: asyncpg.Pool, folder: Path,
+async def under_load(nc: NATS, events: EventStore, pool: asyncpg.Pool, folder: Path,
                      injected: list[Fault]) -> None:
     """Drive the mixed load through each fault; print the figures; check the log."""
     ledger = Ledger()
@@ -279,8 +271,8 @@ async def under_load(nc: NATS, store: EventStore, pool: asyncpg.Pool, folder: Pa
                        recover))
     stop.set()
     await load
-    lost, doubled = await audit(store, ledger)
-    await quota_held(store, [m.member_id for m in members])
+    lost, doubled = await audit(events, ledger)
+    await quota_held(events, [m.member_id for m in members])
     await equal_to_fresh_replay(nc, pool)
     print("\nfault                      sent  acknowledged  lost  doubled  recovered after")
     for label, sent, acked, recover in report:
@@ -311,39 +303,35 @@ def faults(system: Services, stack: Stack, nats_stack: Stack) -> list[Fault]:
             ("S3 down for 3 s", restart(stack, "s3", 3.0))]
 
 
-async def audit(store: EventStore, ledger: Ledger) -> tuple[int, int]:
+async def audit(events: EventStore, ledger: Ledger) -> tuple[int, int]:
     """Acknowledged effects missing from the log, and effects the log holds twice."""
-    events = await store.load(all_events())
-    by_type = Counter((e.type, e.subject.split(".")[3]) for e in events)
-    registered = {e.subject.split(".")[3] for e in events if e.type == "MemberRegistered"}
-    uploaded = Counter(msgspec.json.decode(e.data)["version_id"] for e in events
+    logged = await events.load(all_events())
+    by_type = Counter((e.type, e.subject.split(".")[3]) for e in logged)
+    registered = {e.subject.split(".")[3] for e in logged if e.type == "MemberRegistered"}
+    uploaded = Counter(msgspec.json.decode(e.data)["version_id"] for e in logged
                        if e.type == "BackupUploaded")
     lost = (len(set(ledger.members) - registered)
             + sum(1 for v in ledger.versions if uploaded[v] == 0))
     doubled = (sum(n - 1 for (t, _), n in by_type.items() if t == "MemberRegistered" and n > 1)
                + sum(n - 1 for n in uploaded.values() if n > 1)
-               + sum(n - 1 for n in Counter(e.msg_id for e in events).values() if n > 1))
+               + sum(n - 1 for n in Counter(e.msg_id for e in logged).values() if n > 1))
     return lost, doubled
 
 
-async def quota_held(store: EventStore, owners: list[str]) -> None:
+async def quota_held(events: EventStore, owners: list[str]) -> None:
     """No drive ever holds more than its quota (folded from the log)."""
     decoder = msgspec.json.Decoder(AnyStorageEvent)
     now = datetime.now(UTC)
     for owner in owners:
-        events, _ = await store.history(drive_scope(owner), decoder)
-        drive = storage_domain.fold(events)
+        history, _ = await events.history(drive_subjects(owner), decoder)
+        drive = storage_domain.fold(history)
         assert drive.versions, f"{owner} has no version"
         assert drive.used(now) <= drive.quota_or(400 * MB)
 
 
 async def equal_to_fresh_replay(nc: NATS, pool: asyncpg.Pool) -> None:
-    cases: list[tuple[str, Projection, tuple[str, ...]]] = [
-        ("identity", IdentityProjection(), identity_store.TABLES),
-        ("social", SocialProjection(), social_store.TABLES),
-        ("storage", StorageProjection(), storage_store.TABLES),
-        ("sharing", AccessProjection(), sharing_store.TABLES)]
-    for schema, projection, tables in cases:
+    for model in read_models():
+        schema, projection, tables = model.schema, model.projection(), model.tables
         for _ in range(60):  # the live projections catch up with the end of the load
             await rebuild(nc, pool, projection, f"{schema}_fresh")
             if await compare(pool, schema, f"{schema}_fresh", tables) == []:

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts import identity, social
-from contracts.errors import BadRequest, LedgerError, error_class, from_reply
-from contracts.identity import AccountTaken
+from contracts.errors import BadRequest, LedgerError, code_table, from_reply
+from contracts.identity import AccountTaken, IdentityClient
 from contracts.subjects import (
     SubjectError,
     decode_id,
@@ -69,13 +69,21 @@ def test_pair_ids_do_not_depend_on_order() -> None:
     assert social.pair_id("a", "b") == social.pair_id("b", "a") != social.pair_id("a", "c")
 
 
-def test_error_codes_map_back_to_their_classes() -> None:
-    assert error_class("account_taken") is AccountTaken
-    assert error_class("bad_request") is BadRequest
-    err = from_reply(AccountTaken("taken").reply("cid"))
+def test_error_codes_map_back_to_the_classes_the_operation_declares() -> None:
+    codes = IdentityClient.register.codes
+    assert codes["account_taken"] is AccountTaken and codes["bad_request"] is BadRequest
+    err = from_reply(AccountTaken("taken").reply("cid"), codes)
     assert isinstance(err, AccountTaken) and err.correlation_id == "cid"
-    unknown = from_reply(LedgerError("x").reply("c").__class__(code="mystery", message="m"))
-    assert unknown.code == "mystery"
+    undeclared = from_reply(AccountTaken("taken").reply("c"), IdentityClient.me.codes)
+    assert type(undeclared) is LedgerError and undeclared.code == "account_taken"
+
+
+def test_a_code_given_to_two_classes_is_refused() -> None:
+    class Impostor(BadRequest):
+        code = "account_taken"
+
+    with pytest.raises(TypeError, match="account_taken"):
+        code_table((AccountTaken, Impostor))
 
 
 def test_events_carry_their_type_tag() -> None:

@@ -36,7 +36,7 @@ async def create_tables(conn: asyncpg.Connection, schema: str) -> None:
         CREATE INDEX IF NOT EXISTS backups_by_set ON {schema}.backups (owner_id, set_id, year);
         CREATE TABLE IF NOT EXISTS {schema}.grants (
             owner_id text NOT NULL, set_id text NOT NULL, friend_id text NOT NULL,
-            set_name text NOT NULL, scope text NOT NULL, years int[],
+            set_name text NOT NULL, permission text NOT NULL, years int[],
             expires_at timestamptz, since timestamptz NOT NULL,
             PRIMARY KEY (owner_id, set_id, friend_id));
         CREATE INDEX IF NOT EXISTS grants_by_friend ON {schema}.grants (friend_id);
@@ -155,11 +155,13 @@ async def _grants(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
                 f"{_BOTH_WAYS} WHERE g.owner_id = p.x AND g.friend_id = p.y", c.unfriended)
     # A grant counts only between friends at its place in the log: one decided on a
     # friendship the read model still showed, but appended after the unfriending, is void.
+    # The events go in as their JSON, where a grant's permission is still named "scope".
     await _each(conn, f"INSERT INTO {schema}.grants SELECT * FROM json_to_recordset($1) "
                 "u(owner_id text, set_id text, friend_id text, set_name text, scope text, "
                 "years int[], expires_at timestamptz, at timestamptz) "
                 f"WHERE {_befriended(schema)} "
-                "ON CONFLICT (owner_id, set_id, friend_id) DO UPDATE SET scope = EXCLUDED.scope, "
+                "ON CONFLICT (owner_id, set_id, friend_id) DO UPDATE SET "
+                "permission = EXCLUDED.permission, "
                 "years = EXCLUDED.years, expires_at = EXCLUDED.expires_at, "
                 "set_name = EXCLUDED.set_name", c.grants)
     await _each(conn, f"DELETE FROM {schema}.grants g USING json_to_recordset($1) {_SHARES} "
@@ -211,7 +213,7 @@ async def active_grant(conn: Conn, schema: str, member_id: str, owner_id: str,
                        set_id: str) -> asyncpg.Record | None:
     """The grant of (owner, set) to member, only while the two are friends."""
     row: asyncpg.Record | None = await conn.fetchrow(
-        f"SELECT g.scope, g.years, g.expires_at FROM {schema}.grants g "
+        f"SELECT g.permission, g.years, g.expires_at FROM {schema}.grants g "
         f"JOIN {schema}.friends f ON f.member_id = g.owner_id AND f.friend_id = g.friend_id "
         "WHERE g.owner_id = $1 AND g.set_id = $2 AND g.friend_id = $3",
         owner_id, set_id, member_id)

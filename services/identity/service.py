@@ -1,0 +1,52 @@
+"""The identity service: its descriptor, and how it is wired from the shared connections."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from contracts.identity import AnyIdentityEvent, IdentityClient
+from runtime.app import ReadModel, Resources, Service, Wiring, command_pipeline
+from runtime.commands import Pipeline
+from runtime.passwords import Hasher
+from runtime.projector import Projector
+from runtime.settings import Settings
+from runtime.tokens import Signer, Verifier, public_key_of
+from services.identity import tables
+from services.identity.domain import LockPolicy
+from services.identity.handlers import Identity
+from services.identity.projection import IdentityProjection
+
+
+def identity_from(settings: Settings, res: Resources, commands: Pipeline) -> Identity:
+    """The service's operations, configured from settings."""
+    if not settings.token_private_key:
+        raise SystemExit("identity needs LEDGERSHARE_TOKEN_PRIVATE_KEY (ledgershare up makes one)")
+    public = public_key_of(settings.token_private_key)
+    return Identity(
+        res.events, commands,
+        Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+               parallelism=settings.argon2_parallelism),
+        Signer(settings.token_private_key), Verifier(public), public,
+        policy=LockPolicy(free_attempts=settings.drive_free_attempts,
+                          base=timedelta(seconds=settings.drive_lock_base_s),
+                          cap=timedelta(seconds=settings.drive_lock_max_s)),
+        session_ttl=timedelta(seconds=settings.session_ttl_s),
+        drive_ttl=timedelta(seconds=settings.drive_ttl_s),
+    )
+
+
+async def build(res: Resources) -> Wiring:
+    """identity's host and projector."""
+    identity = identity_from(res.settings, res, await command_pipeline(res, "identity"))
+    host = SERVICE.host(res, identity.endpoints())
+    projector = Projector(res.nc, res.pool, IdentityProjection(), schema="identity",
+                          stream=res.settings.stream)
+    return Wiring(host=host, projectors=[projector])
+
+
+SERVICE = Service(
+    name="identity", version="0.1.0",
+    description="members, WeChat binding, tokens, cloud-drive password",
+    client=IdentityClient, events=AnyIdentityEvent, build=build,
+    read_model=ReadModel(schema="identity", tables=tables.TABLES,
+                         projection=IdentityProjection))

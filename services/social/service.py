@@ -1,0 +1,30 @@
+"""The social service: its descriptor, and how it is wired from the shared connections."""
+
+from __future__ import annotations
+
+from contracts.social import AnySocialEvent, SocialClient
+from runtime.app import ReadModel, Resources, Service, Wiring, command_pipeline
+from runtime.projector import Projector
+from runtime.tokens import Verifier, configured_public_key
+from services.social import tables
+from services.social.handlers import Social
+from services.social.projection import SocialProjection
+
+
+async def build(res: Resources) -> Wiring:
+    """social's host and projector."""
+    projector = Projector(res.nc, res.pool, SocialProjection(), schema="social",
+                          stream=res.settings.stream)
+    verifier = Verifier(configured_public_key(res.settings))
+    social = Social(res.events, await command_pipeline(res, "social"), res.pool, projector,
+                    verifier)
+    host = SERVICE.host(res, social.endpoints())
+    return Wiring(host=host, projectors=[projector])
+
+
+SERVICE = Service(
+    name="social", version="0.1.0",
+    description="friends and the member directory",
+    client=SocialClient, events=AnySocialEvent, build=build,
+    read_model=ReadModel(schema="social", tables=tables.TABLES,
+                         projection=SocialProjection))
