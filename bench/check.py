@@ -26,7 +26,8 @@ from runtime.projector import Projector, setup_bookkeeping
 from runtime.service import ServiceHost
 from runtime.tokens import Sessions, Verifier, new_private_key, public_key_of
 from services.sharing.handlers import Sharing
-from services.sharing.projection import AccessIndex, AccessProjection
+from services.sharing.index import AccessIndex
+from services.sharing.projection import AccessProjection
 
 NOW = datetime.now(UTC)
 

@@ -15,10 +15,8 @@ from cli import client
 from contracts.errors import LedgerError
 from runtime.settings import load_settings
 
-# Read models `ledgershare replay` rebuilds (cli.operate.READ_MODELS, checked by a test).
 # The operator, stack and walkthrough modules load only when their command runs: a
 # client command (an upload, a download) starts ~70 ms sooner without them.
-REPLAYABLE = ("identity", "sharing", "social", "storage")
 
 
 class Parser(argparse.ArgumentParser):
@@ -66,7 +64,9 @@ def _stack_commands(sub: Any) -> None:
     sub.add_parser("status", help="each part's health and endpoint")
     sub.add_parser("run", help="stack + services + the walkthrough; Ctrl-C stops everything")
     sub.add_parser("demo", help="the guide's walkthrough against the running services")
-    sub.add_parser("catalogue", help="print the event catalogue (markdown) from contracts/")
+    cat = sub.add_parser("catalogue", help="print the event catalogue (markdown) from contracts/")
+    cat.add_argument("--operations", action="store_true",
+                     help="the operations and their error codes instead")
 
 
 def _group(sub: Any, name: str, help_text: str) -> Any:
@@ -166,14 +166,16 @@ def _share_commands(sub: Any) -> None:
 def _operator_commands(sub: Any) -> None:
     e = _group(sub, "events", "read the event log")
     t = e.add_parser("tail", help="the newest events")
-    t.add_argument("--context", choices=["identity", "social", "storage", "sharing"])
+    t.add_argument("--context", help="one context's events only (identity, social, …)")
     t.add_argument("-n", "--count", type=int, default=20)
     t.add_argument("-f", "--follow", action="store_true")
     sh = e.add_parser("show", help="every event of one aggregate")
     sh.add_argument("subject", help="e.g. evt.identity.member.<id>.*")
     rp = sub.add_parser("replay", help="rebuild a read model from the log and verify it")
-    rp.add_argument("service", choices=REPLAYABLE)
+    rp.add_argument("service", help="the service whose read model to rebuild, e.g. sharing")
     rp.add_argument("--swap", action="store_true", help="make the rebuilt one live")
+    rp.add_argument("--timeout", type=float, default=3600.0,
+                    help="seconds to wait for the service to finish (default 3600)")
     sub.add_parser("services", help="running service instances ($SRV.PING/STATS)")
 
 
@@ -226,7 +228,8 @@ def local(args: argparse.Namespace, console: Console) -> int:
             case "demo":
                 return demo.demo(console)
             case _:
-                print(catalogue.render(), end="")
+                print(catalogue.render_operations() if args.operations else catalogue.render(),
+                      end="")
                 return 0
     except StackError as err:
         return fail(str(err))
@@ -244,7 +247,7 @@ async def operator(args: argparse.Namespace, console: Console) -> int:
             case "events", "show":
                 await operate.events_show(nc, console, args)
             case "replay", _:
-                return await operate.replay(nc, settings, console, args)
+                return await operate.replay(nc, console, args)
             case "services", _:
                 await operate.services(nc, console, args)
         return 0

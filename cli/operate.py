@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import time
 from typing import Any
 
-import asyncpg
 import msgspec
 import nats
 from nats.aio.client import Client as NATS
@@ -18,30 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemaining
 from rich.table import Table
 
 from cli.client import table
+from contracts import admin
+from contracts.admin import AdminClient, Rebuilt
 from contracts.base import HDR_ACTOR, HDR_EVENT_TYPE
-from contracts.errors import BadRequest
-from contracts.subjects import all_events, context_subjects
-from runtime.app import create_pool
+from contracts.errors import BadRequest, Unavailable
+from contracts.subjects import admin_subject, all_events, context_subjects, token
 from runtime.eventstore import EventStore, foreign_reason
-from runtime.projector import Projection
-from runtime.replay import compare, digest, rebuild, swap
-from runtime.settings import Settings
-from services.identity import tables as identity_tables
-from services.identity.projection import IdentityProjection
-from services.sharing import tables as sharing_tables
-from services.sharing.projection import AccessProjection
-from services.social import tables as social_tables
-from services.social.projection import SocialProjection
-from services.storage import tables as storage_tables
-from services.storage.projection import StorageProjection
-
-READ_MODELS: dict[str, tuple[str, type[Any], tuple[str, ...]]] = {
-    "identity": ("identity", IdentityProjection, identity_tables.TABLES),
-    "social": ("social", SocialProjection, social_tables.TABLES),
-    "storage": ("storage", StorageProjection, storage_tables.TABLES),
-    "sharing": ("sharing", AccessProjection, sharing_tables.TABLES),
-}
-
 
 # ---- events -------------------------------------------------------------------------------
 
@@ -104,80 +83,62 @@ def _json_or_text(data: bytes) -> Any:
 
 # ---- replay -------------------------------------------------------------------------------
 
-async def replay(nc: NATS, settings: Settings, console: Console,
-                 a: argparse.Namespace) -> int:
-    """Rebuild a service's read model into a fresh schema, verify it, swap if asked."""
-    schema, projection_type, tables = READ_MODELS[a.service]
-    fresh = f"{schema}_rebuild"
-    pool = await create_pool(settings.pg_dsn, size=4)
+async def replay(nc: NATS, console: Console, a: argparse.Namespace) -> int:
+    """Have a service rebuild its read model and verify it (and swap, if asked), showing
+    its progress: the service does the work, so a bus connection is all this needs."""
+    client = AdminClient(nc, context=token(a.service), timeout=a.timeout)
     try:
-        started = time.monotonic()
-        reached = await _rebuild_with_bar(nc, pool, projection_type(), fresh, console)
-        seconds = time.monotonic() - started
-        await _catch_up_live(pool, schema, reached)
-        problems = await compare(pool, schema, fresh, tables)
-        await _report(pool, schema, fresh, tables, console, a.json)
-        console.print(f"replayed {reached} events in {seconds:.1f}s "
-                      f"({reached / max(seconds, 1e-9):,.0f} events/s)")
-        swapped = a.swap and await _swap(pool, schema, fresh, tables, console)
-        return _verdict(problems, swapped, console)
-    finally:
-        await pool.close()
+        result = await _replay_with_bar(client, a.swap, console)
+    except Unavailable:
+        raise Unavailable(f"no {a.service} service answers admin.{a.service}.replay "
+                          f"(services that do: {', '.join(await replayable(nc)) or 'none'})"
+                          ) from None
+    _report(result, console, a.json)
+    return _verdict(result, console)
 
 
-async def _rebuild_with_bar(nc: NATS, pool: asyncpg.Pool, projection: Projection, schema: str,
-                            console: Console) -> int:
+async def _replay_with_bar(client: AdminClient, swap: bool, console: Console) -> Rebuilt:
     with Progress("replay", BarColumn(), MofNCompleteColumn(), "{task.fields[rate]} ev/s",
                   TimeRemainingColumn(), console=console) as bar:
         task = bar.add_task("replay", total=None, rate="-")
-        started = time.monotonic()
 
-        def progress(position: int, target: int) -> None:
-            rate = position / max(time.monotonic() - started, 1e-9)
-            bar.update(task, completed=position, total=target, rate=f"{rate:,.0f}")
+        def progress(p: admin.Progress) -> None:
+            bar.update(task, completed=p.position, total=p.target, rate=f"{p.rate:,.0f}")
 
-        reached = await rebuild(nc, pool, projection, schema, progress=progress)
-        bar.update(task, completed=reached, total=reached)
-        return reached
+        result = await admin.replay(client, swap=swap, progress=progress)
+        bar.update(task, completed=result.reached, total=result.reached)
+        return result
 
 
-async def _catch_up_live(pool: asyncpg.Pool, schema: str, reached: int) -> None:
-    # Compare like with like: wait (bounded) for the live projection to reach the rebuild.
-    for _ in range(100):
-        live = await pool.fetchval(f"SELECT min(last_seq) FROM {schema}.checkpoints")
-        if live is None or live >= reached:
-            return
-        await asyncio.sleep(0.1)
+async def replayable(nc: NATS) -> list[str]:
+    """The services that serve ``admin.<name>.replay`` now."""
+    return sorted({info["name"] for info in await ask_all(nc, "$SRV.INFO")
+                   for ep in info.get("endpoints", [])
+                   if ep.get("subject") == admin_subject(info["name"], "replay")})
 
 
-async def _report(pool: asyncpg.Pool, live: str, fresh: str, tables: tuple[str, ...],
-                  console: Console, as_json: bool) -> None:
-    rows = []
-    for t in tables:
-        a, b = await digest(pool, live, t), await digest(pool, fresh, t)
-        rows.append([t, a.rows, b.rows, "match" if a == b else "DIFFERENT"])
+def _report(result: Rebuilt, console: Console, as_json: bool) -> None:
+    rows = [[t.table, t.live_rows, t.rebuilt_rows, "match" if t.same else "DIFFERENT"]
+            for t in result.tables]
     if as_json:
         print(msgspec.json.encode([dict(zip(["table", "live", "rebuilt", "verdict"], r,
                                             strict=True)) for r in rows]).decode())
     else:
-        console.print(table(f"{live} vs {fresh}", ["table", "live rows", "rebuilt rows",
-                                                   "content"], rows))
+        console.print(table(f"{result.schema} vs {result.schema}_rebuild",
+                            ["table", "live rows", "rebuilt rows", "content"], rows))
+    console.print(f"replayed {result.reached} events in {result.seconds:.1f}s "
+                  f"({result.reached / max(result.seconds, 1e-9):,.0f} events/s)")
+    if result.swapped:
+        console.print(f"swapped: {result.schema} now holds the rebuilt rows; the previous "
+                      f"ones are kept in {result.kept_in}")
 
 
-async def _swap(pool: asyncpg.Pool, live: str, fresh: str, tables: tuple[str, ...],
-                console: Console) -> bool:
-    old = await swap(pool, live, fresh, tables)
-    console.print(f"swapped: {live} now holds the rebuilt rows; the previous ones are kept "
-                  f"in {old}")
-    return True
-
-
-def _verdict(problems: list[str], swapped: bool, console: Console) -> int:
-    for p in problems:
+def _verdict(result: Rebuilt, console: Console) -> int:
+    for p in result.differences:
         console.print(f"[red]difference:[/] {p}")
-    if not problems:
+    if not result.differences:
         console.print("[green]verified: the rebuilt read model equals the live one[/]")
-    return 0 if not problems or swapped else 1
+    return 0 if not result.differences or result.swapped else 1
 
 
 # ---- services -----------------------------------------------------------------------------

@@ -186,58 +186,86 @@ def openid_subject(openid: str, event: IdentityEvent) -> str:
 # ---- errors ---------------------------------------------------------------------------
 
 class InvalidAccount(BadRequest):
+    """The account name is not 3-32 characters of letters, digits, ``_ . @ -``."""
+
     code = "invalid_account"
 
 
 class InvalidNickname(BadRequest):
+    """The nickname is empty, longer than 20 characters, or holds invisible characters."""
+
     code = "invalid_nickname"
 
 
 class WeakPassword(BadRequest):
+    """The password is shorter than the minimum length."""
+
     code = "weak_password"
 
 
 class AccountTaken(Conflict):
+    """Another member already has that account name (names are case-insensitive)."""
+
     code = "account_taken"
 
 
 class InvalidCredentials(Unauthenticated):
+    """The account and password do not match (an unknown account answers the same)."""
+
     code = "invalid_credentials"
 
 
 class InvalidToken(Unauthenticated):
+    """The session or drive token is missing, altered, expired or superseded; log in again."""
+
     code = "invalid_token"
 
 
 class OpenidTaken(Conflict):
+    """That WeChat openid is already bound to another member."""
+
     code = "openid_taken"
 
 
 class AlreadyBound(Conflict):
+    """The member is already bound to a WeChat openid."""
+
     code = "already_bound"
 
 
 class NotBound(NotFound):
+    """No member is bound to that openid (or the member has no openid bound)."""
+
     code = "not_bound"
 
 
 class DrivePasswordAlreadySet(Conflict):
+    """The cloud-drive password is set already; change or reset it instead."""
+
     code = "drive_password_already_set"
 
 
 class DrivePasswordNotSet(NotFound):
+    """No cloud-drive password is set yet."""
+
     code = "drive_password_not_set"
 
 
 class DriveLocked(Forbidden):
+    """Too many wrong cloud-drive passwords: locked until the time in ``details``."""
+
     code = "drive_locked"
 
 
 class WrongDrivePassword(Unauthenticated):
+    """The cloud-drive password is wrong (the attempt is counted)."""
+
     code = "wrong_drive_password"
 
 
 class WrongAnswer(Unauthenticated):
+    """The answer to the security question is wrong."""
+
     code = "wrong_answer"
 
 

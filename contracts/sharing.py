@@ -77,14 +77,20 @@ def share_subject(sid: str, event: SharingEvent) -> str:
 
 
 class NoBackup(BadRequest):
+    """The account set has no cloud backup to share yet."""
+
     code = "no_backup"
 
 
 class NotAFriend(BadRequest):
+    """Shares go to friends only; that member is not a friend."""
+
     code = "not_a_friend"
 
 
 class NotShared(NotFound):
+    """That account set is not shared with that friend."""
+
     code = "not_shared"
 
 

@@ -66,18 +66,26 @@ def friendship_subject(friendship_id: str, event: SocialEvent) -> str:
 
 
 class NoSuchMember(NotFound):
+    """No member has that account (and nickname)."""
+
     code = "no_such_member"
 
 
 class CannotFriendSelf(BadRequest):
+    """A member cannot add themself as a friend."""
+
     code = "cannot_friend_self"
 
 
 class AlreadyFriends(Conflict):
+    """The two members are friends already."""
+
     code = "already_friends"
 
 
 class NotFriends(NotFound):
+    """The two members are not friends."""
+
     code = "not_friends"
 
 

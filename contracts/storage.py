@@ -163,6 +163,8 @@ def megabytes(n: int) -> str:
 # ---- errors ---------------------------------------------------------------------------
 
 class QuotaExceeded(Conflict):
+    """The upload does not fit in the drive's quota (400 MB unless set otherwise)."""
+
     code = "quota_exceeded"
 
 
@@ -173,22 +175,32 @@ class NoAccess(Forbidden):
 
 
 class NoSuchVersion(NotFound):
+    """No such version in that drive (or not visible to the caller)."""
+
     code = "no_such_version"
 
 
 class NoSuchUpload(NotFound):
+    """No open upload with that id for the caller."""
+
     code = "no_such_upload"
 
 
 class UploadIncomplete(BadRequest):
+    """The uploaded file is missing, or not of the declared size; the upload is cancelled."""
+
     code = "upload_incomplete"
 
 
 class ChecksumMismatch(BadRequest):
+    """The uploaded file's SHA-256 differs from the declared one; the upload is cancelled."""
+
     code = "checksum_mismatch"
 
 
 class UploadExpired(Conflict):
+    """The upload's reservation expired before it was completed."""
+
     code = "upload_expired"
 
 
@@ -200,6 +212,8 @@ class DownloadExpired(Conflict):
 
 
 class StorageUnavailable(Unavailable):
+    """The file store (S3) did not answer; nothing was changed; try again."""
+
     code = "storage_unavailable"
 
 
@@ -358,7 +372,8 @@ class StorageClient(ServiceClient):
     """The storage service's operations."""
 
     context = CONTEXT
-    begin_upload = Operation(BeginUpload, UploadPlan, errors=(*UPLOAD, NoSuchVersion))
+    begin_upload = Operation(BeginUpload, UploadPlan, errors=(
+        *UPLOAD, NoSuchVersion, NoSuchUpload, UploadExpired))
     complete_upload = Operation(CompleteUpload, Uploaded, errors=(
         *UPLOAD, NoSuchUpload, UploadIncomplete, ChecksumMismatch, UploadExpired))
     drive = Operation(DriveRequest, DriveListing, errors=(InvalidToken,))

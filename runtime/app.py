@@ -21,6 +21,7 @@ from runtime.commands import Pipeline
 from runtime.eventstore import EventStore
 from runtime.journal import Journal
 from runtime.projector import Projection, Projector
+from runtime.replay import Rebuilder
 from runtime.service import Endpoint, ServiceHost
 from runtime.settings import Settings, load_settings
 
@@ -100,9 +101,13 @@ class Service:
         return f"services.{self.name}"
 
     def host(self, res: Resources, endpoints: list[Endpoint[Any, Any]]) -> ServiceHost:
-        """The micro service that serves its endpoints, checked against its declaration."""
+        """The micro service serving its endpoints (checked against its declaration) and,
+        with a read model, the operators' ``admin.<name>.replay``."""
+        admin = [] if self.read_model is None else [Rebuilder(
+            res.nc, res.pool, schema=self.read_model.schema, tables=self.read_model.tables,
+            projection=self.read_model.projection, stream=res.settings.stream).endpoint()]
         return ServiceHost(res.nc, name=self.name, version=self.version,
-                           description=self.description, endpoints=endpoints,
+                           description=self.description, endpoints=[*endpoints, *admin],
                            max_in_flight=res.settings.max_in_flight,
                            declared=self.client.operations())
 

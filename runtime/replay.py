@@ -1,24 +1,32 @@
 """Rebuild a read model from sequence 1 into a fresh schema, and compare two schemas.
 
 A rebuild runs the same projection code through its own consumer, so the live projector
-is never touched; `compare` gives row counts and a content checksum per table.
+is never touched; `compare` gives row counts and a content checksum per table. A service
+with a read model serves `Rebuilder.replay` as its ``admin.<context>.replay`` operation.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import msgspec
 from nats.aio.client import Client as NATS
 from nats.js.errors import NotFoundError
 
+from contracts.admin import AdminClient, Progress, Rebuild, Rebuilt, ReplayRunning, TableCheck
+from contracts.errors import BadRequest
+from contracts.subjects import safe_reply
 from runtime.eventstore import EventStore
 from runtime.projector import Projection, Projector
+from runtime.service import Call, Endpoint
+
+OnProgress = Callable[[int, int], Awaitable[None] | None]
 
 
 class TableDigest(msgspec.Struct, frozen=True, kw_only=True):
@@ -31,7 +39,7 @@ class TableDigest(msgspec.Struct, frozen=True, kw_only=True):
 
 async def rebuild(nc: NATS, pool: asyncpg.Pool, projection: Projection, schema: str, *,
                   stream: str = "EVENTS", within: float = 600.0,
-                  progress: Callable[[int, int], None] | None = None) -> int:
+                  progress: OnProgress | None = None) -> int:
     """Project the whole log into ``schema`` (dropped first); returns the sequence reached.
 
     ``progress(position, target)`` is called a few times a second while it runs.
@@ -54,10 +62,11 @@ async def rebuild(nc: NATS, pool: asyncpg.Pool, projection: Projection, schema: 
     return seq
 
 
-async def _report(projector: Projector, seq: int,
-                  progress: Callable[[int, int], None] | None) -> None:
+async def _report(projector: Projector, seq: int, progress: OnProgress | None) -> None:
     while progress is not None:
-        progress(projector.position, seq)
+        reported = progress(projector.position, seq)
+        if inspect.isawaitable(reported):
+            await reported
         await asyncio.sleep(0.2)
 
 
@@ -108,3 +117,72 @@ async def compare(pool: asyncpg.Pool, left: str, right: str,
         elif a.checksum != b.checksum:
             problems.append(f"{table}: same row count, different content")
     return problems
+
+
+async def catch_up_live(pool: asyncpg.Pool, schema: str, reached: int) -> None:
+    """Wait (bounded) for the live projections to reach a rebuild: compare like with like."""
+    for _ in range(100):
+        live = await pool.fetchval(f"SELECT min(last_seq) FROM {schema}.checkpoints")
+        if live is None or live >= reached:
+            return
+        await asyncio.sleep(0.1)
+
+
+class Rebuilder:
+    """One service's read model, rebuilt, verified and swapped on an operator's request."""
+
+    def __init__(self, nc: NATS, pool: asyncpg.Pool, *, schema: str, tables: tuple[str, ...],
+                 projection: Callable[[], Projection], stream: str = "EVENTS") -> None:
+        self.nc, self.pool, self.stream = nc, pool, stream
+        self.schema, self.tables, self.projection = schema, tables, projection
+
+    def endpoint(self) -> Endpoint[Rebuild, Rebuilt]:
+        """``admin.<context>.replay``."""
+        return Endpoint(AdminClient.replay, self.replay)
+
+    async def replay(self, req: Rebuild, call: Call) -> Rebuilt:
+        """Rebuild into ``<schema>_rebuild``, compare with the live tables, swap if asked."""
+        if req.progress and not safe_reply(req.progress):
+            raise BadRequest("progress goes to a client inbox (_INBOX.…) only")
+        fresh = f"{self.schema}_rebuild"
+        async with self._alone():
+            started = time.monotonic()
+            reached = await rebuild(self.nc, self.pool, self.projection(), fresh,
+                                    stream=self.stream, progress=self._reporter(req, started))
+            seconds = time.monotonic() - started
+            await catch_up_live(self.pool, self.schema, reached)
+            checks = [await self._check(t, fresh) for t in self.tables]
+            differences = await compare(self.pool, self.schema, fresh, self.tables)
+            kept = await swap(self.pool, self.schema, fresh, self.tables) if req.swap else ""
+        return Rebuilt(schema=self.schema, reached=reached, seconds=seconds, tables=checks,
+                       differences=differences, swapped=bool(kept), kept_in=kept)
+
+    def _reporter(self, req: Rebuild, started: float) -> OnProgress | None:
+        if not req.progress:
+            return None
+
+        async def report(position: int, target: int) -> None:
+            rate = position / max(time.monotonic() - started, 1e-9)
+            await self.nc.publish(req.progress, msgspec.json.encode(
+                Progress(position=position, target=target, rate=rate)))
+        return report
+
+    async def _check(self, table: str, fresh: str) -> TableCheck:
+        live, rebuilt = await digest(self.pool, self.schema, table), await digest(
+            self.pool, fresh, table)
+        return TableCheck(table=table, live_rows=live.rows, rebuilt_rows=rebuilt.rows,
+                          same=live == rebuilt)
+
+    @contextlib.asynccontextmanager
+    async def _alone(self) -> AsyncIterator[None]:
+        # Instances of a service share one queue group: two operators' requests may land
+        # on two instances, and both would rebuild into the same schema.
+        async with self.pool.acquire() as conn:
+            key = f"replay:{self.schema}"
+            if not await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", key):
+                raise ReplayRunning(f"a replay of {self.schema} is running already; "
+                                    "wait for it to finish")
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", key)

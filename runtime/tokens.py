@@ -126,9 +126,9 @@ class Verifier:
 
 
 class Sessions:
-    """Session checks for services that keep no member directory: signature and expiry
-    locally, then the member's current password version from the log's newest
-    PasswordChanged (one direct get), so a password change ends earlier tokens at once."""
+    """The one session check, in every service: signature and expiry locally, then the
+    member's current password version from the log's newest PasswordChanged (one direct
+    get), so a password change ends earlier tokens at once, everywhere."""
 
     _changed = msgspec.json.Decoder(PasswordChanged)
 
@@ -138,10 +138,14 @@ class Sessions:
 
     async def member(self, token: str, *, now: datetime) -> str:
         """The member id of a valid, current session token."""
+        return (await self.claims(token, now=now)).sub
+
+    async def claims(self, token: str, *, now: datetime) -> Claims:
+        """The claims of a valid, current session token."""
         claims = self.verifier.verify(token, kind="session", now=now)
         if claims.pv != await self.password_version(claims.sub):
             raise InvalidToken("the password has changed since this token; log in again")
-        return claims.sub
+        return claims
 
     async def password_version(self, member_id: str) -> int:
         subject = password_changes(member_id)

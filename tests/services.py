@@ -35,6 +35,8 @@ async def running(build: Builder, settings: Settings, nc: NATS, pool: asyncpg.Po
         yield wiring
     finally:
         await wiring.stop(tasks)
+    # Every error a service answered is one its operation declares (contracts/).
+    assert wiring.host.undeclared == [], wiring.host.undeclared
 
 
 def read_models() -> list[ReadModel]:

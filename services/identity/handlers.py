@@ -54,7 +54,7 @@ from runtime.commands import Command, Decision, Fold, Pipeline, Step
 from runtime.eventstore import EventStore, Outgoing
 from runtime.passwords import Hasher
 from runtime.service import Call, Endpoint
-from runtime.tokens import Claims, Signer, Verifier
+from runtime.tokens import Claims, Sessions, Signer
 from services.identity import domain
 from services.identity.domain import Holder, LockPolicy, Member
 
@@ -79,13 +79,13 @@ class Identity:
     """The identity service's operations over the event store."""
 
     def __init__(self, events: EventStore, commands: Pipeline, hasher: Hasher, signer: Signer,
-                 verifier: Verifier, public_key: str, *, policy: LockPolicy,
+                 sessions: Sessions, public_key: str, *, policy: LockPolicy,
                  session_ttl: timedelta, drive_ttl: timedelta) -> None:
         self.events = events
         self.commands = commands
         self.hasher = hasher
         self.signer = signer
-        self.verifier = verifier
+        self.sessions = sessions
         self.public_key_text = public_key
         self.policy = policy
         self.session_ttl = session_ttl
@@ -129,9 +129,18 @@ class Identity:
         return member
 
     async def _session(self, token: str, now: datetime) -> tuple[Member, int, Claims]:
-        claims = self.verifier.verify(token, kind="session", now=now)
+        """The session's member, folded, once the session check every service makes
+        (`Sessions`) has passed."""
+        claims = await self.sessions.claims(token, now=now)
         member, seq = await self._current(claims)
         return member, seq, claims
+
+    def _signed(self, token: str, now: datetime) -> Claims:
+        """A genuine, unexpired session token's claims, before a command: its password
+        version is checked in the command's step, against the member folded for the
+        decision, so a repeat of a password change (whose own event moved the version)
+        still answers what it answered."""
+        return self.sessions.verifier.verify(token, kind="session", now=now)
 
     async def _current(self, claims: Claims) -> tuple[Member, int]:
         """The session's member, while the session's password version is current."""
@@ -232,7 +241,7 @@ class Identity:
         return await self._run("bind", req, call, known.member_id, body)
 
     async def unbind(self, req: Unbind, call: Call) -> Done:
-        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
+        claims = self._signed(req.session, call.received_at)
 
         async def body(cmd: Command) -> Done:
             unbound = await self._on_member(cmd.part("unbind"), claims, lambda member: (
@@ -252,7 +261,7 @@ class Identity:
     # ---- member password and nickname ---------------------------------------------------
 
     async def change_password(self, req: ChangePassword, call: Call) -> Done:
-        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
+        claims = self._signed(req.session, call.received_at)
         new_hash = await self.hasher.hash(domain.check_password(req.new_password))
 
         async def decide(member: Member) -> list[Outgoing]:
@@ -266,7 +275,7 @@ class Identity:
         return await self._run("change_password", req, call, claims.sub, body)
 
     async def change_nickname(self, req: ChangeNickname, call: Call) -> Done:
-        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
+        claims = self._signed(req.session, call.received_at)
 
         def decide(member: Member) -> list[Outgoing]:
             event = domain.decide_change_nickname(member, nickname=req.nickname,
@@ -304,7 +313,7 @@ class Identity:
         return SecurityQuestion(question=member.question)
 
     async def drive_password_verify(self, req: VerifyDrivePassword, call: Call) -> DriveToken:
-        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
+        claims = self._signed(req.session, call.received_at)
 
         async def body(cmd: Command) -> DriveToken:
             step = await self._attempt(cmd, claims, call, lambda m: self.hasher.verify(
@@ -332,7 +341,7 @@ class Identity:
                                       new_password: str, call: Call,
                                       check: Callable[[Member], Awaitable[bool]], *,
                                       by_answer: bool) -> Done:
-        claims = self.verifier.verify(req.session, kind="session", now=call.received_at)
+        claims = self._signed(req.session, call.received_at)
         new_hash = await self.hasher.hash(domain.check_password(new_password))
 
         async def body(cmd: Command) -> Done:

@@ -5,16 +5,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from contracts.identity import AnyIdentityEvent, IdentityClient
-from runtime.app import ReadModel, Resources, Service, Wiring, command_pipeline
+from runtime.app import Resources, Service, Wiring, command_pipeline
 from runtime.commands import Pipeline
 from runtime.passwords import Hasher
-from runtime.projector import Projector
 from runtime.settings import Settings
-from runtime.tokens import Signer, Verifier, public_key_of
-from services.identity import tables
+from runtime.tokens import Sessions, Signer, Verifier, public_key_of
 from services.identity.domain import LockPolicy
 from services.identity.handlers import Identity
-from services.identity.projection import IdentityProjection
 
 
 def identity_from(settings: Settings, res: Resources, commands: Pipeline) -> Identity:
@@ -26,7 +23,7 @@ def identity_from(settings: Settings, res: Resources, commands: Pipeline) -> Ide
         res.events, commands,
         Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
                parallelism=settings.argon2_parallelism),
-        Signer(settings.token_private_key), Verifier(public), public,
+        Signer(settings.token_private_key), Sessions(Verifier(public), res.events), public,
         policy=LockPolicy(free_attempts=settings.drive_free_attempts,
                           base=timedelta(seconds=settings.drive_lock_base_s),
                           cap=timedelta(seconds=settings.drive_lock_max_s)),
@@ -36,17 +33,13 @@ def identity_from(settings: Settings, res: Resources, commands: Pipeline) -> Ide
 
 
 async def build(res: Resources) -> Wiring:
-    """identity's host and projector."""
+    """identity's host. No read model: every answer folds the member's (or a claim's)
+    events, so no query needs a table."""
     identity = identity_from(res.settings, res, await command_pipeline(res, "identity"))
-    host = SERVICE.host(res, identity.endpoints())
-    projector = Projector(res.nc, res.pool, IdentityProjection(), schema="identity",
-                          stream=res.settings.stream)
-    return Wiring(host=host, projectors=[projector])
+    return Wiring(host=SERVICE.host(res, identity.endpoints()))
 
 
 SERVICE = Service(
     name="identity", version="0.1.0",
     description="members, WeChat binding, tokens, cloud-drive password",
-    client=IdentityClient, events=AnyIdentityEvent, build=build,
-    read_model=ReadModel(schema="identity", tables=tables.TABLES,
-                         projection=IdentityProjection))
+    client=IdentityClient, events=AnyIdentityEvent, build=build, read_model=None)

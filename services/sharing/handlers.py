@@ -47,7 +47,7 @@ from runtime.service import Call, Endpoint
 from runtime.tokens import Sessions
 from services.sharing import domain, tables
 from services.sharing.domain import Share
-from services.sharing.projection import AccessIndex, GrantTerms
+from services.sharing.index import AccessIndex, GrantTerms
 
 _decoder = msgspec.json.Decoder(AnySharingEvent)
 SHARE: Fold[Share, SharingEvent] = Fold(_decoder, domain.evolve, Share())

@@ -13,8 +13,9 @@ from runtime.service import Call
 from runtime.tokens import Sessions, Verifier, configured_public_key
 from services.sharing import tables
 from services.sharing.handlers import Sharing
+from services.sharing.index import AccessIndex
 from services.sharing.policy import EndedGrant, UnfriendPolicy
-from services.sharing.projection import AccessIndex, AccessProjection
+from services.sharing.projection import AccessProjection
 
 SCHEMA = "sharing"
 

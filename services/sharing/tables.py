@@ -47,6 +47,15 @@ async def create_tables(conn: asyncpg.Connection, schema: str) -> None:
         CREATE INDEX IF NOT EXISTS grant_history_open ON {schema}.grant_history
             (owner_id, friend_id, set_id) WHERE ended_at IS NULL;
     """)
+    # From the earlier shape: a grant's read-only/read-write was its "scope".
+    await conn.execute(f"""
+        DO $$ BEGIN
+            IF EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = '{schema}'
+                       AND table_name = 'grants' AND column_name = 'scope') THEN
+                ALTER TABLE {schema}.grants RENAME COLUMN scope TO permission;
+            END IF;
+        END $$;
+    """)
 
 
 # ---- writes (projection) --------------------------------------------------------------
@@ -270,3 +279,30 @@ async def could_see(conn: Conn, schema: str, owner_id: str, set_id: str,
         "AND (h.expires_at IS NULL OR h.expires_at > $3) ORDER BY d.account",
         owner_id, set_id, at)
     return [str(r["account"]) for r in rows]
+
+
+# ---- the in-memory index's load (index.AccessIndex.reload) ------------------------------
+
+async def every_grant(conn: Conn, schema: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT owner_id, set_id, friend_id, permission, years, expires_at "
+        f"FROM {schema}.grants")
+    return rows
+
+
+async def every_friendship(conn: Conn, schema: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT member_id, friend_id FROM {schema}.friends")
+    return rows
+
+
+async def every_account(conn: Conn, schema: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT member_id, account_key FROM {schema}.directory")
+    return rows
+
+
+async def every_backup(conn: Conn, schema: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT version_id, owner_id, set_id, uploaded_at, set_name FROM {schema}.backups")
+    return rows

@@ -29,7 +29,7 @@ from runtime.commands import Command, Fold, Pipeline
 from runtime.eventstore import EventStore, Outgoing
 from runtime.projector import Projector
 from runtime.service import Call, Endpoint
-from runtime.tokens import Verifier
+from runtime.tokens import Sessions
 from services.social import domain, tables
 from services.social.domain import Friendship
 
@@ -41,12 +41,12 @@ class Social:
     """The social service's operations."""
 
     def __init__(self, events: EventStore, commands: Pipeline, pool: asyncpg.Pool,
-                 projector: Projector, verifier: Verifier, *, schema: str = "social") -> None:
+                 projector: Projector, sessions: Sessions, *, schema: str = "social") -> None:
         self.events = events
         self.commands = commands
         self.pool = pool
         self.projector = projector
-        self.verifier = verifier
+        self.sessions = sessions
         self.schema = schema
 
     def endpoints(self) -> list[Endpoint[Any, Any]]:
@@ -57,32 +57,31 @@ class Social:
                 Endpoint(SocialClient.list_friends, self.list_friends),
         ]
 
-    async def _caller(self, session: str, call: Call, seq: int) -> asyncpg.Record:
-        """The session's member from social's directory, after reaching ``token``."""
-        claims = self.verifier.verify(session, kind="session", now=call.received_at)
+    async def _caller(self, session: str, call: Call, seq: int) -> str:
+        """The session's member (checked as every service checks a session), once social's
+        directory has reached ``seq`` and holds them."""
+        member_id = await self.sessions.member(session, now=call.received_at)
         if seq:
             await self.projector.wait_until(seq)
-        row = await tables.member(self.pool, self.schema, claims.sub)
-        if row is None:
+        if await tables.member(self.pool, self.schema, member_id) is None:
             # Registered a moment ago: catch up with the log once before refusing.
             await self.projector.wait_until(await self.events.last_sequence())
-            row = await tables.member(self.pool, self.schema, claims.sub)
-        if row is None or row["password_version"] != claims.pv:
-            raise InvalidToken("the token is no longer valid; log in again")
-        return row
+            if await tables.member(self.pool, self.schema, member_id) is None:
+                raise InvalidToken("the token is no longer valid; log in again")
+        return member_id
 
     async def _change(self, operation: str, req: AddFriend | RemoveFriend, call: Call,
-                      me: asyncpg.Record, friend: asyncpg.Record,
+                      me: str, friend: asyncpg.Record,
                       decide: Callable[[Friendship], SocialEvent]) -> FriendChanged:
         """Run one friendship command through the pipeline."""
-        fid = pair_id(me["member_id"], friend["member_id"])
+        fid = pair_id(me, friend["member_id"])
 
         async def body(cmd: Command) -> FriendChanged:
             step = await self.commands.step(cmd, friendship_subjects(fid), FRIENDSHIP, lambda s: [
                 Outgoing(subject=friendship_subject(fid, e), event=e) for e in [decide(s)]])
             return _changed(friend, step.seq)
 
-        return await self.commands.run(operation, req, caller=me["member_id"],
+        return await self.commands.run(operation, req, caller=me,
                                        correlation_id=call.correlation_id, body=body)
 
     async def add_friend(self, req: AddFriend, call: Call) -> FriendChanged:
@@ -92,7 +91,7 @@ class Social:
         if friend is None or friend["nickname"] != nickname:
             raise NoSuchMember("no member with that account and nickname")
         return await self._change("add_friend", req, call, me, friend, lambda state: (
-            domain.decide_add(state, member_id=me["member_id"], friend_id=friend["member_id"],
+            domain.decide_add(state, member_id=me, friend_id=friend["member_id"],
                               friend_nickname=friend["nickname"], at=call.received_at)))
 
     async def remove_friend(self, req: RemoveFriend, call: Call) -> FriendChanged:
@@ -101,12 +100,12 @@ class Social:
         if friend is None:
             raise NoSuchMember("no member with that account")
         return await self._change("remove_friend", req, call, me, friend, lambda state: (
-            domain.decide_remove(state, member_id=me["member_id"],
+            domain.decide_remove(state, member_id=me,
                                  friend_id=friend["member_id"], at=call.received_at)))
 
     async def list_friends(self, req: ListFriends, call: Call) -> FriendList:
         me = await self._caller(req.session, call, req.seq)
-        rows = await tables.friends_of(self.pool, self.schema, me["member_id"])
+        rows = await tables.friends_of(self.pool, self.schema, me)
         return FriendList(friends=[
             Friend(member_id=r["member_id"], account=r["account"], nickname=r["nickname"],
                    since=r["since"]) for r in rows])

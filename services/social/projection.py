@@ -18,7 +18,7 @@ _identity = msgspec.json.Decoder(identity.AnyIdentityEvent)
 
 
 class SocialProjection:
-    """directory(member_id, account, nickname, password_version) and friends(both ways)."""
+    """directory(member_id, account, nickname) and friends(both ways)."""
 
     name = "social"
     subjects: Sequence[str] = (context_subjects(social.CONTEXT),
@@ -49,7 +49,5 @@ class SocialProjection:
                                        account_key=identity.account_key(acc), nickname=nick)
             case identity.NicknameChanged(member_id=mid, nickname=nick):
                 await tables.set_nickname(conn, schema, mid, nick)
-            case identity.PasswordChanged(member_id=mid):
-                await tables.bump_password_version(conn, schema, mid)
             case _:
                 pass

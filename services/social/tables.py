@@ -17,19 +17,21 @@ async def create_tables(conn: asyncpg.Connection, schema: str) -> None:
             member_id text PRIMARY KEY,
             account text NOT NULL,
             account_key text NOT NULL UNIQUE,
-            nickname text NOT NULL,
-            password_version int NOT NULL DEFAULT 0);
+            nickname text NOT NULL);
         CREATE TABLE IF NOT EXISTS {schema}.friends (
             member_id text NOT NULL,
             friend_id text NOT NULL,
             since timestamptz NOT NULL,
             PRIMARY KEY (member_id, friend_id));
+        -- From the earlier shape: sessions are checked against the log now.
+        ALTER TABLE {schema}.directory DROP COLUMN IF EXISTS password_version;
     """)
 
 
 async def add_member(conn: asyncpg.Connection, schema: str, *, member_id: str, account: str,
                      account_key: str, nickname: str) -> None:
-    await conn.execute(f"INSERT INTO {schema}.directory VALUES ($1, $2, $3, $4, 0)",
+    await conn.execute(f"INSERT INTO {schema}.directory (member_id, account, account_key, "
+                       "nickname) VALUES ($1, $2, $3, $4)",
                        member_id, account, account_key, nickname)
 
 
@@ -37,11 +39,6 @@ async def set_nickname(conn: asyncpg.Connection, schema: str, member_id: str,
                        nickname: str) -> None:
     await conn.execute(f"UPDATE {schema}.directory SET nickname = $2 WHERE member_id = $1",
                        member_id, nickname)
-
-
-async def bump_password_version(conn: asyncpg.Connection, schema: str, member_id: str) -> None:
-    await conn.execute(f"UPDATE {schema}.directory SET password_version = password_version + 1"
-                       " WHERE member_id = $1", member_id)
 
 
 async def befriend(conn: asyncpg.Connection, schema: str, a: str, b: str, at: datetime) -> None:

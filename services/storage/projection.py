@@ -1,4 +1,4 @@
-"""storage's projection: drives (quota), versions, open reservations."""
+"""storage's projection: the open upload reservations (the sweeper's question)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from contracts.storage import (
     CONTEXT,
     AnyStorageEvent,
     BackupUploaded,
-    QuotaChanged,
     UploadAborted,
     UploadReserved,
-    VersionDeleted,
 )
 from contracts.subjects import context_subjects
 from runtime.eventstore import StoredEvent
@@ -32,16 +30,9 @@ class StorageProjection:
 
     async def apply(self, conn: asyncpg.Connection, schema: str, event: StoredEvent) -> None:
         match _decoder.decode(event.data):
-            case QuotaChanged(owner_id=owner, quota=quota):
-                await tables.set_quota(conn, schema, owner, quota)
             case UploadReserved() as reserved:
                 await tables.add_reservation(conn, schema, reserved)
-            case BackupUploaded() as uploaded:
-                await tables.close_reservation(conn, schema, uploaded.upload_id)
-                await tables.add_version(conn, schema, uploaded)
-            case UploadAborted(upload_id=uid):
+            case BackupUploaded(upload_id=uid) | UploadAborted(upload_id=uid):
                 await tables.close_reservation(conn, schema, uid)
-            case VersionDeleted(version_id=vid):
-                await tables.delete_version(conn, schema, vid)
             case _:
                 pass

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections import Counter
 from collections.abc import Awaitable, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -38,15 +37,12 @@ from runtime.app import Wiring
 from runtime.eventstore import EventStore, StoredEvent
 from runtime.projector import Projector
 from runtime.replay import compare, rebuild
+from tests.helpers import cid
 from tests.integration.sharing_model import QUOTA, SETS, Triple
 from tests.services import read_models
 
 T = TypeVar("T")
 CALL_S = 60.0
-
-
-def cid() -> str:
-    return uuid.uuid4().hex
 
 
 # ---- the bridge -------------------------------------------------------------------------

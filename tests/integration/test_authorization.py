@@ -10,11 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from nats.aio.client import Client as NATS
 
-from contracts.client import ServiceClient
 from contracts.identity import InvalidToken
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
 from runtime.tokens import Signer, new_private_key
+from services.registry import named
 
 CMD = uuid.uuid4().hex
 SET = {"set_id": "s1", "year": 2018}
@@ -69,7 +69,7 @@ async def test_every_member_endpoint_refuses_bad_tokens_and_changes_nothing(
         all_services: Settings, nc: NATS, events: EventStore) -> None:
     before = await events.last_sequence()
     for context, op, body in ENDPOINTS:
-        client = ServiceClient(nc, context=context, timeout=10)
+        client = named(context).client(nc, timeout=10)  # re-raises what its ops declare
         for why, token in bad_tokens(all_services).items():
             with pytest.raises(InvalidToken) as err:
                 await client.call_raw(op, json.dumps({**body, "session": token}).encode())

@@ -8,12 +8,8 @@ id is refused. Each test here broke on main before the pipeline (issue 12).
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
-import asyncpg
 import pytest
-from nats.aio.client import Client as NATS
 
 from contracts.errors import CommandReused, LedgerError
 from contracts.identity import (
@@ -29,35 +25,16 @@ from contracts.identity import (
     account_subjects,
     member_subjects,
 )
-from runtime.app import Wiring
 from runtime.eventstore import EventStore
-from runtime.settings import Settings
-from services.identity.service import build
-from tests.services import running, service_settings
+from tests.helpers import cid
 
 
-def cid() -> str:
-    return uuid.uuid4().hex
-
-
-@pytest.fixture
-async def identity(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                   events: EventStore) -> AsyncIterator[Wiring]:
-    async with running(build, service_settings(settings), nc, pool, events) as wiring:
-        yield wiring
-
-
-@pytest.fixture
-def client(nc: NATS, identity: Wiring) -> IdentityClient:
-    return IdentityClient(nc, timeout=10)
-
-
-async def member_with_drive(client: IdentityClient, account: str) -> tuple[str, str]:
+async def member_with_drive(identity_client: IdentityClient, account: str) -> tuple[str, str]:
     """A registered member with a cloud-drive password: (member id, session)."""
-    member = await client.register(Register(command_id=cid(), account=account,
+    member = await identity_client.register(Register(command_id=cid(), account=account,
                                             password="secret-1", nickname="Ann"))
-    session = (await client.login(Login(account=account, password="secret-1"))).session
-    await client.drive_password_set(SetDrivePassword(
+    session = (await identity_client.login(Login(account=account, password="secret-1"))).session
+    await identity_client.drive_password_set(SetDrivePassword(
         command_id=cid(), session=session, password="drive-right", question="pet?",
         answer="Rex"))
     return member.member_id, session
@@ -69,10 +46,10 @@ async def attempts(events: EventStore, member_id: str) -> list[str]:
             if e.type in (DriveUnlockFailed.__name__, DriveUnlocked.__name__)]
 
 
-async def outcome(client: IdentityClient, command_id: str, session: str,
+async def outcome(identity_client: IdentityClient, command_id: str, session: str,
                   password: str) -> str:
     try:
-        await client.drive_password_verify(VerifyDrivePassword(
+        await identity_client.drive_password_verify(VerifyDrivePassword(
             command_id=command_id, session=session, password=password))
     except LedgerError as err:
         return err.code
@@ -80,31 +57,31 @@ async def outcome(client: IdentityClient, command_id: str, session: str,
 
 
 async def test_twenty_guesses_under_one_command_id_are_one_attempt(
-        client: IdentityClient, events: EventStore) -> None:
-    member_id, session = await member_with_drive(client, "guesser")
+        identity_client: IdentityClient, events: EventStore) -> None:
+    member_id, session = await member_with_drive(identity_client, "guesser")
     reused = cid()
-    codes = [await outcome(client, reused, session, f"wrong-{n}") for n in range(20)]
+    codes = [await outcome(identity_client, reused, session, f"wrong-{n}") for n in range(20)]
     # The right password under the same id is still that command: its outcome stands.
-    codes.append(await outcome(client, reused, session, "drive-right"))
+    codes.append(await outcome(identity_client, reused, session, "drive-right"))
     assert codes == [WrongDrivePassword.code] * 21
     assert await attempts(events, member_id) == ["DriveUnlockFailed"]
 
 
-async def test_fresh_ids_lock_after_the_free_attempts(client: IdentityClient,
+async def test_fresh_ids_lock_after_the_free_attempts(identity_client: IdentityClient,
                                                       events: EventStore) -> None:
-    member_id, session = await member_with_drive(client, "fresh")
-    codes = [await outcome(client, cid(), session, "wrong") for _ in range(4)]
+    member_id, session = await member_with_drive(identity_client, "fresh")
+    codes = [await outcome(identity_client, cid(), session, "wrong") for _ in range(4)]
     assert codes[:3] == [WrongDrivePassword.code] * 3
     assert codes[3] == DriveLocked.code
     assert len(await attempts(events, member_id)) == 3
 
 
-async def test_racing_guesses_under_one_id_check_one_guess(client: IdentityClient,
+async def test_racing_guesses_under_one_id_check_one_guess(identity_client: IdentityClient,
                                                            events: EventStore) -> None:
-    member_id, session = await member_with_drive(client, "racer")
+    member_id, session = await member_with_drive(identity_client, "racer")
     reused = cid()
     guesses = [f"wrong-{n}" for n in range(9)] + ["drive-right"]
-    codes = await asyncio.gather(*(outcome(client, reused, session, g) for g in guesses))
+    codes = await asyncio.gather(*(outcome(identity_client, reused, session, g) for g in guesses))
     # One run decided; every other request waited for it or was told it runs now.
     assert len(await attempts(events, member_id)) == 1
     decided = {c for c in codes if c != "command_in_progress"}
@@ -112,36 +89,36 @@ async def test_racing_guesses_under_one_id_check_one_guess(client: IdentityClien
 
 
 async def test_a_successful_verify_repeated_gives_a_token_without_a_second_attempt(
-        client: IdentityClient, events: EventStore) -> None:
-    member_id, session = await member_with_drive(client, "happy")
+        identity_client: IdentityClient, events: EventStore) -> None:
+    member_id, session = await member_with_drive(identity_client, "happy")
     reused = cid()
-    assert await outcome(client, reused, session, "drive-right") == "token"
-    assert await outcome(client, reused, session, "drive-right") == "token"
+    assert await outcome(identity_client, reused, session, "drive-right") == "token"
+    assert await outcome(identity_client, reused, session, "drive-right") == "token"
     assert await attempts(events, member_id) == ["DriveUnlocked"]
 
 
 async def test_a_registration_id_replayed_with_another_account_is_refused(
-        client: IdentityClient, events: EventStore) -> None:
+        identity_client: IdentityClient, events: EventStore) -> None:
     reused = cid()
-    first = await client.register(Register(command_id=reused, account="alice",
+    first = await identity_client.register(Register(command_id=reused, account="alice",
                                            password="secret-1", nickname="Alice"))
     with pytest.raises(CommandReused):
-        await client.register(Register(command_id=reused, account="mallory",
+        await identity_client.register(Register(command_id=reused, account="mallory",
                                        password="secret-1", nickname="Alice"))
-    again = await client.register(Register(command_id=reused, account="alice",
+    again = await identity_client.register(Register(command_id=reused, account="alice",
                                            password="secret-1", nickname="Alice"))
     assert again.member_id == first.member_id and again.seq == first.seq
     assert await events.load(account_subjects("mallory")) == []
     assert len(await events.load(member_subjects(first.member_id))) == 1
 
 
-async def test_one_id_used_by_two_callers_is_two_commands(client: IdentityClient,
+async def test_one_id_used_by_two_callers_is_two_commands(identity_client: IdentityClient,
                                                           events: EventStore) -> None:
     """The key includes the caller: a victim's id does not block or replay for another."""
-    ann, ann_session = await member_with_drive(client, "ann-cid")
-    bob, bob_session = await member_with_drive(client, "bob-cid")
+    ann, ann_session = await member_with_drive(identity_client, "ann-cid")
+    bob, bob_session = await member_with_drive(identity_client, "bob-cid")
     shared = cid()
-    assert await outcome(client, shared, ann_session, "wrong") == WrongDrivePassword.code
-    assert await outcome(client, shared, bob_session, "drive-right") == "token"
+    assert await outcome(identity_client, shared, ann_session, "wrong") == WrongDrivePassword.code
+    assert await outcome(identity_client, shared, bob_session, "drive-right") == "token"
     assert await attempts(events, ann) == ["DriveUnlockFailed"]
     assert await attempts(events, bob) == ["DriveUnlocked"]

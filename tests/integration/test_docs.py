@@ -10,7 +10,7 @@ from types import ModuleType
 
 from nats.aio.client import Client as NATS
 
-from cli.catalogue import render
+from cli.catalogue import render, render_operations
 from contracts.storage import BackupUploaded, drive_subject, drive_subjects
 from runtime.eventstore import EventStore, Outgoing
 
@@ -20,6 +20,11 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_the_event_catalogue_is_generated_from_the_contracts() -> None:
     assert (ROOT / "docs" / "events.md").read_text() == render(), \
         "run: ledgershare catalogue > docs/events.md"
+
+
+def test_the_operations_catalogue_is_generated_from_the_declarations() -> None:
+    assert (ROOT / "docs" / "operations.md").read_text() == render_operations(), \
+        "run: ledgershare catalogue --operations > docs/operations.md"
 
 
 def _example() -> ModuleType:

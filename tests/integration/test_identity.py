@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import asyncpg
 import pytest
-from nats.aio.client import Client as NATS
 
 from contracts.errors import BadRequest
 from contracts.identity import (
@@ -37,75 +33,43 @@ from contracts.identity import (
     WrongAnswer,
     WrongDrivePassword,
 )
+from contracts.subjects import context_subjects
 from runtime.app import Wiring
 from runtime.eventstore import EventStore
-from runtime.settings import Settings
 from runtime.tokens import Signer, new_private_key
-from services.identity.service import build
-from tests.services import running, service_settings
+from tests.helpers import cid, log_in, register
 
 
-def cid() -> str:
-    return uuid.uuid4().hex
-
-
-@pytest.fixture
-async def identity(settings: Settings, nc: NATS, pool: asyncpg.Pool,
-                   events: EventStore) -> AsyncIterator[Wiring]:
-    async with running(build, service_settings(settings), nc, pool, events) as wiring:
-        yield wiring
-
-
-@pytest.fixture
-def client(nc: NATS, identity: Wiring) -> IdentityClient:
-    return IdentityClient(nc, timeout=10)
-
-
-async def register(client: IdentityClient, account: str, nickname: str,
-                   password: str = "secret-1") -> str:
-    reply = await client.register(Register(command_id=cid(), account=account,
-                                           password=password, nickname=nickname))
-    return reply.member_id
-
-
-async def session(client: IdentityClient, account: str, password: str = "secret-1") -> str:
-    return (await client.login(Login(account=account, password=password))).session
-
-
-async def test_seed_step_one_register_bind_and_member_info(client: IdentityClient) -> None:
-    await register(client, "13800000001", "张三")
-    await register(client, "13800000002", "李四")
-    await client.bind(Bind(command_id=cid(), openid="wx-openid-a", account="13800000001",
+async def test_seed_step_one_register_bind_and_member_info(identity_client: IdentityClient) -> None:
+    await register(identity_client, "13800000001", "张三")
+    await register(identity_client, "13800000002", "李四")
+    await identity_client.bind(Bind(command_id=cid(), openid="wx-openid-a", account="13800000001",
                            password="secret-1", nickname="张三"))
-    token = (await client.login_openid(LoginOpenid(openid="wx-openid-a"))).session
-    info = await client.me(Me(session=token))
+    token = (await identity_client.login_openid(LoginOpenid(openid="wx-openid-a"))).session
+    info = await identity_client.me(Me(session=token))
     assert (info.account, info.nickname, info.bound, info.drive_password_set) == (
         "13800000001", "张三", True, False)
-    other = await client.me(Me(session=await session(client, "13800000002")))
+    other = await identity_client.me(Me(session=await log_in(identity_client, "13800000002")))
     assert other.bound is False
 
 
 async def test_fifty_concurrent_registrations_of_one_account_make_one_member(
-        client: IdentityClient, identity: Wiring, pool: asyncpg.Pool) -> None:
+        identity_client: IdentityClient, identity: Wiring) -> None:
     results = await asyncio.gather(
-        *(register(client, "Same.Name" if i % 2 else "same.name", f"n{i}") for i in range(50)),
+        *(register(identity_client, "Same.Name" if i % 2 else "same.name", f"n{i}")
+          for i in range(50)),
         return_exceptions=True)
     winners = [r for r in results if isinstance(r, str)]
     assert len(winners) == 1
     assert all(isinstance(r, AccountTaken) for r in results if not isinstance(r, str))
-    await _caught_up(identity)
-    assert await pool.fetchval("SELECT count(*) FROM identity.members") == 1
+    members = await EventStore(identity.host.nc).load(context_subjects("identity", "member"))
+    assert [e.type for e in members] == ["MemberRegistered"]
 
 
-async def _caught_up(identity: Wiring) -> None:
-    events = EventStore(identity.host.nc)
-    await identity.projectors[0].wait_until(await events.last_sequence())
-
-
-async def test_a_retried_registration_is_one_member(client: IdentityClient) -> None:
+async def test_a_retried_registration_is_one_member(identity_client: IdentityClient) -> None:
     command = Register(command_id=cid(), account="retry.me", password="secret-1", nickname="r")
-    first = await client.register(command)
-    second = await client.register(command)
+    first = await identity_client.register(command)
+    second = await identity_client.register(command)
     assert (first.member_id, first.seq) == (second.member_id, second.seq)
 
 
@@ -117,60 +81,65 @@ async def test_a_retried_registration_is_one_member(client: IdentityClient) -> N
     ("good", "a\u200bb", BadRequest), ("good", "a\u202eb", BadRequest),
 ])
 async def test_bad_registrations_are_refused_with_their_code(
-        client: IdentityClient, account: str, nickname: str, error: type[Exception]) -> None:
+        identity_client: IdentityClient, account: str, nickname: str,
+        error: type[Exception]) -> None:
     with pytest.raises(error):
-        await register(client, account, nickname)
+        await register(identity_client, account, nickname)
 
 
-async def test_unknown_account_answers_like_a_wrong_password(client: IdentityClient) -> None:
-    await register(client, "known", "k")
+async def test_unknown_account_answers_like_a_wrong_password(
+        identity_client: IdentityClient) -> None:
+    await register(identity_client, "known", "k")
     with pytest.raises(InvalidCredentials) as wrong:
-        await client.login(Login(account="known", password="not-it-1"))
+        await identity_client.login(Login(account="known", password="not-it-1"))
     with pytest.raises(InvalidCredentials) as unknown:
-        await client.login(Login(account="unknown", password="not-it-1"))
+        await identity_client.login(Login(account="unknown", password="not-it-1"))
     assert wrong.value.message == unknown.value.message
 
 
-async def test_binding_rules(client: IdentityClient) -> None:
-    await register(client, "alice", "Alice")
-    await register(client, "bob", "Bob")
+async def test_binding_rules(identity_client: IdentityClient) -> None:
+    await register(identity_client, "alice", "Alice")
+    await register(identity_client, "bob", "Bob")
     bind = Bind(command_id=cid(), openid="wx-1", account="alice", password="secret-1",
                 nickname="Alice")
-    await client.bind(bind)
-    await client.bind(bind)  # the same binding again is no error
+    await identity_client.bind(bind)
+    await identity_client.bind(bind)  # the same binding again is no error
     with pytest.raises(InvalidCredentials):
-        await client.bind(Bind(command_id=cid(), openid="wx-2", account="bob",
+        await identity_client.bind(Bind(command_id=cid(), openid="wx-2", account="bob",
                                password="secret-1", nickname="Not Bob"))
     with pytest.raises(OpenidTaken):
-        await client.bind(Bind(command_id=cid(), openid="wx-1", account="bob",
+        await identity_client.bind(Bind(command_id=cid(), openid="wx-1", account="bob",
                                password="secret-1", nickname="Bob"))
     with pytest.raises(AlreadyBound):
-        await client.bind(Bind(command_id=cid(), openid="wx-3", account="alice",
+        await identity_client.bind(Bind(command_id=cid(), openid="wx-3", account="alice",
                                password="secret-1", nickname="Alice"))
-    await client.unbind(Unbind(command_id=cid(), session=await session(client, "alice")))
+    alice = await log_in(identity_client, "alice")
+    await identity_client.unbind(Unbind(command_id=cid(), session=alice))
     with pytest.raises(NotBound):
-        await client.login_openid(LoginOpenid(openid="wx-1"))
-    await client.bind(Bind(command_id=cid(), openid="wx-1", account="bob",
+        await identity_client.login_openid(LoginOpenid(openid="wx-1"))
+    await identity_client.bind(Bind(command_id=cid(), openid="wx-1", account="bob",
                            password="secret-1", nickname="Bob"))
-    token = (await client.login_openid(LoginOpenid(openid="wx-1"))).session
-    assert (await client.me(Me(session=token))).account == "bob"
+    token = (await identity_client.login_openid(LoginOpenid(openid="wx-1"))).session
+    assert (await identity_client.me(Me(session=token))).account == "bob"
 
 
-async def test_a_password_change_invalidates_earlier_tokens(client: IdentityClient) -> None:
-    await register(client, "changer", "c")
-    old = await session(client, "changer")
-    await client.change_password(ChangePassword(command_id=cid(), session=old,
+async def test_a_password_change_invalidates_earlier_tokens(
+        identity_client: IdentityClient) -> None:
+    await register(identity_client, "changer", "c")
+    old = await log_in(identity_client, "changer")
+    await identity_client.change_password(ChangePassword(command_id=cid(), session=old,
                                                 old_password="secret-1",
                                                 new_password="secret-2"))
     with pytest.raises(InvalidToken):
-        await client.me(Me(session=old))
-    assert (await client.me(Me(session=await session(client, "changer", "secret-2")))).account
+        await identity_client.me(Me(session=old))
+    changed = await log_in(identity_client, "changer", "secret-2")
+    assert (await identity_client.me(Me(session=changed))).account
 
 
 async def test_forged_expired_and_altered_tokens_are_refused(
-        client: IdentityClient) -> None:
-    member_id = await register(client, "victim", "v")
-    good = await session(client, "victim")
+        identity_client: IdentityClient) -> None:
+    member_id = await register(identity_client, "victim", "v")
+    good = await log_in(identity_client, "victim")
     now = datetime.now(UTC)
     forged, _ = Signer(new_private_key()).issue(member_id=member_id, kind="session", now=now,
                                                 ttl=timedelta(hours=1), pv=0)
@@ -179,21 +148,21 @@ async def test_forged_expired_and_altered_tokens_are_refused(
                f"{body}.{sig[:-1]}{'A' if sig[-1] != 'A' else 'B'}"]
     for bad in [forged, *altered, "", "nonsense", good + "x"]:
         with pytest.raises(InvalidToken):
-            await client.me(Me(session=bad))
+            await identity_client.me(Me(session=bad))
 
 
 async def test_drive_password_lockout_grows_and_holds_against_the_right_password(
-        client: IdentityClient) -> None:
-    await register(client, "locker", "l")
-    token = await session(client, "locker")
-    await client.drive_password_set(SetDrivePassword(
+        identity_client: IdentityClient) -> None:
+    await register(identity_client, "locker", "l")
+    token = await log_in(identity_client, "locker")
+    await identity_client.drive_password_set(SetDrivePassword(
         command_id=cid(), session=token, password="drive-pw", question="pet?", answer=" Rex "))
     with pytest.raises(DrivePasswordAlreadySet):
-        await client.drive_password_set(SetDrivePassword(
+        await identity_client.drive_password_set(SetDrivePassword(
             command_id=cid(), session=token, password="drive-pw", question="q", answer="a"))
 
     async def verify(password: str) -> object:
-        return await client.drive_password_verify(VerifyDrivePassword(
+        return await identity_client.drive_password_verify(VerifyDrivePassword(
             command_id=cid(), session=token, password=password))
 
     for _ in range(2):
@@ -220,28 +189,28 @@ async def _sleep_until(moment: datetime) -> None:
     await asyncio.sleep(max(0.0, (moment - datetime.now(UTC)).total_seconds()) + 0.05)
 
 
-async def test_reset_with_the_answer_normalised(client: IdentityClient) -> None:
-    await register(client, "forgetful", "f")
-    token = await session(client, "forgetful")
-    await client.drive_password_set(SetDrivePassword(
+async def test_reset_with_the_answer_normalised(identity_client: IdentityClient) -> None:
+    await register(identity_client, "forgetful", "f")
+    token = await log_in(identity_client, "forgetful")
+    await identity_client.drive_password_set(SetDrivePassword(
         command_id=cid(), session=token, password="drive-pw", question="pet?", answer=" Rex "))
     with pytest.raises(WrongAnswer):
-        await client.drive_password_reset(ResetDrivePassword(
+        await identity_client.drive_password_reset(ResetDrivePassword(
             command_id=cid(), session=token, answer="rax", new_password="new-drive"))
-    await client.drive_password_reset(ResetDrivePassword(
+    await identity_client.drive_password_reset(ResetDrivePassword(
         command_id=cid(), session=token, answer="  REX", new_password="new-drive"))
-    reply = await client.drive_password_verify(VerifyDrivePassword(
+    reply = await identity_client.drive_password_verify(VerifyDrivePassword(
         command_id=cid(), session=token, password="new-drive"))
     assert reply.drive_token
 
 
 async def test_parallel_guessing_gets_no_more_tries_than_allowed(
-        client: IdentityClient) -> None:
-    await register(client, "guessed", "g")
-    token = await session(client, "guessed")
-    await client.drive_password_set(SetDrivePassword(
+        identity_client: IdentityClient) -> None:
+    await register(identity_client, "guessed", "g")
+    token = await log_in(identity_client, "guessed")
+    await identity_client.drive_password_set(SetDrivePassword(
         command_id=cid(), session=token, password="drive-pw", question="q", answer="a"))
-    results = await asyncio.gather(*(client.drive_password_verify(VerifyDrivePassword(
+    results = await asyncio.gather(*(identity_client.drive_password_verify(VerifyDrivePassword(
         command_id=cid(), session=token, password=f"guess-{i}")) for i in range(20)),
         return_exceptions=True)
     evaluated = [r for r in results if isinstance(r, WrongDrivePassword)]

@@ -31,8 +31,12 @@ from contracts.social import AddFriend, ListFriends, SocialClient
 from contracts.subjects import event_subject
 from runtime.eventstore import FOREIGN, EventStore
 from runtime.settings import Settings
+from services.registry import SERVICES
+from tests.helpers import join
 
 _identity_decoder = msgspec.json.Decoder(AnyIdentityEvent)
+# The read models with a member directory: schema -> projection.
+PROJECTING_MEMBERS = {"social": "social", "sharing": "access"}
 
 
 @pytest.fixture
@@ -42,13 +46,9 @@ def services(all_services: Settings, nc: NATS) -> NATS:
 
 
 async def _member(nc: NATS, account: str, nickname: str = "Ann") -> tuple[str, str]:
-    """A registered member's id and a session token."""
-    identity = IdentityClient(nc, timeout=10)
-    member_id = (await identity.register(Register(
-        command_id=uuid.uuid4().hex, account=account, password="secret-1",
-        nickname=nickname))).member_id
-    token = (await identity.login(Login(account=account, password="secret-1"))).session
-    return member_id, token
+    """A registered member's id and a session."""
+    joined = await join(IdentityClient(nc, timeout=10), account, nickname)
+    return joined.member_id, joined.session
 
 
 async def _endpoint_errors(nc: NATS) -> dict[str, int]:
@@ -63,7 +63,9 @@ async def _endpoint_errors(nc: NATS) -> dict[str, int]:
 async def _every_endpoint(nc: NATS) -> list[str]:
     subjects = [ep["subject"] for service in await ask_all(nc, "$SRV.INFO")
                 for ep in service["endpoints"]]
-    assert {s.split(".")[0] for s in subjects} == {"identity", "social", "storage", "sharing"}
+    declared = {f"{s.name}.{op.name}" for s in SERVICES for op in s.client.operations()}
+    admin = {f"admin.{s.name}.replay" for s in SERVICES if s.read_model is not None}
+    assert set(subjects) == declared | admin  # the operators' replay included
     return subjects
 
 
@@ -168,21 +170,24 @@ async def test_foreign_messages_in_a_member_are_parked_and_the_member_works(
 
 async def _projections_parked(pool: asyncpg.Pool, events: EventStore,
                               foreign: list[int]) -> None:
-    # The projections went past the foreign messages without applying them.
+    # The projections that read members went past the foreign messages without applying
+    # them.
     await _checkpoints_reach(pool, await events.last_sequence())
-    nicknames = {r["nickname"] for r in await pool.fetch("SELECT nickname FROM identity.members")}
-    assert nicknames == {"Bea"}
-    for schema in ("identity", "social"):
+    for schema, projection in PROJECTING_MEMBERS.items():
+        nicknames = {r["nickname"] for r in await pool.fetch(
+            f"SELECT nickname FROM {schema}.directory")}
+        assert nicknames == {"Bea"}
         parked = await pool.fetch(f"SELECT stream_seq, reason FROM {schema}.dead_letters "
-                                  "ORDER BY stream_seq")
+                                  "WHERE projection = $1 ORDER BY stream_seq", projection)
         assert [r["stream_seq"] for r in parked] == foreign
         assert all(r["reason"].startswith(FOREIGN) for r in parked)
 
 
 async def _checkpoints_reach(pool: asyncpg.Pool, seq: int) -> None:
     for _ in range(500):
-        rows = [await pool.fetch(f"SELECT last_seq FROM {schema}.checkpoints")
-                for schema in ("identity", "social")]
+        rows = [await pool.fetch(f"SELECT last_seq FROM {schema}.checkpoints "
+                                 "WHERE projection = $1", projection)
+                for schema, projection in PROJECTING_MEMBERS.items()]
         if all(r["last_seq"] >= seq for found in rows for r in found):
             return
         await asyncio.sleep(0.02)

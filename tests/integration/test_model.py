@@ -77,6 +77,7 @@ from contracts.storage import (
 from runtime.app import create_pool
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
+from tests.helpers import cid
 from tests.integration.model_support import (
     REPLAYED,
     Bridge,
@@ -84,7 +85,6 @@ from tests.integration.model_support import (
     Replicas,
     System,
     attempt,
-    cid,
     fetch,
     join,
     logged,

@@ -18,15 +18,13 @@ from nats.aio.client import Client as NATS
 from rich.console import Console
 
 from cli.demo import Walkthrough
+from contracts.admin import AdminClient, replay
 from deploy.freeports import free_port
 from deploy.parts import find_binary
 from runtime.eventstore import EventStore
 from runtime.journal import Journal
 from runtime.settings import Settings
-from services.identity.service import build as build_identity
-from services.sharing.service import build as build_sharing
-from services.social.service import build as build_social
-from services.storage.service import build as build_storage
+from services.registry import SERVICES
 from tests.services import running, service_settings
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "production.conf"
@@ -95,6 +93,8 @@ class Recorder:
     ("desktop", "pub", "storage.set_quota"),
     ("desktop", "pub", "$JS.API.STREAM.DELETE.EVENTS"),
     ("identity", "pub", "$JS.API.STREAM.PURGE.EVENTS"),
+    ("identity", "pub", "$JS.API.CONSUMER.CREATE.EVENTS.x"),
+    ("identity", "sub", "admin.identity.>"),
     ("desktop", "sub", "evt.>"),
     ("desktop", "sub", "_INBOX_wechat.>"),
     ("wechat", "sub", "identity.>"),
@@ -102,6 +102,9 @@ class Recorder:
     ("storage", "sub", "_INBOX_sharing.>"),
     ("social", "pub", "cmd.identity.x"),
     ("wechat", "pub", "cmd.storage.x"),
+    ("desktop", "pub", "admin.sharing.replay"),
+    ("wechat", "pub", "admin.identity.replay"),
+    ("social", "sub", "admin.sharing.>"),
 ])
 def test_each_forbidden_publish_or_subscribe_is_refused(secured: str, user: str, kind: str,
                                                          subject: str) -> None:
@@ -133,15 +136,15 @@ def test_allowed_calls_are_not_refused(secured: str) -> None:
 @pytest.fixture
 async def system(secured: str, settings: Settings, pool: asyncpg.Pool
                  ) -> AsyncIterator[NATS]:
-    """The four services, each connected as its own user; yields the WeChat gateway."""
+    """Every service, each connected as its own user; yields the WeChat gateway."""
     configured = service_settings(settings)
     async with AsyncExitStack() as stack:
-        for name, build in [("identity", build_identity), ("social", build_social),
-                            ("storage", build_storage), ("sharing", build_sharing)]:
+        for service in SERVICES:
+            name = service.name
             nc = await nats.connect(f"nats://{name}:pw-{name}@{secured}",
                                     inbox_prefix=f"_INBOX_{name}")
             stack.push_async_callback(nc.close)
-            await stack.enter_async_context(running(build, configured, nc, pool,
+            await stack.enter_async_context(running(service.build, configured, nc, pool,
                                                     EventStore(nc)))
         gateway = await nats.connect(f"nats://wechat:pw-wechat@{secured}",
                                      inbox_prefix="_INBOX_wechat")
@@ -156,3 +159,15 @@ async def test_the_whole_walkthrough_works_under_the_production_permissions(
         walk = Walkthrough(system, console, "4242", Path(folder))
         await walk.run()
     assert walk.steps == 21
+
+
+async def test_an_operator_replays_a_read_model_over_the_bus_alone(
+        system: NATS, secured: str) -> None:
+    operator = await nats.connect(f"nats://operator:pw-operator@{secured}",
+                                  inbox_prefix="_INBOX_operator")
+    try:
+        rebuilt = await replay(AdminClient(operator, context="sharing", timeout=60),
+                               swap=True, progress=lambda _p: None)
+    finally:
+        await operator.close()
+    assert rebuilt.differences == [] and rebuilt.swapped and rebuilt.tables

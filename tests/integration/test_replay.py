@@ -10,15 +10,20 @@ import uuid
 from datetime import UTC, datetime
 
 import asyncpg
+import pytest
 from nats.aio.client import Client as NATS
 
+from contracts.admin import AdminClient, Progress, Rebuild, ReplayRunning, replay
+from contracts.errors import BadRequest
 from contracts.identity import MemberRegistered, member_subject, member_subjects
 from runtime.eventstore import EventStore, Outgoing
 from runtime.projector import Projector
 from runtime.replay import compare, rebuild, swap
 from runtime.settings import Settings
+from services.registry import named
 from services.social import tables as social_tables
 from services.social.projection import SocialProjection
+from tests.services import running, service_settings
 
 NOW = datetime.now(UTC)
 
@@ -45,23 +50,64 @@ async def register_many(events: EventStore, count: int, start: int = 0) -> int:
 async def test_replay_of_100000_events_reports_a_verified_match(
         nc: NATS, events: EventStore, pool: asyncpg.Pool, settings: Settings) -> None:
     seq = await register_many(events, 100_000)
-    live = Projector(nc, pool, SocialProjection(), schema="social")
-    await live.start()
-    await live.wait_until(seq, within=300)
-    await live.stop()
-    env = {**os.environ, "LEDGERSHARE_NATS_URL": settings.nats_url,
-           "LEDGERSHARE_PG_DSN": settings.pg_dsn, "LEDGERSHARE_HOME": settings.home,
-           "COLUMNS": "120"}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", "replay", "social", env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout=600)
+    async with running(named("social").build, service_settings(settings), nc, pool,
+                       events) as social:
+        await social.projectors[0].wait_until(seq, within=300)
+        # The operator's machine reaches the bus only: no database in its settings.
+        env = {**os.environ, "LEDGERSHARE_NATS_URL": settings.nats_url,
+               "LEDGERSHARE_PG_DSN": "postgresql://nobody@127.0.0.1:9/none",
+               "LEDGERSHARE_HOME": settings.home, "COLUMNS": "120"}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli.main", "replay", "social", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(), timeout=600)
     text = out.decode()
     print(text)
     assert proc.returncode == 0, text + err.decode()
     assert "verified: the rebuilt read model equals the live one" in text
     assert "replayed 100000 events in" in text and "events/s)" in text
     assert await pool.fetchval("SELECT count(*) FROM social_rebuild.directory") == 100_000
+
+
+async def test_a_replay_reports_progress_to_the_callers_inbox_and_runs_once_at_a_time(
+        nc: NATS, events: EventStore, pool: asyncpg.Pool, settings: Settings) -> None:
+    seq = await register_many(events, 20_000)
+    async with running(named("social").build, service_settings(settings), nc, pool,
+                       events) as social:
+        await social.projectors[0].wait_until(seq, within=120)
+        client = AdminClient(nc, context="social", timeout=120)
+        seen: list[Progress] = []
+        reported = asyncio.Event()
+
+        def progress(p: Progress) -> None:
+            seen.append(p)
+            reported.set()
+
+        first = asyncio.create_task(replay(client, swap=False, progress=progress))
+        await asyncio.wait_for(reported.wait(), timeout=60)
+        with pytest.raises(ReplayRunning):
+            await replay(client, swap=False, progress=lambda _p: None)
+        rebuilt = await first
+        with pytest.raises(BadRequest, match="inbox"):
+            await client.replay(Rebuild(progress="evt.identity.member.x.MemberRegistered"))
+    assert rebuilt.reached >= seq and rebuilt.differences == [] and not rebuilt.swapped
+    assert all(p.target == rebuilt.reached for p in seen)
+    assert [p.position for p in seen] == sorted(p.position for p in seen)
+    model = named("social").read_model
+    assert model is not None and {t.table for t in rebuilt.tables} == set(model.tables)
+
+
+async def test_replay_names_the_services_that_serve_it_when_asked_for_another(
+        nc: NATS, events: EventStore, pool: asyncpg.Pool, settings: Settings) -> None:
+    async with running(named("social").build, service_settings(settings), nc, pool, events):
+        env = {**os.environ, "LEDGERSHARE_NATS_URL": settings.nats_url}
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli.main", "replay", "sharng", "--timeout", "2", env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        _, err = await asyncio.wait_for(proc.communicate(), timeout=60)
+    assert proc.returncode == 1
+    assert "no sharng service answers admin.sharng.replay (services that do: social)" in (
+        " ".join(err.decode().split()))
 
 
 async def test_a_swap_mid_stream_leaves_the_live_projector_consistent(

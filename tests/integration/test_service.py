@@ -15,7 +15,7 @@ from contracts.base import Reply, Request
 from contracts.client import ServiceClient
 from contracts.errors import BadRequest, Internal, LedgerError, NotFound, TooLarge, Unavailable
 from contracts.operations import Operation
-from runtime.service import Call, Endpoint, ServiceHost, UndeclaredError
+from runtime.service import Call, Endpoint, ServiceHost
 
 
 class Greet(Request, frozen=True, kw_only=True):
@@ -152,10 +152,12 @@ async def test_an_error_the_operation_does_not_declare_is_flagged(nc: NATS) -> N
                        endpoints=[Endpoint(LaxClient.greet, greet)])
     await host.start()
     try:
-        with pytest.warns(UndeclaredError, match="no_such_person"):
-            with pytest.raises(LedgerError) as raised:
-                await LaxClient(nc, timeout=2.0).greet(Greet(name="nobody"))
+        with pytest.raises(LedgerError) as raised:
+            await LaxClient(nc, timeout=2.0).greet(Greet(name="nobody"))
         assert type(raised.value) is LedgerError and raised.value.code == "no_such_person"
+        assert host.undeclared == ["greet raised NoSuchPerson (no_such_person), undeclared"]
+        await DemoClient(nc, timeout=2.0, context="lax").greet(Greet(name="ann"))
+        assert len(host.undeclared) == 1
     finally:
         await host.stop()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import uuid
 from collections.abc import Awaitable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -52,14 +51,12 @@ from runtime.replay import compare, rebuild
 from runtime.settings import Settings
 from services.sharing import tables as sharing_tables
 from services.sharing.handlers import Sharing
-from services.sharing.projection import AccessIndex, AccessProjection
+from services.sharing.index import AccessIndex
+from services.sharing.projection import AccessProjection
+from tests.helpers import cid
 from tests.services import wired_all
 
 SET = "set-123"
-
-
-def cid() -> str:
-    return uuid.uuid4().hex
 
 
 class Person:

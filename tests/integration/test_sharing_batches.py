@@ -16,7 +16,8 @@ from contracts.base import Event
 from runtime.eventstore import StoredEvent
 from runtime.replay import compare
 from services.sharing import tables
-from services.sharing.projection import AccessIndex, AccessProjection, segments
+from services.sharing.index import AccessIndex, GrantTerms
+from services.sharing.projection import AccessProjection, segments
 
 MEMBERS = ["m0", "m1", "m2", "m3"]
 SETS = ["s0", "s1"]
@@ -126,7 +127,7 @@ duplicates = st.lists(st.one_of(
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=st.lists(steps, max_size=30), clashes=duplicates)
-async def test_the_index_answers_a_grant_as_the_tables_do(
+async def test_the_index_answers_a_grant_and_a_check_as_the_tables_do(
         pool: asyncpg.Pool, events: list[Event], clashes: list[Event]) -> None:
     log = _log([*clashes, *events])
     projection, index = AccessProjection(), AccessIndex()
@@ -142,6 +143,10 @@ async def test_the_index_answers_a_grant_as_the_tables_do(
         for set_id in [*SETS, "s9"]:
             assert index.grant_facts(owner, set_id, keys) == await tables.grant_facts(
                 pool, "facts", owner, set_id, keys)
+            for member in MEMBERS:  # a check: the leader asks the index, a standby the tables
+                row = await tables.active_grant(pool, "facts", member, owner, set_id)
+                assert index.lookup(member, owner, set_id) == (None if row is None else (
+                    GrantTerms(row["permission"], row["years"], row["expires_at"])))
     fresh = AccessIndex()  # grants and friendships: the copy followed as the tables went
     async with pool.acquire() as conn:
         await fresh.reload(conn, "facts")

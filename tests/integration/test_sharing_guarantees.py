@@ -18,7 +18,6 @@ import pytest
 from nats.aio.client import Client as NATS
 from nats.errors import TimeoutError as NatsTimeout
 
-from contracts.client import ServiceClient
 from contracts.errors import BadRequest, CommandReused, Unavailable
 from contracts.identity import InvalidToken
 from contracts.sharing import (
@@ -31,6 +30,7 @@ from contracts.sharing import (
     ShareList,
     ShareListRequest,
     ShareRevoked,
+    SharingClient,
     Verdict,
     share_id,
     share_subjects,
@@ -41,7 +41,8 @@ from runtime.eventstore import ConcurrencyConflict, EventStore
 from runtime.projector import ProjectionLag
 from runtime.settings import Settings
 from services.sharing.handlers import Sharing
-from tests.integration.test_sharing import Person, account_set, cid
+from tests.helpers import cid
+from tests.integration.test_sharing import Person, account_set
 from tests.services import wired_all
 
 SETS = ("s1", "s2", "s3")
@@ -297,7 +298,7 @@ async def test_cloud_shares_need_the_callers_own_drive_token(
     await a.grant(b, set_id="s1")
     await a.unlock_drive()
     await b.unlock_drive()
-    raw = ServiceClient(system.nc, context="sharing", timeout=10)
+    raw = SharingClient(system.nc, timeout=10)
     for drive in [None, "", "x.y", b.session, a.drive]:
         body = {"session": b.session, **({} if drive is None else {"drive_token": drive})}
         with pytest.raises((InvalidToken, BadRequest)):
@@ -318,7 +319,7 @@ async def test_a_naive_expiry_is_a_bad_request(system: System, events: EventStor
     before = await events.last_sequence()
     body = {"command_id": cid(), "session": a.session, "set_id": "s1",
             "friends": [b.account], "expires_at": datetime(2099, 1, 1).isoformat()}
-    raw = ServiceClient(system.nc, context="sharing", timeout=10)
+    raw = SharingClient(system.nc, timeout=10)
     with pytest.raises(BadRequest) as err:
         await raw.call_raw("grant", json.dumps(body).encode())
     assert err.value.code == "bad_request"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -17,10 +16,8 @@ from contracts.identity import (
     ChangePassword,
     IdentityClient,
     InvalidToken,
-    Login,
     LoginOpenid,
     Me,
-    Register,
 )
 from contracts.social import (
     AddFriend,
@@ -37,11 +34,8 @@ from runtime.settings import Settings
 from runtime.tokens import Signer, new_private_key
 from services.identity.service import build as build_identity
 from services.social.service import build as build_social
+from tests.helpers import cid, join
 from tests.services import running, service_settings
-
-
-def cid() -> str:
-    return uuid.uuid4().hex
 
 
 class Clients:
@@ -50,11 +44,9 @@ class Clients:
         self.social = SocialClient(nc, timeout=10)
 
     async def member(self, account: str, nickname: str) -> tuple[str, int]:
-        """Register, log in; returns (session, consistency token of the registration)."""
-        reg = await self.identity.register(Register(command_id=cid(), account=account,
-                                                    password="secret-1", nickname=nickname))
-        login = await self.identity.login(Login(account=account, password="secret-1"))
-        return login.session, reg.seq
+        """Register, log in; returns (session, log position of the registration)."""
+        joined = await join(self.identity, account, nickname)
+        return joined.session, joined.seq
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import asyncio
 import hashlib
 import os
 import tracemalloc
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +17,7 @@ import pytest
 from msgspec.structs import replace
 from nats.aio.client import Client as NATS
 
-from contracts.identity import IdentityClient, InvalidToken, Login, Register
+from contracts.identity import IdentityClient, InvalidToken
 from contracts.storage import (
     MB,
     BeginUpload,
@@ -48,12 +47,9 @@ from runtime.settings import Settings
 from services.identity.service import build as build_identity
 from services.storage.objects import ObjectStore
 from services.storage.service import build as build_storage
+from tests.helpers import cid, join
 from tests.services import running, service_settings
 from tests.support import free_stack_ports
-
-
-def cid() -> str:
-    return uuid.uuid4().hex
 
 
 class Member:
@@ -93,11 +89,8 @@ async def env(settings: Settings, nc: NATS, pool: asyncpg.Pool,
 
 
 async def member(nc: NATS, account: str) -> Member:
-    identity = IdentityClient(nc, timeout=10)
-    reg = await identity.register(Register(command_id=cid(), account=account,
-                                           password="secret-1", nickname=account))
-    login = await identity.login(Login(account=account, password="secret-1"))
-    return Member(nc, login.session, reg.member_id)
+    joined = await join(IdentityClient(nc, timeout=10), account, account)
+    return Member(nc, joined.session, joined.member_id)
 
 
 def file_of(tmp_path: Path, size: int, name: str = "a.bak", seed: bytes = b"") -> Path:

@@ -25,7 +25,7 @@ from rich.console import Console
 from cli import client as cli
 from cli.session import Saved
 from contracts.errors import BadRequest, CommandReused
-from contracts.identity import IdentityClient, Login, Register
+from contracts.identity import IdentityClient
 from contracts.storage import (
     MB,
     AnyStorageEvent,
@@ -49,12 +49,9 @@ from runtime.s3 import s3_client
 from runtime.settings import Settings
 from services.identity.service import build as build_identity
 from services.storage.service import build as build_storage
+from tests.helpers import cid, join
 from tests.integration.test_sharing import SET, Person
 from tests.services import running, service_settings
-
-
-def cid() -> str:
-    return uuid.uuid4().hex
 
 
 def sha(data: bytes) -> str:
@@ -135,11 +132,8 @@ async def owners(settings: Settings, nc: NATS, pool: asyncpg.Pool,
 
 
 async def member(nc: NATS, account: str) -> Uploader:
-    identity = IdentityClient(nc, timeout=10)
-    reg = await identity.register(Register(command_id=cid(), account=account,
-                                           password="secret-1", nickname=account))
-    login = await identity.login(Login(account=account, password="secret-1"))
-    return Uploader(StorageClient(nc, timeout=30), login.session, reg.member_id)
+    joined = await join(IdentityClient(nc, timeout=10), account, account)
+    return Uploader(StorageClient(nc, timeout=30), joined.session, joined.member_id)
 
 
 async def pair(nc: NATS, tmp: Path) -> tuple[Person, Person]:
