@@ -49,6 +49,9 @@ class ShareGranted(SharingEvent, frozen=True, kw_only=True):
     at: datetime
 
 
+RevokeReason = Literal["owner", "unfriended"]
+
+
 class ShareRevoked(SharingEvent, frozen=True, kw_only=True):
     """A share ended: by the owner, or because the two are no longer friends."""
 
@@ -56,7 +59,7 @@ class ShareRevoked(SharingEvent, frozen=True, kw_only=True):
     owner_id: str
     set_id: str
     friend_id: str
-    reason: Literal["owner", "unfriended"] = "owner"
+    reason: RevokeReason = "owner"
     at: datetime
 
 

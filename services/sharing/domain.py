@@ -11,6 +11,7 @@ from contracts.errors import BadRequest
 from contracts.sharing import (
     NotShared,
     Permission,
+    RevokeReason,
     ShareGranted,
     ShareRevoked,
     SharingEvent,
@@ -64,7 +65,7 @@ def decide_grant(*, owner_id: str, set_id: str, set_name: str, friend_ids: list[
 
 
 def decide_revoke(share: Share, *, owner_id: str, set_id: str, friend_id: str | None,
-                  at: datetime, reason: str = "owner") -> list[ShareRevoked]:
+                  at: datetime, reason: RevokeReason = "owner") -> list[ShareRevoked]:
     """Revoke one friend, or everyone when ``friend_id`` is None."""
     targets = list(share.grants) if friend_id is None else [friend_id]
     active = [fid for fid in targets if fid in share.grants]
@@ -72,7 +73,7 @@ def decide_revoke(share: Share, *, owner_id: str, set_id: str, friend_id: str | 
         raise NotShared("that account set is not shared with that friend")
     sid = share_id(owner_id, set_id)
     return [ShareRevoked(share_id=sid, owner_id=owner_id, set_id=set_id, friend_id=fid,
-                         reason="unfriended" if reason == "unfriended" else "owner", at=at)
+                         reason=reason, at=at)
             for fid in active]
 
 

@@ -23,6 +23,7 @@ from contracts.sharing import (
     NoBackup,
     NotAFriend,
     Revoke,
+    RevokeReason,
     SharedSet,
     SharedWith,
     ShareList,
@@ -200,7 +201,7 @@ class Sharing:
                                        correlation_id=call.correlation_id, body=body)
 
     async def revoke_for(self, owner: str, set_id: str, friend_id: str | None, msg_id: str,
-                         call: Call, *, reason: str) -> int:
+                         call: Call, *, reason: RevokeReason) -> int:
         """Revoke one friend (or all) from one set as the system (a policy), under its own
         id ``msg_id``; returns the consistency seq."""
         cmd = self.commands.internal(msg_id, correlation_id=call.correlation_id,
@@ -208,7 +209,7 @@ class Sharing:
         return await self._revoke(cmd, owner, set_id, friend_id, call, reason=reason)
 
     async def _revoke(self, cmd: Command, owner: str, set_id: str, friend_id: str | None,
-                      call: Call, *, reason: str) -> int:
+                      call: Call, *, reason: RevokeReason) -> int:
         sid = share_id(owner, set_id)
         step = await self.commands.step(cmd, share_subjects(sid), SHARE, lambda share: self._outs(
             sid, domain.decide_revoke(share, owner_id=owner, set_id=set_id,

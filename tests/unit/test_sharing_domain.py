@@ -10,7 +10,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from contracts.errors import BadRequest
-from contracts.sharing import NotShared, ShareGranted, ShareRevoked, SharingEvent, share_id
+from contracts.sharing import (
+    NotShared,
+    RevokeReason,
+    ShareGranted,
+    ShareRevoked,
+    SharingEvent,
+    share_id,
+)
 from services.sharing import domain
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -40,7 +47,7 @@ def grant(friends: list[str], *, read_only: bool = False, years: list[int] | Non
 
 
 def revoke(history: list[SharingEvent], friend: str | None, *,
-           reason: str = "owner") -> list[ShareRevoked]:
+           reason: RevokeReason = "owner") -> list[ShareRevoked]:
     return domain.decide_revoke(domain.fold(history), owner_id=OWNER, set_id=SET,
                                 friend_id=friend, at=LATER, reason=reason)
 
