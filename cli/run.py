@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import httpx
 import nats
 from nats.aio.client import Client as NATS
 from rich.console import Console
@@ -57,7 +58,31 @@ def start_services(settings: Settings, console: Console) -> list[subprocess.Pope
     asyncio.run(wait_for_services(settings, names()))
     for name in names():
         console.print(f"service {name:<9} answering on NATS")
+    with open(os.path.join(logs, "gateway.log"), "ab") as log:
+        procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], stdout=log,
+                                      stderr=subprocess.STDOUT, start_new_session=True))
+    served = wait_for_gateway(settings)
+    console.print(f"gateway   answering on HTTP: desktop API {api_url(settings)} "
+                  f"({served} operations; {api_url(settings)}/openapi.json)")
     return procs
+
+
+def api_url(settings: Settings) -> str:
+    """Where the desktop API of the local gateway is."""
+    return f"http://{settings.gateway_host}:{settings.gateway_port}/api/v1"
+
+
+def wait_for_gateway(settings: Settings, within: float = 30.0) -> int:
+    """Once the gateway answers, the number of operations its API serves."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            doc = httpx.get(f"{api_url(settings)}/openapi.json", timeout=1.0).json()
+            return len(doc["paths"])
+        except (httpx.HTTPError, ValueError, KeyError):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateway did not start; see its log") from None
+            time.sleep(0.1)
 
 
 async def wait_for_services(settings: Settings, expected: list[str],
@@ -105,6 +130,7 @@ def wait_for_interrupt(console: Console, settings: Settings) -> None:
     console.print(f"NATS        {settings.nats_url}")
     console.print(f"PostgreSQL  {settings.pg_dsn}")
     console.print(f"S3          {settings.s3_endpoint} (bucket {settings.s3_bucket})")
+    console.print(f"desktop API {api_url(settings)}")
     console.print("try `ledgershare status` in another terminal; press Ctrl-C to stop")
     if os.environ.get("LEDGERSHARE_RUN_ONCE"):
         return

@@ -402,7 +402,8 @@ class IdentityClient(ServiceClient):
                                          OpenidTaken, AlreadyBound))
     unbind = Operation(Unbind, Done, errors=(*SESSION, NotBound))
     login = Operation(Login, Session, errors=(InvalidAccount, InvalidCredentials))
-    login_openid = Operation(LoginOpenid, Session, errors=(NotBound, InvalidCredentials))
+    login_openid = Operation(LoginOpenid, Session, errors=(NotBound, InvalidCredentials),
+                             audience=frozenset({"wechat"}))
     me = Operation(Me, MemberInfo, errors=SESSION)
     change_password = Operation(ChangePassword, Done, errors=(*SESSION, InvalidCredentials,
                                                               WeakPassword))

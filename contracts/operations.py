@@ -15,12 +15,17 @@ type differs from the declaration does not type-check.
 from __future__ import annotations
 
 from collections.abc import Coroutine
-from typing import Any, Generic, Protocol, TypeVar, overload
+from typing import Any, Generic, Literal, Protocol, TypeVar, overload
 
 import msgspec
 
 from contracts.base import Reply, Request
 from contracts.errors import GENERIC, LedgerError, code_table
+
+# Who may call an operation: members through a gateway (the desktop program's API, the
+# WeChat Member Center), other services, or operators.
+Caller = Literal["desktop", "wechat", "services", "operators"]
+MEMBERS: frozenset[Caller] = frozenset({"desktop", "wechat"})
 
 Req = TypeVar("Req", bound=Request)
 Rep = TypeVar("Rep", bound=Reply)
@@ -28,7 +33,7 @@ Req_contra = TypeVar("Req_contra", bound=Request, contravariant=True)
 Rep_co = TypeVar("Rep_co", bound=Reply, covariant=True)
 
 
-class Caller(Protocol):
+class Transport(Protocol):
     """What an operation needs of the client it is called through."""
 
     async def call(self, operation: Operation[Any, Any], request: Any, *,
@@ -48,11 +53,12 @@ class Operation(Generic[Req, Rep]):
 
     def __init__(self, request: type[Req], reply: type[Rep], *,
                  errors: tuple[type[LedgerError], ...] = (), admin: bool = False,
-                 name: str = "") -> None:
+                 audience: frozenset[Caller] = MEMBERS, name: str = "") -> None:
         self.request = request
         self.reply = reply
         self.errors = errors
         self.admin = admin
+        self.audience = frozenset({"operators"}) if admin else audience
         self.name = name
         # Every error a caller may get back: the generic ones and those declared here.
         self.codes = code_table((*GENERIC, *errors))
@@ -70,16 +76,16 @@ class Operation(Generic[Req, Rep]):
     def __get__(self, client: None, owner: type) -> Operation[Req, Rep]: ...
 
     @overload
-    def __get__(self, client: Caller, owner: type) -> Bound[Req, Rep]: ...
+    def __get__(self, client: Transport, owner: type) -> Bound[Req, Rep]: ...
 
-    def __get__(self, client: Caller | None, owner: type) -> Operation[Req, Rep] | Bound[
+    def __get__(self, client: Transport | None, owner: type) -> Operation[Req, Rep] | Bound[
             Req, Rep]:
         if client is None:
             return self
         return _bind(self, client)
 
 
-def _bind(op: Operation[Req, Rep], client: Caller) -> Bound[Req, Rep]:
+def _bind(op: Operation[Req, Rep], client: Transport) -> Bound[Req, Rep]:
     async def call(request: Req, *, correlation_id: str | None = None) -> Rep:
         reply: Rep = await client.call(op, request, correlation_id=correlation_id)
         return reply

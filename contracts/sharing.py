@@ -207,7 +207,7 @@ class SharingClient(ServiceClient):
     context = CONTEXT
     grant = Operation(Grant, Changed, errors=(InvalidToken, NoBackup, NotAFriend))
     revoke = Operation(Revoke, Changed, errors=(InvalidToken, NotAFriend, NotShared))
-    check = Operation(Check, Verdict)
+    check = Operation(Check, Verdict, audience=frozenset({"services"}))
     shares = Operation(ShareListRequest, ShareList, errors=(InvalidToken,))
     cloud_shares = Operation(CloudSharesRequest, CloudShares, errors=(InvalidToken,))
     history = Operation(HistoryRequest, History, errors=(InvalidToken,))

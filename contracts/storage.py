@@ -382,4 +382,5 @@ class StorageClient(ServiceClient):
         InvalidToken, NoAccess, NoSuchVersion, DownloadExpired, StorageUnavailable))
     delete_version = Operation(DeleteVersion, Deleted, errors=(
         InvalidToken, NoSuchVersion, StorageUnavailable))
-    set_quota = Operation(SetQuota, QuotaSet, errors=(InvalidToken,))
+    set_quota = Operation(SetQuota, QuotaSet, errors=(InvalidToken,),
+                          audience=frozenset({"operators"}))

@@ -60,6 +60,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upload_reservation_s: float = 3600.0
     presign_ttl_s: int = 600
     sweep_interval_s: float = 30.0
+    # gateway: the public HTTP edge (Member Center pages and the desktop program's API).
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8080
+    gateway_max_body_bytes: int = 256 * 1024
 
     @property
     def nats_servers(self) -> list[str]:

@@ -9,20 +9,22 @@ from pathlib import Path
 
 import msgspec
 
-from tests.support import free_stack_ports
+from tests.support import free_port, free_stack_ports
 
 
 def test_run_brings_everything_up_walks_through_and_stops(tmp_path: Path) -> None:
     ports = free_stack_ports()
+    gateway = free_port()
     env = {**os.environ, "LEDGERSHARE_HOME": str(tmp_path / "home"), "LEDGERSHARE_RUN_ONCE": "1",
-           "COLUMNS": "200",
+           "COLUMNS": "200", "LEDGERSHARE_GATEWAY_PORT": str(gateway),
            **{f"LEDGERSHARE_PORT_{k.upper()}": str(v)
               for k, v in msgspec.structs.asdict(ports).items()}}
     done = subprocess.run([sys.executable, "-m", "cli.main", "run"], env=env,
                           capture_output=True, text=True, timeout=300)
     out = done.stdout
     assert done.returncode == 0, done.stderr + out
-    assert "services running: identity 0.1.0, sharing 0.1.0, social 0.1.0, storage 0.1.0" in out
+    assert ("services running: gateway 0.1.0, identity 0.1.0, sharing 0.1.0, social 0.1.0, "
+            "storage 0.1.0") in out
     assert "bound=True" in out
     assert "refused: no member with that account and nickname [no_such_member]" in out
     assert "(李四) since" in out
@@ -36,7 +38,8 @@ def test_run_brings_everything_up_walks_through_and_stops(tmp_path: Path) -> Non
     assert "not shared with you [no_access]" in out
     assert "0 sharer(s)" in out
     assert "press Ctrl-C to stop" in out
+    assert f"desktop API http://127.0.0.1:{gateway}/api/v1 (" in out
     assert out.count("stopped") == 3
-    for log in ("identity", "social", "storage", "sharing"):
+    for log in ("identity", "social", "storage", "sharing", "gateway"):
         text = (tmp_path / "home" / "logs" / f"{log}.log").read_text()
         assert '"level": "error"' not in text, text

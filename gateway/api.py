@@ -1,0 +1,163 @@
+"""The desktop program's API: every operation members may call, over HTTP, derived from
+the operations declared in `contracts/` (nothing here lists them again).
+
+``POST /api/v1/<context>/<operation>`` takes the operation's request as JSON (the session
+may come as ``Authorization: Bearer <session>`` instead of the body's ``session``) and
+answers its reply as JSON, or the error reply (``{code, message, correlation_id,
+details}``) with the HTTP status of the error's class. ``GET /api/v1/openapi.json``
+describes them all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+
+from contracts.base import HDR_CORRELATION
+from contracts.client import ServiceClient
+from contracts.errors import (
+    BadRequest,
+    CommandInProgress,
+    Conflict,
+    ErrorReply,
+    Forbidden,
+    LedgerError,
+    NotFound,
+    TooLarge,
+    Unauthenticated,
+    Unavailable,
+)
+from contracts.operations import Operation
+
+PREFIX = "/api/v1"
+# Most specific first: a TooLarge is a BadRequest, a CommandInProgress is Unavailable.
+STATUS: tuple[tuple[type[LedgerError], int], ...] = (
+    (TooLarge, 413), (BadRequest, 400), (Unauthenticated, 401), (Forbidden, 403),
+    (NotFound, 404), (Conflict, 409), (CommandInProgress, 503), (Unavailable, 503))
+_json = msgspec.json.Encoder()
+
+
+class NoSuchOperation(NotFound):
+    """No operation members may call has that path."""
+
+    code = "no_such_operation"
+
+
+def status_of(err: LedgerError) -> int:
+    """The HTTP status of a typed error (500 for internal and unknown ones)."""
+    for cls, status in STATUS:
+        if isinstance(err, cls):
+            return status
+    return 500
+
+
+@dataclass(frozen=True)
+class Exposed:
+    """One operation the API serves, and the client that calls it over NATS."""
+
+    context: str
+    operation: Operation[Any, Any]
+    client: ServiceClient
+
+    @property
+    def path(self) -> str:
+        return f"{PREFIX}/{self.context}/{self.operation.name}"
+
+
+def exposed(nc: NATS, clients: Iterable[type[ServiceClient]], *, audience: str,
+            timeout: float) -> dict[tuple[str, str], Exposed]:
+    """Every declared operation whose audience includes ``audience``, by (context, name)."""
+    found = {}
+    for cls in clients:
+        client = cls(nc, timeout=timeout)
+        for op in cls.operations():
+            if audience in op.audience:
+                found[(client.context, op.name)] = Exposed(client.context, op, client)
+    return found
+
+
+class Api:
+    """Serves the exposed operations."""
+
+    def __init__(self, operations: dict[tuple[str, str], Exposed], *, max_body: int) -> None:
+        self.operations = operations
+        self.max_body = max_body
+
+    async def call(self, request: HttpRequest) -> Response:
+        """One operation: decode as the service would, call it over NATS, answer."""
+        correlation_id = request.headers.get("x-correlation-id") or uuid.uuid4().hex
+        try:
+            target = self._target(request)
+            body = await self._body(request, target.operation)
+            reply = await target.client.call(target.operation, body,
+                                             correlation_id=correlation_id)
+        except LedgerError as err:
+            return error_response(err, err.correlation_id or correlation_id)
+        return Response(_json.encode(reply), media_type="application/json",
+                        headers={HDR_CORRELATION: correlation_id})
+
+    def _target(self, request: HttpRequest) -> Exposed:
+        key = (request.path_params["context"], request.path_params["operation"])
+        target = self.operations.get(key)
+        if target is None:
+            raise NoSuchOperation(f"no operation {PREFIX}/{key[0]}/{key[1]}; "
+                                  f"see {PREFIX}/openapi.json")
+        return target
+
+    async def _body(self, request: HttpRequest, op: Operation[Any, Any]) -> Any:
+        fields = json_object(await read_limited(request, self.max_body), op.request.__name__)
+        session = bearer(request)
+        if session and "session" in op.request.__struct_fields__:
+            fields.setdefault("session", session)
+        try:
+            return op.request_decoder.decode(_json.encode(fields))
+        except msgspec.ValidationError as err:
+            raise BadRequest(f"invalid {op.request.__name__}: {err}") from None
+
+
+def json_object(data: bytes, what: str) -> dict[str, Any]:
+    """The body as a JSON object (an empty body is an empty one)."""
+    try:
+        fields = msgspec.json.decode(data) if data.strip() else {}
+    except msgspec.DecodeError as err:
+        raise BadRequest(f"invalid {what}: {err}") from None
+    if not isinstance(fields, dict):
+        raise BadRequest(f"invalid {what}: the body must be a JSON object")
+    return fields
+
+
+async def read_limited(request: HttpRequest, limit: int) -> bytes:
+    """The request body, refused past ``limit`` bytes without reading the rest."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise TooLarge(f"the request body is {declared} bytes; the limit is {limit}")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise TooLarge(f"the request body is over the limit of {limit} bytes")
+    return bytes(body)
+
+
+def bearer(request: HttpRequest) -> str:
+    """The session of ``Authorization: Bearer <session>`` ("" without one)."""
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
+def error_response(err: LedgerError, correlation_id: str) -> Response:
+    """The wire error reply, with the HTTP status of its class."""
+    reply = ErrorReply(code=err.code, message=err.message, correlation_id=correlation_id,
+                       details=err.details)
+    headers = {HDR_CORRELATION: correlation_id}
+    if isinstance(err, Unavailable):
+        headers["Retry-After"] = "1"
+    return Response(_json.encode(reply), status_code=status_of(err),
+                    media_type="application/json", headers=headers)

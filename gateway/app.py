@@ -1,0 +1,69 @@
+"""The gateway's ASGI application: the desktop API now, the Member Center pages next.
+
+Stateless: every request is answered from the services over NATS, so any number of
+instances can stand behind a load balancer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client as NATS
+from starlette.applications import Starlette
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from contracts.client import ServiceClient
+from gateway import openapi
+from gateway.api import PREFIX, Api, exposed
+from runtime.settings import Settings
+
+VERSION = "0.1.0"
+# The API answers JSON only: no page of its may run a script or be framed.
+HEADERS = {"Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
+           "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+           "Cache-Control": "no-store"}
+
+
+def create_app(nc: NATS, settings: Settings, clients: list[type[ServiceClient]],
+               *, lifespan: Callable[[Starlette], Any] | None = None) -> Starlette:
+    """The gateway on a connected NATS client."""
+    operations = exposed(nc, clients, audience="desktop", timeout=settings.request_timeout_s)
+    api = Api(operations, max_body=settings.gateway_max_body_bytes)
+    document = msgspec.json.encode(openapi.document(operations.values(), version=VERSION))
+
+    async def spec(_request: HttpRequest) -> Response:
+        return Response(document, media_type="application/json")
+
+    async def health(_request: HttpRequest) -> Response:
+        return JSONResponse({"nats": nc.is_connected})
+
+    app = Starlette(routes=[
+        Route(f"{PREFIX}/openapi.json", spec, methods=["GET"]),
+        Route(f"{PREFIX}/{{context}}/{{operation}}", api.call, methods=["POST"]),
+        Route("/healthz", health, methods=["GET"]),
+    ], lifespan=lifespan)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+class SecurityHeaders:
+    """Adds `HEADERS` to every response."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any],
+                       send: Callable[..., Awaitable[None]]) -> None:
+        async def with_headers(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _ in message.get("headers", [])}
+                message["headers"] = [*message.get("headers", []), *(
+                    (k.lower().encode(), v.encode()) for k, v in HEADERS.items()
+                    if k.lower().encode() not in present)]
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
