@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
+CHROMIUM_STAMP := $(VENV)/.chromium-stamp
 PYTEST_ARGS ?=
 
 .PHONY: run test test-reliability lint bench down status clean
@@ -13,12 +14,26 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The browser tests drive Debian's chromium: Playwright's own browser download comes from a
+# CDN that CI cannot reach. WenQuanYi Micro Hei (1.6 MB) is the smallest CJK font, so the
+# Chinese pages render as text rather than boxes. apt-get update runs only when the
+# install fails (no package lists yet, or stale ones that 404). A separate stamp, so a
+# re-run costs nothing.
+CJK_FONT := /usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+APT_GET  := $(if $(filter 0,$(shell id -u)),,sudo )env DEBIAN_FRONTEND=noninteractive apt-get
+APT_BROWSER := $(APT_GET) install -y -qq --no-install-recommends chromium fonts-wqy-microhei
+$(CHROMIUM_STAMP): | $(STAMP)
+	{ command -v chromium && test -e $(CJK_FONT); } >/dev/null \
+	  || $(APT_BROWSER) || { $(APT_GET) update -qq && $(APT_BROWSER); }
+	chromium --version
+	touch $(CHROMIUM_STAMP)
+
 ## run: start the local stack and every service, show the mission working; Ctrl-C stops all
 run: $(STAMP)
 	$(VENV)/bin/ledgershare run
 
 ## test: the whole suite against real NATS, PostgreSQL and S3 started by the fixtures
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM_STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-reliability: $(STAMP)

@@ -30,6 +30,7 @@ from rich.progress import (
 from rich.table import Table
 
 from cli import session as saved_session
+from cli import wechat
 from cli.session import Saved
 from contracts import identity as idc
 from contracts import sharing as shc
@@ -118,11 +119,14 @@ async def member_login(c: Client, a: argparse.Namespace) -> None:
 
 
 async def member_bind(c: Client, a: argparse.Namespace) -> None:
+    """What the Member Center's 绑定 page does, with the local WeChat stand-in as WeChat."""
+    login = await c.identity.login_wechat(idc.LoginWechat(
+        code=await wechat.login_code(c.settings, a.wechat_user)))
     reply = await c.identity.bind(idc.Bind(
-        command_id=new_id(), openid=a.openid, account=a.account, nickname=a.nickname,
-        password=secret(a.password, "password", "LEDGERSHARE_PASSWORD")))
+        command_id=new_id(), openid_proof=login.openid_proof, account=a.account,
+        nickname=a.nickname, password=secret(a.password, "password", "LEDGERSHARE_PASSWORD")))
     c.seen(reply.seq)
-    c.show(reply, f"{a.account} is bound to WeChat user {a.openid}")
+    c.show(reply, f"{a.account} is bound to WeChat user {a.wechat_user}")
 
 
 async def member_me(c: Client, a: argparse.Namespace) -> None:

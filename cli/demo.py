@@ -19,12 +19,13 @@ from nats.aio.client import Client as NATS
 from rich.console import Console
 from rich.markup import escape
 
+from cli import wechat
 from contracts.errors import LedgerError
 from contracts.identity import (
     Bind,
     IdentityClient,
     Login,
-    LoginOpenid,
+    LoginWechat,
     Me,
     Register,
     SetDrivePassword,
@@ -76,7 +77,9 @@ class Member:
 class Walkthrough:
     """Two members, A (the sharer) and B (the sharee), through the guide's steps."""
 
-    def __init__(self, nc: NATS, console: Console, tag: str, folder: Path) -> None:
+    def __init__(self, nc: NATS, console: Console, tag: str, folder: Path,
+                 settings: Settings) -> None:
+        self.settings = settings
         self.identity = IdentityClient(nc, timeout=10)
         self.social = SocialClient(nc, timeout=10)
         self.storage = StorageClient(nc, timeout=30)
@@ -119,12 +122,17 @@ class Walkthrough:
                   f"member {reg.member_id[:8]}…, log position {reg.seq}")
 
     async def bind(self, m: Member) -> None:
-        openid = f"wx-{new_id()[:12]}"
-        await self.identity.bind(Bind(command_id=new_id(), openid=openid, account=m.account,
-                                      password="pass-123", nickname=m.nickname))
-        self.step(f"bind WeChat user {openid} to {m.account} (account, password, nickname)",
-                  "bound")
-        m.session = (await self.identity.login_openid(LoginOpenid(openid=openid))).session
+        user = f"wx-{new_id()[:12]}"
+        first = await self.identity.login_wechat(LoginWechat(
+            code=await wechat.login_code(self.settings, user)))
+        await self.identity.bind(Bind(command_id=new_id(), openid_proof=first.openid_proof,
+                                      account=m.account, password="pass-123",
+                                      nickname=m.nickname))
+        self.step(f"WeChat user {user} opens the Member Center (bound={first.bound}) and "
+                  f"binds {m.account} (account, password, nickname)", "bound")
+        again = await self.identity.login_wechat(LoginWechat(
+            code=await wechat.login_code(self.settings, user)))
+        m.session = again.session
         me = await self.identity.me(Me(session=m.session))
         self.step("member info, logged in through WeChat",
                   f"account {me.account}, nickname {me.nickname}, bound={me.bound}, "
@@ -277,7 +285,7 @@ async def walk(settings: Settings, console: Console) -> int:
     try:
         with tempfile.TemporaryDirectory() as folder:
             tag = new_id()[:4].translate(str.maketrans("abcdef", "012345"))
-            walkthrough = Walkthrough(nc, console, tag, Path(folder))
+            walkthrough = Walkthrough(nc, console, tag, Path(folder), settings)
             await walkthrough.run()
             return walkthrough.steps
     finally:

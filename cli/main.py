@@ -80,8 +80,10 @@ def _member_commands(sub: Any) -> None:
     r.add_argument("account")
     r.add_argument("--nickname", required=True)
     r.add_argument("--password", help="else $LEDGERSHARE_PASSWORD or a prompt")
-    b = m.add_parser("bind", help="bind a WeChat openid to an account")
-    b.add_argument("--openid", required=True)
+    b = m.add_parser("bind", help="bind a WeChat user to an account (through the local "
+                     "WeChat stand-in; members bind in the Member Center)")
+    b.add_argument("--wechat-user", required=True,
+                   help="who you are in the stand-in's WeChat (any name)")
     b.add_argument("--account", required=True)
     b.add_argument("--nickname", required=True)
     b.add_argument("--password")

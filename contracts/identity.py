@@ -18,7 +18,14 @@ import msgspec
 
 from contracts.base import CommandReply, Event, Reply, Request
 from contracts.client import ServiceClient
-from contracts.errors import BadRequest, Conflict, Forbidden, NotFound, Unauthenticated
+from contracts.errors import (
+    BadRequest,
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from contracts.operations import Operation
 from contracts.subjects import aggregate_subjects, encode_id, event_subject
 from contracts.text import plain_text
@@ -233,6 +240,24 @@ class AlreadyBound(Conflict):
     code = "already_bound"
 
 
+class WechatCodeRefused(Unauthenticated):
+    """WeChat refused the login code (unknown, expired or used already); log in again."""
+
+    code = "wechat_code_refused"
+
+
+class SnapshotUser(Forbidden):
+    """WeChat's snapshot page (is_snapshotuser): the member has not really authorized."""
+
+    code = "wechat_snapshot_user"
+
+
+class WechatUnavailable(Unavailable):
+    """WeChat's login service did not answer, or is not configured; try again later."""
+
+    code = "wechat_unavailable"
+
+
 class NotBound(NotFound):
     """No member is bound to that openid (or the member has no openid bound)."""
 
@@ -283,8 +308,10 @@ class Registered(CommandReply, frozen=True, kw_only=True):
 
 
 class Bind(Request, frozen=True, kw_only=True):
+    """Bind the WeChat user an ``openid_proof`` (from `login_wechat`) names to an account."""
+
     command_id: CommandId
-    openid: OpenId
+    openid_proof: str
     account: Account
     password: Secret
     nickname: Nickname
@@ -304,8 +331,21 @@ class Login(Request, frozen=True, kw_only=True):
     password: Secret
 
 
-class LoginOpenid(Request, frozen=True, kw_only=True):
-    openid: OpenId
+class LoginWechat(Request, frozen=True, kw_only=True):
+    """Log in with the code WeChat's web OAuth gave the member's browser (snsapi_base)."""
+
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class WechatLogin(Reply, frozen=True, kw_only=True):
+    """A bound WeChat user's session; or, for a user bound to no member, a short-lived
+    proof of the openid that `bind` takes (an openid alone is never a credential)."""
+
+    bound: bool
+    member_id: str = ""
+    session: str = ""
+    openid_proof: str = ""
+    expires_at: datetime
 
 
 class Session(Reply, frozen=True, kw_only=True):
@@ -399,11 +439,11 @@ class IdentityClient(ServiceClient):
     context = CONTEXT
     register = Operation(Register, Registered, errors=(*PASSWORD, AccountTaken))
     bind = Operation(Bind, Done, errors=(*PASSWORD, InvalidCredentials, AccountTaken,
-                                         OpenidTaken, AlreadyBound))
+                                         OpenidTaken, AlreadyBound, InvalidToken))
     unbind = Operation(Unbind, Done, errors=(*SESSION, NotBound))
     login = Operation(Login, Session, errors=(InvalidAccount, InvalidCredentials))
-    login_openid = Operation(LoginOpenid, Session, errors=(NotBound, InvalidCredentials),
-                             audience=frozenset({"wechat"}))
+    login_wechat = Operation(LoginWechat, WechatLogin, errors=(
+        WechatCodeRefused, SnapshotUser, WechatUnavailable), audience=frozenset({"wechat"}))
     me = Operation(Me, MemberInfo, errors=SESSION)
     change_password = Operation(ChangePassword, Done, errors=(*SESSION, InvalidCredentials,
                                                               WeakPassword))

@@ -34,5 +34,5 @@ def free_stack_ports() -> StackPorts:
     return StackPorts(
         nats=free_port(), pg=free_port(), s3=free_port(grpc),
         weed_master=free_port(grpc), weed_volume=free_port(grpc),
-        weed_filer=free_port(grpc), weed_admin=free_port(grpc),
+        weed_filer=free_port(grpc), weed_admin=free_port(grpc), wechat=free_port(),
     )

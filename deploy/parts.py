@@ -7,6 +7,7 @@ readiness probe that really talks to the server; `deploy.stack` runs them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import json
 import os
@@ -37,6 +38,7 @@ class StackPorts(msgspec.Struct, frozen=True, kw_only=True):
     weed_volume: int = 8088
     weed_filer: int = 8888
     weed_admin: int = 23646
+    wechat: int = 8450
     grpc_offset: int = 10000
 
     def named(self) -> dict[str, int]:
@@ -49,6 +51,7 @@ class StackPorts(msgspec.Struct, frozen=True, kw_only=True):
             "s3 (weed volume)": self.weed_volume,
             "s3 (weed filer)": self.weed_filer,
             "s3 (weed admin)": self.weed_admin,
+            "wechat (stand-in)": self.wechat,
         }
         grpc = {f"{k} grpc": v + self.grpc_offset for k, v in base.items() if k.startswith("s3")}
         return base | grpc
@@ -260,6 +263,28 @@ async def probe_postgres(dsn: str) -> None:
 
 
 PROBE_KEY = ".ledgershare-probe"
+
+
+def wechat_part(settings: Settings, ports: StackPorts, home: Path) -> Part:
+    """The WeChat web-OAuth stand-in (deploy/wechat.py), so WeChat login works locally.
+    Its openid key is derived from the home folder: openids stay the same across restarts
+    of one stack, and differ between stacks."""
+    key = hashlib.sha256(f"wechat-standin:{home.resolve()}".encode()).hexdigest()
+    return Part(
+        name="wechat",
+        argv=[sys.executable, "-m", "deploy.wechat", "--host", LOOPBACK,
+              "--port", str(ports.wechat), "--appid", settings.wechat_appid,
+              "--secret", settings.wechat_secret, "--key", key],
+        probe=lambda: probe_http(f"{settings.wechat_api_base}/healthz"),
+    )
+
+
+async def probe_http(url: str) -> None:
+    """Any HTTP answer at all (a 404 included) means the server is up."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=1.0) as client:
+        await client.get(url)
 
 
 async def probe_s3(settings: Settings) -> None:

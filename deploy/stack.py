@@ -20,7 +20,16 @@ from typing import Any
 
 import msgspec
 
-from deploy.parts import LOOPBACK, Part, StackPorts, nats_part, postgres_part, s3_part
+from deploy.parts import (
+    LOOPBACK,
+    Part,
+    StackPorts,
+    nats_part,
+    postgres_part,
+    s3_part,
+    wechat_part,
+)
+from deploy.wechat import DEFAULT_APPID, DEFAULT_SECRET
 from runtime.settings import Settings, key_file
 from runtime.tokens import new_private_key, public_key_of
 
@@ -47,7 +56,7 @@ class Stack:
     """The three servers under one home folder."""
 
     def __init__(self, settings: Settings, ports: StackPorts, *, fast: bool = False,
-                 only: tuple[str, ...] = ("nats", "postgres", "s3")) -> None:
+                 only: tuple[str, ...] = ("nats", "postgres", "s3", "wechat")) -> None:
         self.settings = settings
         self.ports = ports
         self.home = Path(settings.home).resolve()
@@ -57,13 +66,14 @@ class Stack:
             nats_part(settings, ports, self.data),
             postgres_part(settings, ports, self.data, fast),
             s3_part(settings, ports, self.data),
+            wechat_part(settings, ports, self.home),
         ]
         self.parts = [p for p in every if p.name in only]
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
 
     @classmethod
     def local(cls, base: Settings, ports: StackPorts, *, fast: bool = False,
-              only: tuple[str, ...] = ("nats", "postgres", "s3")) -> Stack:
+              only: tuple[str, ...] = ("nats", "postgres", "s3", "wechat")) -> Stack:
         """A stack whose settings point at the given ports on 127.0.0.1."""
         return cls(settings_for(base, ports), ports, fast=fast, only=only)
 
@@ -77,7 +87,9 @@ class Stack:
         return {
             "nats_url": s.nats_url, "pg_dsn": s.pg_dsn, "s3_endpoint": s.s3_endpoint,
             "s3_bucket": s.s3_bucket, "s3_access_key": s.s3_access_key,
-            "s3_secret_key": s.s3_secret_key,
+            "s3_secret_key": s.s3_secret_key, "wechat_appid": s.wechat_appid,
+            "wechat_secret": s.wechat_secret, "wechat_api_base": s.wechat_api_base,
+            "wechat_open_base": s.wechat_open_base,
         }
 
     def pids(self) -> dict[str, int]:
@@ -148,7 +160,8 @@ class Stack:
 
     def _endpoint(self, name: str) -> str:
         s = self.settings
-        return {"nats": s.nats_url, "postgres": s.pg_dsn, "s3": s.s3_endpoint}[name]
+        return {"nats": s.nats_url, "postgres": s.pg_dsn, "s3": s.s3_endpoint,
+                "wechat": s.wechat_open_base}[name]
 
     def _check_ports(self) -> None:
         names = {p.name for p in self.parts}
@@ -218,6 +231,10 @@ def settings_for(base: Settings, ports: StackPorts) -> Settings:
         nats_url=f"nats://{LOOPBACK}:{ports.nats}",
         pg_dsn=f"postgresql://postgres@{LOOPBACK}:{ports.pg}/ledgershare",
         s3_endpoint=f"http://{LOOPBACK}:{ports.s3}",
+        # The local WeChat: the stand-in's own app id and secret (not secrets anywhere).
+        wechat_appid=DEFAULT_APPID, wechat_secret=DEFAULT_SECRET,
+        wechat_api_base=f"http://{LOOPBACK}:{ports.wechat}",
+        wechat_open_base=f"http://{LOOPBACK}:{ports.wechat}",
     )
 
 

@@ -43,8 +43,8 @@ Decision = Sequence[Outgoing] | Awaitable[Sequence[Outgoing]]
 
 # Credentials say who asks, not what is asked: a retry may carry a refreshed session, and a
 # digest of a password must never be stored. A consistency seq is not content either.
-NOT_CONTENT = frozenset({"command_id", "session", "drive_token", "password", "old_password",
-                         "new_password", "answer", "seq"})
+NOT_CONTENT = frozenset({"command_id", "session", "drive_token", "openid_proof", "password",
+                         "old_password", "new_password", "answer", "seq"})
 
 
 def command_key(context: str, operation: str, caller: str, command_id: str) -> str:

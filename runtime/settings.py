@@ -60,6 +60,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upload_reservation_s: float = 3600.0
     presign_ttl_s: int = 600
     sweep_interval_s: float = 30.0
+    # WeChat web OAuth (snsapi_base): identity exchanges login codes with the app secret;
+    # the gateway sends browsers to the authorize page. `make run` and the tests point
+    # both at the local stand-in (deploy/wechat.py).
+    wechat_appid: str = ""
+    wechat_secret: str = ""
+    wechat_api_base: str = "https://api.weixin.qq.com"
+    wechat_open_base: str = "https://open.weixin.qq.com"
+    wechat_proof_ttl_s: float = 600.0
     # gateway: the public HTTP edge (Member Center pages and the desktop program's API).
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080

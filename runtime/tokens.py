@@ -87,6 +87,10 @@ class Signer:
         return f"{body}.{_b64(self._key.sign(body.encode()))}", claims.exp
 
 
+_HOW = {"session": "log in", "drive": "verify your cloud-drive password",
+        "openid": "log in through WeChat again"}
+
+
 class Verifier:
     """Checks tokens with the public key; any flaw is the same `InvalidToken`."""
 
@@ -101,8 +105,7 @@ class Verifier:
         """The token's claims if it is genuine, of the right kind and not expired."""
         claims = self._genuine(token)
         if claims.kind != kind:
-            how = "log in" if kind == "session" else "verify your cloud-drive password"
-            raise InvalidToken(f"a {kind} token is needed; {how}")
+            raise InvalidToken(f"a {kind} token is needed; {_HOW.get(kind, 'log in')}")
         if claims.exp <= now:
             raise InvalidToken("the token has expired; log in again")
         return claims

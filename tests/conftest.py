@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -12,14 +14,18 @@ from pathlib import Path
 import asyncpg
 import nats
 import pytest
+import uvicorn
 from nats.aio.client import Client as NATS
 
 from deploy.stack import Stack
+from deploy.wechat import DEFAULT_APPID, DEFAULT_SECRET, WeChatStandIn
+from deploy.wechat import app as wechat_app
 from runtime.app import create_pool
 from runtime.eventstore import EventStore
 from runtime.settings import Settings
+from tests.helpers import WeChat
 from tests.services import running_all
-from tests.support import free_stack_ports
+from tests.support import free_port, free_stack_ports
 
 
 @pytest.fixture(scope="session")
@@ -72,12 +78,32 @@ def _admin(base: str, sql: str) -> None:
     asyncio.run(run())
 
 
+@pytest.fixture(scope="session")
+def wechat() -> Iterator[WeChat]:
+    """The WeChat OAuth stand-in (deploy/wechat.py) on a real port, for the session."""
+    standin = WeChatStandIn({DEFAULT_APPID: DEFAULT_SECRET})
+    server = uvicorn.Server(uvicorn.Config(wechat_app(standin), host="127.0.0.1",
+                                           port=free_port(), log_config=None,
+                                           lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.01)
+        assert thread.is_alive(), "the WeChat stand-in did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield WeChat(standin, f"http://127.0.0.1:{port}")
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
 @pytest.fixture
-def settings(stack: Stack, nats_stack: Stack, database: str, tmp_path: Path) -> Settings:
-    """Settings pointing at this test's servers."""
+def settings(stack: Stack, nats_stack: Stack, database: str, tmp_path: Path,
+             wechat: WeChat) -> Settings:
+    """Settings pointing at this test's servers (and the WeChat stand-in)."""
     return stack.settings.with_overrides(
         home=str(tmp_path), nats_url=nats_stack.settings.nats_url, pg_dsn=database,
-        log_json=False)
+        log_json=False, wechat_appid=DEFAULT_APPID, wechat_secret=DEFAULT_SECRET,
+        wechat_api_base=wechat.url, wechat_open_base=wechat.url)
 
 
 @pytest.fixture

@@ -25,12 +25,11 @@ from contracts.identity import (
     IdentityEvent,
     InvalidToken,
     Login,
-    LoginOpenid,
+    LoginWechat,
     Me,
     MemberBound,
     MemberInfo,
     MemberUnbound,
-    NotBound,
     OpenidClaimed,
     OpenidReleased,
     PublicKey,
@@ -43,6 +42,7 @@ from contracts.identity import (
     SetDrivePassword,
     Unbind,
     VerifyDrivePassword,
+    WechatLogin,
     account_subject,
     account_subjects,
     member_subject,
@@ -55,6 +55,7 @@ from runtime.eventstore import EventStore, Outgoing
 from runtime.passwords import Hasher
 from runtime.service import Call, Endpoint
 from runtime.tokens import Claims, Sessions, Signer
+from runtime.wechat import WeChatOAuth
 from services.identity import domain
 from services.identity.domain import Holder, LockPolicy, Member
 
@@ -79,8 +80,9 @@ class Identity:
     """The identity service's operations over the event store."""
 
     def __init__(self, events: EventStore, commands: Pipeline, hasher: Hasher, signer: Signer,
-                 sessions: Sessions, public_key: str, *, policy: LockPolicy,
-                 session_ttl: timedelta, drive_ttl: timedelta) -> None:
+                 sessions: Sessions, public_key: str, wechat: WeChatOAuth, *,
+                 policy: LockPolicy, session_ttl: timedelta, drive_ttl: timedelta,
+                 proof_ttl: timedelta = timedelta(minutes=10)) -> None:
         self.events = events
         self.commands = commands
         self.hasher = hasher
@@ -90,6 +92,8 @@ class Identity:
         self.policy = policy
         self.session_ttl = session_ttl
         self.drive_ttl = drive_ttl
+        self.wechat = wechat
+        self.proof_ttl = proof_ttl
 
     def endpoints(self) -> list[Endpoint[Any, Any]]:
         """Every operation of the service, each with its handler."""
@@ -98,7 +102,7 @@ class Identity:
                 Endpoint(IdentityClient.bind, self.bind),
                 Endpoint(IdentityClient.unbind, self.unbind),
                 Endpoint(IdentityClient.login, self.login),
-                Endpoint(IdentityClient.login_openid, self.login_openid),
+                Endpoint(IdentityClient.login_wechat, self.login_wechat),
                 Endpoint(IdentityClient.me, self.me),
                 Endpoint(IdentityClient.change_password, self.change_password),
                 Endpoint(IdentityClient.change_nickname, self.change_nickname),
@@ -188,12 +192,19 @@ class Identity:
         domain.authenticate(member, password_ok=ok)
         return self._session_reply(member, call.received_at)
 
-    async def login_openid(self, req: LoginOpenid, call: Call) -> Session:
-        claim, _ = await self._claim(openid_subjects(req.openid))
+    async def login_wechat(self, req: LoginWechat, call: Call) -> WechatLogin:
+        """WeChat's login code, exchanged here (only identity holds the app secret): the
+        bound member's session, or a proof of the openid for `bind`."""
+        openid = await self.wechat.openid(req.code)
+        claim, _ = await self._claim(openid_subjects(openid))
         member, _ = await self._member(claim.member_id)
-        if member.openid != req.openid:
-            raise NotBound("this WeChat user is not bound to a member")
-        return self._session_reply(member, call.received_at)
+        if member.openid == openid:
+            s = self._session_reply(member, call.received_at)
+            return WechatLogin(bound=True, member_id=s.member_id, session=s.session,
+                               expires_at=s.expires_at)
+        proof, expires = self.signer.issue(member_id=openid, kind="openid",
+                                           now=call.received_at, ttl=self.proof_ttl, pv=0)
+        return WechatLogin(bound=False, openid_proof=proof, expires_at=expires)
 
     def _session_reply(self, member: Member, now: datetime) -> Session:
         session, expires = self.signer.issue(member_id=member.member_id, kind="session",
@@ -212,6 +223,9 @@ class Identity:
     # ---- WeChat binding -------------------------------------------------------------------
 
     async def bind(self, req: Bind, call: Call) -> Done:
+        # The openid comes only from a proof identity signed after a WeChat code exchange.
+        openid = self.sessions.verifier.verify(req.openid_proof, kind="openid",
+                                               now=call.received_at).sub
         known = await self._member_by_account(req.account)
         ok = await self.hasher.verify(known.password_hash or None, req.password)
         domain.authenticate(known, password_ok=ok)
@@ -219,20 +233,20 @@ class Identity:
         async def decision(member: Member, claim: Holder) -> tuple[
                 OpenidClaimed | None, MemberBound | None]:
             holder, _ = await self._member(claim.member_id)
-            return domain.decide_bind(member, claim, holder, openid=req.openid,
+            return domain.decide_bind(member, claim, holder, openid=openid,
                                       nickname=req.nickname, password_ok=ok,
                                       at=call.received_at)
 
         async def claim_openid(claim: Holder) -> list[Outgoing]:
             claimed, _ = await decision((await self._member(known.member_id))[0], claim)
-            return _to_openid(req.openid, [claimed] if claimed else [])
+            return _to_openid(openid, [claimed] if claimed else [])
 
         async def bind_member(member: Member) -> list[Outgoing]:
-            _, bound = await decision(member, (await self._claim(openid_subjects(req.openid)))[0])
+            _, bound = await decision(member, (await self._claim(openid_subjects(openid)))[0])
             return _to_member(member.member_id, [bound] if bound else [])
 
         async def body(cmd: Command) -> Done:
-            await self.commands.step(cmd.part("claim"), openid_subjects(req.openid), CLAIM,
+            await self.commands.step(cmd.part("claim"), openid_subjects(openid), CLAIM,
                                      claim_openid)
             bound = await self.commands.step(cmd.part("bind"), member_subjects(known.member_id),
                                              MEMBER, bind_member)

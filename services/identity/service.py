@@ -10,6 +10,7 @@ from runtime.commands import Pipeline
 from runtime.passwords import Hasher
 from runtime.settings import Settings
 from runtime.tokens import Sessions, Signer, Verifier, public_key_of
+from runtime.wechat import WeChatOAuth
 from services.identity.domain import LockPolicy
 from services.identity.handlers import Identity
 
@@ -24,11 +25,14 @@ def identity_from(settings: Settings, res: Resources, commands: Pipeline) -> Ide
         Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
                parallelism=settings.argon2_parallelism),
         Signer(settings.token_private_key), Sessions(Verifier(public), res.events), public,
+        WeChatOAuth(settings.wechat_api_base, settings.wechat_appid, settings.wechat_secret,
+                    timeout=settings.request_timeout_s),
         policy=LockPolicy(free_attempts=settings.drive_free_attempts,
                           base=timedelta(seconds=settings.drive_lock_base_s),
                           cap=timedelta(seconds=settings.drive_lock_max_s)),
         session_ttl=timedelta(seconds=settings.session_ttl_s),
         drive_ttl=timedelta(seconds=settings.drive_ttl_s),
+        proof_ttl=timedelta(seconds=settings.wechat_proof_ttl_s),
     )
 
 
@@ -36,7 +40,8 @@ async def build(res: Resources) -> Wiring:
     """identity's host. No read model: every answer folds the member's (or a claim's)
     events, so no query needs a table."""
     identity = identity_from(res.settings, res, await command_pipeline(res, "identity"))
-    return Wiring(host=SERVICE.host(res, identity.endpoints()))
+    return Wiring(host=SERVICE.host(res, identity.endpoints()), app=identity,
+                  cleanup=[identity.wechat.close])
 
 
 SERVICE = Service(

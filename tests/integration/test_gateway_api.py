@@ -66,7 +66,7 @@ async def test_a_member_registers_logs_in_and_reads_their_info_with_a_bearer_ses
     ("identity/nothing", {}, 404, "no_such_operation"),
     ("sharing/check", {}, 404, "no_such_operation"),  # for services only
     ("storage/set_quota", {}, 404, "no_such_operation"),  # for operators only
-    ("identity/login_openid", {"openid": "o"}, 404, "no_such_operation"),  # WeChat's edge
+    ("identity/login_wechat", {"code": "c"}, 404, "no_such_operation"),  # WeChat's edge
     ("admin/replay", {}, 404, "no_such_operation"),
 ])
 async def test_each_refusal_is_a_typed_error_with_the_status_of_its_class(

@@ -21,15 +21,16 @@ from contracts.identity import (
     InvalidNickname,
     InvalidToken,
     Login,
-    LoginOpenid,
+    LoginWechat,
     Me,
-    NotBound,
     OpenidTaken,
     Register,
     ResetDrivePassword,
     SetDrivePassword,
+    SnapshotUser,
     Unbind,
     VerifyDrivePassword,
+    WechatCodeRefused,
     WrongAnswer,
     WrongDrivePassword,
 )
@@ -37,15 +38,18 @@ from contracts.subjects import context_subjects
 from runtime.app import Wiring
 from runtime.eventstore import EventStore
 from runtime.tokens import Signer, new_private_key
-from tests.helpers import cid, log_in, register
+from tests.helpers import WeChat, cid, log_in, openid_proof, register, wechat_session
 
 
-async def test_seed_step_one_register_bind_and_member_info(identity_client: IdentityClient) -> None:
+async def test_seed_step_one_register_bind_and_member_info(
+        identity_client: IdentityClient, wechat: WeChat) -> None:
     await register(identity_client, "13800000001", "张三")
     await register(identity_client, "13800000002", "李四")
-    await identity_client.bind(Bind(command_id=cid(), openid="wx-openid-a", account="13800000001",
-                           password="secret-1", nickname="张三"))
-    token = (await identity_client.login_openid(LoginOpenid(openid="wx-openid-a"))).session
+    proof = await openid_proof(identity_client, wechat, "zhangsan")
+    await identity_client.bind(Bind(command_id=cid(), openid_proof=proof,
+                                    account="13800000001", password="secret-1",
+                                    nickname="张三"))
+    token = await wechat_session(identity_client, wechat, "zhangsan")
     info = await identity_client.me(Me(session=token))
     assert (info.account, info.nickname, info.bound, info.drive_password_set) == (
         "13800000001", "张三", True, False)
@@ -97,30 +101,59 @@ async def test_unknown_account_answers_like_a_wrong_password(
     assert wrong.value.message == unknown.value.message
 
 
-async def test_binding_rules(identity_client: IdentityClient) -> None:
+async def test_binding_rules(identity_client: IdentityClient, wechat: WeChat) -> None:
     await register(identity_client, "alice", "Alice")
     await register(identity_client, "bob", "Bob")
-    bind = Bind(command_id=cid(), openid="wx-1", account="alice", password="secret-1",
+    wx1 = await openid_proof(identity_client, wechat, "wx-1")
+    bind = Bind(command_id=cid(), openid_proof=wx1, account="alice", password="secret-1",
                 nickname="Alice")
     await identity_client.bind(bind)
     await identity_client.bind(bind)  # the same binding again is no error
+    wx2 = await openid_proof(identity_client, wechat, "wx-2")
     with pytest.raises(InvalidCredentials):
-        await identity_client.bind(Bind(command_id=cid(), openid="wx-2", account="bob",
-                               password="secret-1", nickname="Not Bob"))
-    with pytest.raises(OpenidTaken):
-        await identity_client.bind(Bind(command_id=cid(), openid="wx-1", account="bob",
-                               password="secret-1", nickname="Bob"))
+        await identity_client.bind(Bind(command_id=cid(), openid_proof=wx2, account="bob",
+                                        password="secret-1", nickname="Not Bob"))
+    with pytest.raises(OpenidTaken):  # a proof obtained before alice bound wx-1
+        await identity_client.bind(Bind(command_id=cid(), openid_proof=wx1, account="bob",
+                                        password="secret-1", nickname="Bob"))
+    wx3 = await openid_proof(identity_client, wechat, "wx-3")
     with pytest.raises(AlreadyBound):
-        await identity_client.bind(Bind(command_id=cid(), openid="wx-3", account="alice",
-                               password="secret-1", nickname="Alice"))
+        await identity_client.bind(Bind(command_id=cid(), openid_proof=wx3, account="alice",
+                                        password="secret-1", nickname="Alice"))
     alice = await log_in(identity_client, "alice")
     await identity_client.unbind(Unbind(command_id=cid(), session=alice))
-    with pytest.raises(NotBound):
-        await identity_client.login_openid(LoginOpenid(openid="wx-1"))
-    await identity_client.bind(Bind(command_id=cid(), openid="wx-1", account="bob",
-                           password="secret-1", nickname="Bob"))
-    token = (await identity_client.login_openid(LoginOpenid(openid="wx-1"))).session
+    again = await openid_proof(identity_client, wechat, "wx-1")  # bound to no one now
+    await identity_client.bind(Bind(command_id=cid(), openid_proof=again, account="bob",
+                                    password="secret-1", nickname="Bob"))
+    token = await wechat_session(identity_client, wechat, "wx-1")
     assert (await identity_client.me(Me(session=token))).account == "bob"
+
+
+async def test_an_openid_is_never_a_credential(identity_client: IdentityClient,
+                                               wechat: WeChat) -> None:
+    await register(identity_client, "carol", "Carol")
+    session = await log_in(identity_client, "carol")
+    forged = [
+        "",  # none
+        "x.y",  # not a token
+        session,  # a genuine token of another kind
+        Signer(new_private_key()).issue(member_id="o-any", kind="openid", now=datetime.now(UTC),
+                                        ttl=timedelta(minutes=10), pv=0)[0],  # another key
+    ]
+    for proof in forged:
+        with pytest.raises(InvalidToken):
+            await identity_client.bind(Bind(command_id=cid(), openid_proof=proof,
+                                            account="carol", password="secret-1",
+                                            nickname="Carol"))
+    with pytest.raises(WechatCodeRefused):
+        await identity_client.login_wechat(LoginWechat(code="made-up"))
+    code = wechat.code("dave")
+    await identity_client.login_wechat(LoginWechat(code=code))
+    with pytest.raises(WechatCodeRefused):  # a code works once
+        await identity_client.login_wechat(LoginWechat(code=code))
+    with pytest.raises(SnapshotUser):
+        await identity_client.login_wechat(LoginWechat(code=wechat.code("eve", snapshot=True)))
+    assert not (await identity_client.me(Me(session=session))).bound
 
 
 async def test_a_password_change_invalidates_earlier_tokens(

@@ -217,7 +217,7 @@ async def _every_name_and_question_refused(nc: NATS, token: str, bad: str) -> No
     nickname = f"Bo{bad}b"
     await _refused(identity.register(Register(command_id=uuid.uuid4().hex, account="other",
                                               password="secret-1", nickname=nickname)))
-    await _refused(identity.bind(Bind(command_id=uuid.uuid4().hex, openid="wx-1",
+    await _refused(identity.bind(Bind(command_id=uuid.uuid4().hex, openid_proof="x.y",
                                       account="plain", password="secret-1",
                                       nickname=nickname)))
     await _refused(identity.change_nickname(ChangeNickname(

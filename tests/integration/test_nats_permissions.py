@@ -88,7 +88,7 @@ class Recorder:
     ("storage", "pub", "evt.identity.member.x.PasswordChanged"),
     ("sharing", "pub", "storage.set_quota"),
     ("wechat", "pub", "evt.identity.member.x.MemberRegistered"),
-    ("desktop", "pub", "identity.login_openid"),
+    ("desktop", "pub", "identity.login_wechat"),
     ("desktop", "pub", "sharing.check"),
     ("desktop", "pub", "storage.set_quota"),
     ("desktop", "pub", "$JS.API.STREAM.DELETE.EVENTS"),
@@ -153,10 +153,10 @@ async def system(secured: str, settings: Settings, pool: asyncpg.Pool
 
 
 async def test_the_whole_walkthrough_works_under_the_production_permissions(
-        system: NATS) -> None:
+        system: NATS, settings: Settings) -> None:
     console = Console(file=io.StringIO())
     with tempfile.TemporaryDirectory() as folder:
-        walk = Walkthrough(system, console, "4242", Path(folder))
+        walk = Walkthrough(system, console, "4242", Path(folder), settings)
         await walk.run()
     assert walk.steps == 21
 

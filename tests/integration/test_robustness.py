@@ -19,7 +19,7 @@ from contracts.identity import (
     ChangeNickname,
     IdentityClient,
     Login,
-    LoginOpenid,
+    Me,
     PublicKeyRequest,
     Register,
     SetDrivePassword,
@@ -31,6 +31,7 @@ from runtime.eventstore import EventStore
 from runtime.replay import compare, rebuild
 from runtime.settings import Settings
 from services.registry import SERVICES, named
+from tests.helpers import WeChat, log_in, openid_proof, proof_of
 from tests.services import read_models
 
 ENDPOINTS = [(service.name, op.name) for service in SERVICES
@@ -81,7 +82,8 @@ async def test_any_payload_on_any_endpoint_gets_a_typed_error_and_changes_nothin
     assert await IdentityClient(services).public_key(PublicKeyRequest())
 
 
-async def test_subject_breaking_values_are_only_data(services: NATS) -> None:
+async def test_subject_breaking_values_are_only_data(services: NATS, all_services: Settings,
+                                                     wechat: WeChat) -> None:
     identity = IdentityClient(services, timeout=10)
     for bad in ["**>", ">>>", "a b", "a\u0000b"]:
         with pytest.raises(LedgerError) as err:
@@ -97,19 +99,20 @@ async def test_subject_breaking_values_are_only_data(services: NATS) -> None:
     # openids are free text: dots and wildcards are encoded, never put raw in a subject
     await identity.register(Register(command_id=uuid.uuid4().hex, account="dots",
                                      password="secret-1", nickname="d"))
-    await identity.bind(Bind(command_id=uuid.uuid4().hex, openid="o.*.>", account="dots",
-                             password="secret-1", nickname="d"))
+    await identity.bind(Bind(command_id=uuid.uuid4().hex, account="dots", password="secret-1",
+                             openid_proof=proof_of("o.*.>", all_services), nickname="d"))
     # the longest openid, of four-byte characters, still makes one subject token
     await identity.register(Register(command_id=uuid.uuid4().hex, account="longid",
                                      password="secret-1", nickname="l"))
-    await identity.bind(Bind(command_id=uuid.uuid4().hex, openid="🙂" * 128,
-                             account="longid", password="secret-1", nickname="l"))
-    await identity.login_openid(LoginOpenid(openid="🙂" * 128))
+    await identity.bind(Bind(command_id=uuid.uuid4().hex, account="longid",
+                             openid_proof=proof_of("🙂" * 128, all_services),
+                             password="secret-1", nickname="l"))
+    assert (await identity.me(Me(session=await log_in(identity, "longid")))).bound
 
 
 async def test_rebuilding_every_read_model_equals_the_live_one(
-        services: NATS, pool: asyncpg.Pool, events: EventStore) -> None:
-    await _some_history(services)
+        services: NATS, pool: asyncpg.Pool, events: EventStore, wechat: WeChat) -> None:
+    await _some_history(services, wechat)
     for model in read_models():
         projection = model.projection()
         # A checkpoint moves only with the events its projection reads: wait for the
@@ -134,7 +137,7 @@ async def _wait_live(pool: asyncpg.Pool, schema: str, name: str, seq: int) -> No
     raise AssertionError(f"{schema} did not reach {seq}")
 
 
-async def _some_history(nc: NATS) -> None:
+async def _some_history(nc: NATS, wechat: WeChat) -> None:
     identity, social = IdentityClient(nc, timeout=10), SocialClient(nc, timeout=10)
     sessions = []
     for i in range(6):
@@ -151,8 +154,9 @@ async def _some_history(nc: NATS) -> None:
                                             account="mem0", seq=last))
     await identity.change_nickname(ChangeNickname(command_id=uuid.uuid4().hex,
                                                   session=sessions[1], nickname="renamed"))
-    await identity.bind(Bind(command_id=uuid.uuid4().hex, openid="wx", account="mem2",
-                             password="secret-1", nickname="成员2"))
+    await identity.bind(Bind(command_id=uuid.uuid4().hex, account="mem2", password="secret-1",
+                             openid_proof=await openid_proof(identity, wechat, "mem2"),
+                             nickname="成员2"))
     await identity.drive_password_set(SetDrivePassword(
         command_id=uuid.uuid4().hex, session=sessions[4], password="drive-pw", question="q",
         answer="a"))

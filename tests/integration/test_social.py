@@ -16,7 +16,6 @@ from contracts.identity import (
     ChangePassword,
     IdentityClient,
     InvalidToken,
-    LoginOpenid,
     Me,
 )
 from contracts.social import (
@@ -34,7 +33,7 @@ from runtime.settings import Settings
 from runtime.tokens import Signer, new_private_key
 from services.identity.service import build as build_identity
 from services.social.service import build as build_social
-from tests.helpers import cid, join
+from tests.helpers import WeChat, cid, join, openid_proof, wechat_session
 from tests.services import running, service_settings
 
 
@@ -58,12 +57,14 @@ async def clients(settings: Settings, nc: NATS, pool: asyncpg.Pool,
         yield Clients(nc)
 
 
-async def test_seed_steps_one_and_two(clients: Clients) -> None:
+async def test_seed_steps_one_and_two(clients: Clients, wechat: WeChat) -> None:
     a, _ = await clients.member("13800000001", "张三")
     _, b_token = await clients.member("13800000002", "李四")
-    await clients.identity.bind(Bind(command_id=cid(), openid="wx-a", account="13800000001",
-                                     password="secret-1", nickname="张三"))
-    a = (await clients.identity.login_openid(LoginOpenid(openid="wx-a"))).session
+    proof = await openid_proof(clients.identity, wechat, "wx-a")
+    await clients.identity.bind(Bind(command_id=cid(), openid_proof=proof,
+                                     account="13800000001", password="secret-1",
+                                     nickname="张三"))
+    a = await wechat_session(clients.identity, wechat, "wx-a")
     info = await clients.identity.me(Me(session=a))
     assert info.bound and info.nickname == "张三"
     added = await clients.social.add_friend(AddFriend(

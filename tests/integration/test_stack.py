@@ -82,7 +82,9 @@ def test_the_command_brings_the_stack_up_reports_it_and_stops_it(tmp_path: Path)
         status = cli("status", "--json")
         doc = msgspec.json.decode(status.stdout)
         assert status.returncode == 0
-        assert [p["healthy"] for p in doc["parts"]] == [True, True, True]
+        assert [(p["name"], p["healthy"]) for p in doc["parts"]] == [
+            ("nats", True), ("postgres", True), ("s3", True), ("wechat", True)]
+        assert doc["endpoints"]["wechat_open_base"] == f"http://127.0.0.1:{ports.wechat}"
         assert doc["endpoints"]["nats_url"] == f"nats://127.0.0.1:{ports.nats}"
         assert doc["endpoints"]["s3_bucket"] == "ledgershare"
         twin = cli("up")
@@ -91,4 +93,4 @@ def test_the_command_brings_the_stack_up_reports_it_and_stops_it(tmp_path: Path)
     finally:
         assert cli("down").returncode == 0
     after = msgspec.json.decode(cli("status", "--json").stdout)
-    assert [p["running"] for p in after["parts"]] == [False, False, False]
+    assert [p["running"] for p in after["parts"]] == [False, False, False, False]

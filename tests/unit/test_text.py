@@ -88,7 +88,8 @@ def test_anything_else_is_not_answered(reply: str) -> None:
     (identity.SetDrivePassword, "question")])
 def test_names_and_questions_are_plain_text(kind: type[Request], field: str) -> None:
     fields = {"command_id": "c" * 16, "session": "s", "account": "acc", "password": "pw",
-              "openid": "o", "nickname": "Ann", "question": "first pet?", "answer": "Rex"}
+              "openid_proof": "p", "nickname": "Ann", "question": "first pet?",
+              "answer": "Rex"}
     names = {f.name for f in msgspec.structs.fields(kind)}
     good = {k: v for k, v in fields.items() if k in names}
     assert msgspec.convert(good, kind)
