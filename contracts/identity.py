@@ -334,7 +334,8 @@ class Login(Request, frozen=True, kw_only=True):
 class LoginWechat(Request, frozen=True, kw_only=True):
     """Log in with the code WeChat's web OAuth gave the member's browser (snsapi_base)."""
 
-    code: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    code: Annotated[str, msgspec.Meta(min_length=1, max_length=128,
+                                      pattern=r"^[A-Za-z0-9_-]+$")]
 
 
 class WechatLogin(Reply, frozen=True, kw_only=True):

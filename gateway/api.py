@@ -10,6 +10,8 @@ describes them all.
 
 from __future__ import annotations
 
+import logging
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,6 +30,7 @@ from contracts.errors import (
     Conflict,
     ErrorReply,
     Forbidden,
+    Internal,
     LedgerError,
     NotFound,
     TooLarge,
@@ -42,6 +45,8 @@ STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (TooLarge, 413), (BadRequest, 400), (Unauthenticated, 401), (Forbidden, 403),
     (NotFound, 404), (Conflict, 409), (CommandInProgress, 503), (Unavailable, 503))
 _json = msgspec.json.Encoder()
+_CORRELATION = re.compile(r"[A-Za-z0-9_-]{8,64}")
+log = logging.getLogger("ledgershare.gateway")
 
 
 class NoSuchOperation(NotFound):
@@ -92,7 +97,7 @@ class Api:
 
     async def call(self, request: HttpRequest) -> Response:
         """One operation: decode as the service would, call it over NATS, answer."""
-        correlation_id = request.headers.get("x-correlation-id") or uuid.uuid4().hex
+        correlation_id = _correlation_id(request)
         try:
             target = self._target(request)
             body = await self._body(request, target.operation)
@@ -100,6 +105,10 @@ class Api:
                                              correlation_id=correlation_id)
         except LedgerError as err:
             return error_response(err, err.correlation_id or correlation_id)
+        except Exception:
+            log.exception("internal error", extra={"correlation_id": correlation_id})
+            return error_response(Internal(f"internal error; quote {correlation_id}"),
+                                  correlation_id)
         return Response(_json.encode(reply), media_type="application/json",
                         headers={HDR_CORRELATION: correlation_id})
 
@@ -115,7 +124,9 @@ class Api:
         fields = json_object(await read_limited(request, self.max_body), op.request.__name__)
         session = bearer(request)
         if session and "session" in op.request.__struct_fields__:
-            fields.setdefault("session", session)
+            if fields.setdefault("session", session) != session:
+                raise BadRequest("two different sessions: one in the Authorization header, "
+                                 "another in the body")
         try:
             return op.request_decoder.decode(_json.encode(fields))
         except msgspec.ValidationError as err:
@@ -126,7 +137,7 @@ def json_object(data: bytes, what: str) -> dict[str, Any]:
     """The body as a JSON object (an empty body is an empty one)."""
     try:
         fields = msgspec.json.decode(data) if data.strip() else {}
-    except msgspec.DecodeError as err:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as err:
         raise BadRequest(f"invalid {what}: {err}") from None
     if not isinstance(fields, dict):
         raise BadRequest(f"invalid {what}: the body must be a JSON object")
@@ -144,6 +155,13 @@ async def read_limited(request: HttpRequest, limit: int) -> bytes:
         if len(body) > limit:
             raise TooLarge(f"the request body is over the limit of {limit} bytes")
     return bytes(body)
+
+
+def _correlation_id(request: HttpRequest) -> str:
+    """The caller's correlation id when it is a plain short token; a fresh one otherwise
+    (it is stored on every event the request appends)."""
+    given = request.headers.get("x-correlation-id", "")
+    return given if _CORRELATION.fullmatch(given) else uuid.uuid4().hex
 
 
 def bearer(request: HttpRequest) -> str:

@@ -54,10 +54,12 @@ def command_key(context: str, operation: str, caller: str, command_id: str) -> s
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def content_digest(request: Request) -> str:
+def content_digest(request: Request, also: str = "") -> str:
     """A digest of what the request asks (its fields other than credentials)."""
     fields = {name: getattr(request, name) for name in request.__struct_fields__
               if name not in NOT_CONTENT}
+    if also:
+        fields["\x1falso"] = also
     return hashlib.sha256(msgspec.json.encode(fields)).hexdigest()
 
 
@@ -112,11 +114,12 @@ class Pipeline:
         self.wait_s = wait_s
 
     async def run(self, operation: str, request: Any, *, caller: str, correlation_id: str,
-                  body: Callable[[Command], Awaitable[R]]) -> R:
-        """Run ``body`` as the one holder of this command."""
+                  body: Callable[[Command], Awaitable[R]], also: str = "") -> R:
+        """Run ``body`` as the one holder of this command. ``also``: content the request
+        carries only inside a credential (the openid of a bind's proof)."""
         key = command_key(self.context, operation, caller, request.command_id)
         subject = journal_subject(self.context, key)
-        digest = content_digest(request)
+        digest = content_digest(request, also)
         fresh, held = await self._hold(subject, digest)
         meta = Meta(correlation_id=correlation_id, causation_id=key, actor=caller)
         try:

@@ -268,7 +268,8 @@ def decode_request(ep: Endpoint[Any, Any], data: bytes) -> Request:
         raise TooLarge(f"request is {len(data)} bytes; the limit is {MAX_REQUEST_BYTES}")
     try:
         request: Request = ep.operation.request_decoder.decode(data)
-    except (msgspec.ValidationError, msgspec.DecodeError) as err:
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError,
+            RecursionError) as err:
         raise BadRequest(f"invalid {ep.operation.request.__name__}: {err}") from None
     return request
 

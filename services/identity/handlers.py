@@ -154,9 +154,10 @@ class Identity:
         return member, seq
 
     async def _run(self, operation: str, req: Any, call: Call, caller: str,
-                   body: Callable[[Command], Awaitable[R]]) -> R:
+                   body: Callable[[Command], Awaitable[R]], also: str = "") -> R:
         return await self.commands.run(operation, req, caller=caller,
-                                       correlation_id=call.correlation_id, body=body)
+                                       correlation_id=call.correlation_id, body=body,
+                                       also=also)
 
     async def _on_member(self, cmd: Command, claims: Claims,
                          decide: Callable[[Member], Decision]) -> Step[Member, IdentityEvent]:
@@ -252,7 +253,9 @@ class Identity:
                                              MEMBER, bind_member)
             return Done(seq=bound.seq)
 
-        return await self._run("bind", req, call, known.member_id, body)
+        # The openid is what a bind asks for: a reused command id with another one is
+        # another request (command_reused), not a repeat.
+        return await self._run("bind", req, call, known.member_id, body, also=openid)
 
     async def unbind(self, req: Unbind, call: Call) -> Done:
         claims = self._signed(req.session, call.received_at)

@@ -108,9 +108,6 @@ async def test_another_members_session_reaches_only_what_that_member_may_see(
     refused = await call(api, "storage/versions",
                          {**asked, "drive_token": unlocked.json()["drive_token"]}, session=bob)
     assert (refused.status_code, refused.json()["code"]) == (403, "no_access"), refused.text
-    # The bearer session is the caller's: a body naming another session is used as given.
-    mine = await call(api, "identity/me", {"session": bob}, session=alice)
-    assert mine.json()["account"] == "bob"
 
 
 async def test_the_openapi_document_describes_exactly_the_operations_served(
@@ -128,3 +125,29 @@ async def test_the_openapi_document_describes_exactly_the_operations_served(
     assert "`invalid_token`" in me["responses"]["401"]["description"]
     assert "/api/v1/identity/register" in doc["paths"]
     assert "security" not in doc["paths"]["/api/v1/identity/register"]["post"]
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe{}", b"[" * 3000, b'{"account": "a"'])
+async def test_a_body_that_is_not_json_text_is_a_bad_request(api: httpx.AsyncClient,
+                                                             body: bytes) -> None:
+    answer = await api.post("/api/v1/identity/login", content=body,
+                            headers={"content-type": "application/json"})
+    assert (answer.status_code, answer.json()["code"]) == (400, "bad_request")
+    assert answer.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_two_different_sessions_are_refused_and_a_forged_correlation_id_replaced(
+        api: httpx.AsyncClient) -> None:
+    alice = await member(api, "alice2", "Alice")
+    bob = await member(api, "bob2", "Bob")
+    both = await call(api, "identity/me", {"session": bob}, session=alice)
+    assert (both.status_code, both.json()["code"]) == (400, "bad_request")
+    same = await call(api, "identity/me", {"session": alice}, session=alice)
+    assert same.json()["account"] == "alice2"
+    for forged in ("x" * 5000, "a b c d e f", "short"):
+        answer = await api.post("/api/v1/identity/me", json={"session": alice},
+                                headers={"x-correlation-id": forged})
+        assert answer.headers["ledger-correlation-id"] != forged
+    kept = await api.post("/api/v1/identity/me", json={"session": alice},
+                          headers={"x-correlation-id": "trace-0123456789"})
+    assert kept.headers["ledger-correlation-id"] == "trace-0123456789"

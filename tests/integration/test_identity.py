@@ -5,9 +5,10 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import msgspec
 import pytest
 
-from contracts.errors import BadRequest
+from contracts.errors import BadRequest, CommandReused
 from contracts.identity import (
     AccountTaken,
     AlreadyBound,
@@ -249,3 +250,20 @@ async def test_parallel_guessing_gets_no_more_tries_than_allowed(
     evaluated = [r for r in results if isinstance(r, WrongDrivePassword)]
     locked = [r for r in results if isinstance(r, DriveLocked)]
     assert len(evaluated) == 3 and len(locked) == 17
+
+
+async def test_a_bind_command_id_reused_for_another_wechat_user_is_refused(
+        identity_client: IdentityClient, wechat: WeChat) -> None:
+    await register(identity_client, "frank", "Frank")
+    first = Bind(command_id=cid(), openid_proof=await openid_proof(identity_client, wechat,
+                                                                   "wx-frank"),
+                 account="frank", password="secret-1", nickname="Frank")
+    await identity_client.bind(first)
+    await identity_client.bind(first)  # a repeat, with the same proof: the same answer
+    await identity_client.unbind(Unbind(command_id=cid(),
+                                        session=await log_in(identity_client, "frank")))
+    other = await openid_proof(identity_client, wechat, "wx-other")
+    with pytest.raises(CommandReused):
+        await identity_client.bind(msgspec.structs.replace(first, openid_proof=other))
+    assert not (await identity_client.me(Me(session=await log_in(identity_client,
+                                                                 "frank")))).bound
