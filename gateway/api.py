@@ -55,6 +55,15 @@ class NoSuchOperation(NotFound):
     code = "no_such_operation"
 
 
+def public(err: LedgerError, correlation_id: str) -> LedgerError:
+    """What an internet client may read of an error: a plain "unavailable" names the
+    service, subject or bus that failed, which stays in the gateway's log."""
+    if type(err) is not Unavailable:
+        return err
+    log.warning("unavailable: %s", err.message, extra={"correlation_id": correlation_id})
+    return Unavailable("the system did not answer in time; please try again shortly")
+
+
 def status_of(err: LedgerError) -> int:
     """The HTTP status of a typed error (500 for internal and unknown ones)."""
     for cls, status in STATUS:
@@ -104,7 +113,8 @@ class Api:
             reply = await target.client.call(target.operation, body,
                                              correlation_id=correlation_id)
         except LedgerError as err:
-            return error_response(err, err.correlation_id or correlation_id)
+            return error_response(public(err, correlation_id),
+                                  err.correlation_id or correlation_id)
         except Exception:
             log.exception("internal error", extra={"correlation_id": correlation_id})
             return error_response(Internal(f"internal error; quote {correlation_id}"),

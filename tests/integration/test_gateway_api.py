@@ -151,3 +151,15 @@ async def test_two_different_sessions_are_refused_and_a_forged_correlation_id_re
     kept = await api.post("/api/v1/identity/me", json={"session": alice},
                           headers={"x-correlation-id": "trace-0123456789"})
     assert kept.headers["ledger-correlation-id"] == "trace-0123456789"
+
+
+async def test_with_a_service_down_the_client_learns_nothing_of_the_inside(
+        nc: NATS, settings: Settings) -> None:
+    app = create_app(nc, settings, [s.client for s in SERVICES])  # no service is running
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gateway.test") as client:
+        answer = await call(client, "identity/me", {"session": "x.y"})
+    assert (answer.status_code, answer.json()["code"]) == (503, "unavailable")
+    assert answer.headers["retry-after"] == "1"
+    message = answer.json()["message"]
+    assert "identity" not in message and "nats" not in message.lower() and "." not in message

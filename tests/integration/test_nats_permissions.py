@@ -12,6 +12,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import asyncpg
+import msgspec
 import nats
 import pytest
 from nats.aio.client import Client as NATS
@@ -23,6 +24,7 @@ from deploy.freeports import free_port
 from deploy.parts import find_binary
 from runtime.eventstore import EventStore
 from runtime.journal import Journal
+from runtime.service import ServiceHost
 from runtime.settings import Settings
 from services.registry import SERVICES
 from tests.services import running, service_settings
@@ -171,3 +173,23 @@ async def test_an_operator_replays_a_read_model_over_the_bus_alone(
     finally:
         await operator.close()
     assert rebuilt.differences == [] and rebuilt.swapped and rebuilt.tables
+
+
+@pytest.mark.parametrize("user", ["desktop", "wechat"])
+async def test_a_gateway_is_discoverable_under_its_own_user_and_serves_nothing_else(
+        secured: str, user: str) -> None:
+    rec = Recorder()
+    nc = await rec.connect(secured, user)
+    presence = ServiceHost(nc, name="gateway", version="1.0.0", description="edge",
+                           endpoints=[])
+    await presence.start()
+    operator = await nats.connect(f"nats://operator:pw-operator@{secured}")
+    try:
+        pong = await operator.request("$SRV.PING.gateway", b"", timeout=2)
+        assert msgspec.json.decode(pong.data)["name"] == "gateway"
+        assert not [e for e in rec.errors if "permissions violation" in e.lower()]
+        assert await rec.refused(nc.subscribe("identity.>"))  # never a service's requests
+    finally:
+        await presence.stop()
+        await operator.close()
+        await nc.close()
