@@ -59,9 +59,16 @@ class ServiceClient:
     async def call(self, operation: Operation[Req, Rep], request: Req, *,
                    correlation_id: str | None = None) -> Rep:
         """Send one request; return the decoded reply or raise its typed error."""
-        data = await self._request(self.subject(operation), _encoder.encode(request),
-                                   correlation_id, operation.codes)
+        data = await self.call_encoded(operation, _encoder.encode(request),
+                                       correlation_id=correlation_id)
         return operation.reply_decoder.decode(data)
+
+    async def call_encoded(self, operation: Operation[Any, Any], payload: bytes, *,
+                           correlation_id: str | None = None) -> bytes:
+        """`call` with the request already JSON and the reply left as JSON (a gateway
+        passing bodies through); errors are raised as the operation declares them."""
+        return await self._request(self.subject(operation), payload, correlation_id,
+                                   operation.codes)
 
     async def call_raw(self, operation: str, payload: bytes,
                        correlation_id: str | None = None) -> bytes:

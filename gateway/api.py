@@ -64,10 +64,10 @@ def public(err: LedgerError, correlation_id: str) -> LedgerError:
     return Unavailable("the system did not answer in time; please try again shortly")
 
 
-def status_of(err: LedgerError) -> int:
-    """The HTTP status of a typed error (500 for internal and unknown ones)."""
+def status_of(kind: type[LedgerError]) -> int:
+    """The HTTP status of a typed error class (500 for internal and unknown ones)."""
     for cls, status in STATUS:
-        if isinstance(err, cls):
+        if issubclass(kind, cls):
             return status
     return 500
 
@@ -110,8 +110,8 @@ class Api:
         try:
             target = self._target(request)
             body = await self._body(request, target.operation)
-            reply = await target.client.call(target.operation, body,
-                                             correlation_id=correlation_id)
+            reply = await target.client.call_encoded(target.operation, body,
+                                                     correlation_id=correlation_id)
         except LedgerError as err:
             return error_response(public(err, correlation_id),
                                   err.correlation_id or correlation_id)
@@ -119,7 +119,7 @@ class Api:
             log.exception("internal error", extra={"correlation_id": correlation_id})
             return error_response(Internal(f"internal error; quote {correlation_id}"),
                                   correlation_id)
-        return Response(_json.encode(reply), media_type="application/json",
+        return Response(reply, media_type="application/json",
                         headers={HDR_CORRELATION: correlation_id})
 
     def _target(self, request: HttpRequest) -> Exposed:
@@ -130,17 +130,20 @@ class Api:
                                   f"see {PREFIX}/openapi.json")
         return target
 
-    async def _body(self, request: HttpRequest, op: Operation[Any, Any]) -> Any:
+    async def _body(self, request: HttpRequest, op: Operation[Any, Any]) -> bytes:
+        """The request as JSON, refused here as the service would refuse it."""
         fields = json_object(await read_limited(request, self.max_body), op.request.__name__)
         session = bearer(request)
         if session and "session" in op.request.__struct_fields__:
             if fields.setdefault("session", session) != session:
                 raise BadRequest("two different sessions: one in the Authorization header, "
                                  "another in the body")
+        body = _json.encode(fields)
         try:
-            return op.request_decoder.decode(_json.encode(fields))
+            op.request_decoder.decode(body)
         except msgspec.ValidationError as err:
             raise BadRequest(f"invalid {op.request.__name__}: {err}") from None
+        return body
 
 
 def json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -187,5 +190,5 @@ def error_response(err: LedgerError, correlation_id: str) -> Response:
     headers = {HDR_CORRELATION: correlation_id}
     if isinstance(err, Unavailable):
         headers["Retry-After"] = "1"
-    return Response(_json.encode(reply), status_code=status_of(err),
+    return Response(_json.encode(reply), status_code=status_of(type(err)),
                     media_type="application/json", headers=headers)

@@ -57,7 +57,7 @@ def _errors(declared: tuple[type[LedgerError], ...]) -> dict[str, Any]:
     by_status: dict[int, list[str]] = {}
     every: tuple[type[LedgerError], ...] = (*declared, *GENERIC, NoSuchOperation)
     for cls in every:
-        by_status.setdefault(status_of(cls("")), []).append(f"`{cls.code}`")
+        by_status.setdefault(status_of(cls), []).append(f"`{cls.code}`")
     return {str(status): {"description": "codes: " + ", ".join(codes), "content": {
         "application/json": {"schema": {"$ref": REF.format(name="ErrorReply")}}}}
         for status, codes in sorted(by_status.items())}

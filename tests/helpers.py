@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from contracts.identity import IdentityClient, Login, LoginWechat, Register
+from contracts.identity import IdentityClient, Login, LoginWechat, Register, Registered
 from deploy.wechat import DEFAULT_APPID, AuthRequest, WeChatStandIn
 from runtime.settings import Settings
 from runtime.tokens import Signer
@@ -32,9 +32,13 @@ class Joined:
 async def register(identity: IdentityClient, account: str, nickname: str = "Ann",
                    password: str = PASSWORD) -> str:
     """Register a member; its id."""
-    reply = await identity.register(Register(command_id=cid(), account=account,
-                                             password=password, nickname=nickname))
-    return reply.member_id
+    return (await _registered(identity, account, nickname, password)).member_id
+
+
+async def _registered(identity: IdentityClient, account: str, nickname: str,
+                      password: str) -> Registered:
+    return await identity.register(Register(command_id=cid(), account=account,
+                                            password=password, nickname=nickname))
 
 
 async def log_in(identity: IdentityClient, account: str, password: str = PASSWORD) -> str:
@@ -45,8 +49,7 @@ async def log_in(identity: IdentityClient, account: str, password: str = PASSWOR
 async def join(identity: IdentityClient, account: str, nickname: str = "Ann",
                password: str = PASSWORD) -> Joined:
     """Register a member and log in."""
-    reply = await identity.register(Register(command_id=cid(), account=account,
-                                             password=password, nickname=nickname))
+    reply = await _registered(identity, account, nickname, password)
     return Joined(member_id=reply.member_id, session=await log_in(identity, account, password),
                   seq=reply.seq)
 
