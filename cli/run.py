@@ -64,12 +64,28 @@ def start_services(settings: Settings, console: Console) -> list[subprocess.Pope
     served = wait_for_gateway(settings)
     console.print(f"gateway   answering on HTTP: desktop API {api_url(settings)} "
                   f"({served} operations; {api_url(settings)}/openapi.json)")
+    console.print(f"gateway   Member Center {member_center_url(settings)} sends a browser to "
+                  f"{wechat_login_page(settings)}")
     return procs
 
 
 def api_url(settings: Settings) -> str:
     """Where the desktop API of the local gateway is."""
     return f"http://{settings.gateway_host}:{settings.gateway_port}/api/v1"
+
+
+def member_center_url(settings: Settings) -> str:
+    """Where the WeChat Member Center of the local gateway is (open it in a browser: the
+    local WeChat stand-in asks which WeChat user you are)."""
+    return f"http://{settings.gateway_host}:{settings.gateway_port}/wx"
+
+
+def wechat_login_page(settings: Settings) -> str:
+    """Where the Member Center sends a browser that has no session: WeChat's authorize
+    page (the local stand-in's, under `make run`)."""
+    answer = httpx.get(member_center_url(settings), follow_redirects=True, timeout=5.0)
+    answer.raise_for_status()
+    return str(answer.url.copy_with(query=None, fragment=None))
 
 
 def wait_for_gateway(settings: Settings, within: float = 30.0) -> int:
@@ -131,6 +147,8 @@ def wait_for_interrupt(console: Console, settings: Settings) -> None:
     console.print(f"PostgreSQL  {settings.pg_dsn}")
     console.print(f"S3          {settings.s3_endpoint} (bucket {settings.s3_bucket})")
     console.print(f"desktop API {api_url(settings)}")
+    console.print(f"Member Center {member_center_url(settings)} (WeChat is the local stand-in "
+                  f"at {settings.wechat_open_base})")
     console.print("try `ledgershare status` in another terminal; press Ctrl-C to stop")
     if os.environ.get("LEDGERSHARE_RUN_ONCE"):
         return

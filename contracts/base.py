@@ -11,6 +11,7 @@ HDR_ACTOR = "Ledger-Actor"
 HDR_MSG_ID = "Nats-Msg-Id"
 HDR_COMMAND = "Ledger-Command"  # the command pipeline's key of the command that appended
 HDR_PART = "Ledger-Command-Part"  # "i/n": the i-th of the n events one decision appended
+HDR_CLIENT = "Ledger-Client-Address"  # the IP address a gateway's HTTP request came from
 
 MAX_REQUEST_BYTES = 256 * 1024
 

@@ -11,7 +11,7 @@ from nats.errors import Error as NatsError
 from nats.errors import MaxPayloadError, NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
 
-from contracts.base import HDR_CORRELATION
+from contracts.base import HDR_CLIENT, HDR_CORRELATION
 from contracts.errors import (
     GENERIC,
     ErrorReply,
@@ -57,18 +57,21 @@ class ServiceClient:
         return operations_of(cls)
 
     async def call(self, operation: Operation[Req, Rep], request: Req, *,
-                   correlation_id: str | None = None) -> Rep:
-        """Send one request; return the decoded reply or raise its typed error."""
+                   correlation_id: str | None = None, client_address: str = "") -> Rep:
+        """Send one request; return the decoded reply or raise its typed error.
+        ``client_address``: where a gateway received the member's request (for audit)."""
         data = await self.call_encoded(operation, _encoder.encode(request),
-                                       correlation_id=correlation_id)
+                                       correlation_id=correlation_id,
+                                       client_address=client_address)
         return operation.reply_decoder.decode(data)
 
     async def call_encoded(self, operation: Operation[Any, Any], payload: bytes, *,
-                           correlation_id: str | None = None) -> bytes:
+                           correlation_id: str | None = None,
+                           client_address: str = "") -> bytes:
         """`call` with the request already JSON and the reply left as JSON (a gateway
         passing bodies through); errors are raised as the operation declares them."""
         return await self._request(self.subject(operation), payload, correlation_id,
-                                   operation.codes)
+                                   operation.codes, client_address)
 
     async def call_raw(self, operation: str, payload: bytes,
                        correlation_id: str | None = None) -> bytes:
@@ -83,8 +86,10 @@ class ServiceClient:
         return request_subject(self.context, operation.name)
 
     async def _request(self, subject: str, payload: bytes, correlation_id: str | None,
-                       codes: dict[str, type[LedgerError]]) -> bytes:
+                       codes: dict[str, type[LedgerError]], client_address: str = "") -> bytes:
         headers = {HDR_CORRELATION: correlation_id or f"{random.getrandbits(128):032x}"}
+        if client_address:
+            headers[HDR_CLIENT] = client_address
         try:
             msg = await mux_of(self.nc).request(subject, payload, within=self.timeout,
                                                 headers=headers)

@@ -96,6 +96,15 @@ class CommandInProgress(Unavailable):
     code = "command_in_progress"
 
 
+class RateLimited(LedgerError):
+    """Too many attempts from one address or at one account; retry after `retry_after_s`.
+
+    A gateway refuses them itself, asking no service; ``details["retry_after_s"]`` (and
+    the HTTP ``Retry-After`` header) says how many seconds to wait."""
+
+    code = "rate_limited"
+
+
 class Internal(LedgerError):
     """Something unexpected; the correlation id finds it in the service's log."""
 
@@ -105,7 +114,7 @@ class Internal(LedgerError):
 # The errors any operation may answer, whatever it declares.
 GENERIC: tuple[type[LedgerError], ...] = (
     BadRequest, TooLarge, Unauthenticated, Forbidden, NotFound, Conflict, CommandReused,
-    Unavailable, CommandInProgress, Internal)
+    Unavailable, CommandInProgress, RateLimited, Internal)
 
 
 def code_table(errors: tuple[type[LedgerError], ...]) -> dict[str, type[LedgerError]]:

@@ -435,28 +435,35 @@ PASSWORD = (InvalidAccount, InvalidNickname, WeakPassword)
 
 
 class IdentityClient(ServiceClient):
-    """The identity service's operations."""
+    """The identity service's operations (those that check a secret or claim an account
+    name are throttled at the edge)."""
 
     context = CONTEXT
-    register = Operation(Register, Registered, errors=(*PASSWORD, AccountTaken))
+    register = Operation(Register, Registered, errors=(*PASSWORD, AccountTaken),
+                         throttled=True)
     bind = Operation(Bind, Done, errors=(*PASSWORD, InvalidCredentials, AccountTaken,
-                                         OpenidTaken, AlreadyBound, InvalidToken))
+                                         OpenidTaken, AlreadyBound, InvalidToken),
+                     throttled=True)
     unbind = Operation(Unbind, Done, errors=(*SESSION, NotBound))
-    login = Operation(Login, Session, errors=(InvalidAccount, InvalidCredentials))
+    login = Operation(Login, Session, errors=(InvalidAccount, InvalidCredentials),
+                      throttled=True)
     login_wechat = Operation(LoginWechat, WechatLogin, errors=(
-        WechatCodeRefused, SnapshotUser, WechatUnavailable), audience=frozenset({"wechat"}))
+        WechatCodeRefused, SnapshotUser, WechatUnavailable), audience=frozenset({"wechat"}),
+        throttled=True)
     me = Operation(Me, MemberInfo, errors=SESSION)
-    change_password = Operation(ChangePassword, Done, errors=(*SESSION, InvalidCredentials,
-                                                              WeakPassword))
+    change_password = Operation(ChangePassword, Done, errors=(
+        *SESSION, InvalidCredentials, WeakPassword), throttled=True)
     change_nickname = Operation(ChangeNickname, Done, errors=(*SESSION, InvalidNickname))
     drive_password_set = Operation(SetDrivePassword, Done, errors=(
-        *SESSION, DrivePasswordAlreadySet, WeakPassword))
+        *SESSION, DrivePasswordAlreadySet, WeakPassword), throttled=True)
     drive_password_verify = Operation(VerifyDrivePassword, DriveToken, errors=(
-        *SESSION, DrivePasswordNotSet, DriveLocked, WrongDrivePassword))
+        *SESSION, DrivePasswordNotSet, DriveLocked, WrongDrivePassword), throttled=True)
     drive_password_reset = Operation(ResetDrivePassword, Done, errors=(
-        *SESSION, DrivePasswordNotSet, DriveLocked, WrongAnswer, WeakPassword))
+        *SESSION, DrivePasswordNotSet, DriveLocked, WrongAnswer, WeakPassword),
+        throttled=True)
     drive_password_change = Operation(ChangeDrivePassword, Done, errors=(
-        *SESSION, DrivePasswordNotSet, DriveLocked, WrongDrivePassword, WeakPassword))
+        *SESSION, DrivePasswordNotSet, DriveLocked, WrongDrivePassword, WeakPassword),
+        throttled=True)
     drive_question = Operation(AskQuestion, SecurityQuestion, errors=(
         *SESSION, DrivePasswordNotSet))
     public_key = Operation(PublicKeyRequest, PublicKey)

@@ -49,17 +49,21 @@ class Bound(Protocol[Req_contra, Rep_co]):
 
 class Operation(Generic[Req, Rep]):
     """One request-reply operation: ``<context>.<name>`` (``admin.<context>.<name>`` for an
-    operators' operation), taking ``request`` and answering ``reply``."""
+    operators' operation), taking ``request`` and answering ``reply``. A ``throttled`` one
+    checks a secret or makes an account: a gateway limits how often each client and each
+    account may call it (`gateway.limits`)."""
 
     def __init__(self, request: type[Req], reply: type[Rep], *,
                  errors: tuple[type[LedgerError], ...] = (), admin: bool = False,
-                 audience: frozenset[Caller] = MEMBERS, name: str = "") -> None:
+                 audience: frozenset[Caller] = MEMBERS, name: str = "",
+                 throttled: bool = False) -> None:
         self.request = request
         self.reply = reply
         self.errors = errors
         self.admin = admin
         self.audience = frozenset({"operators"}) if admin else audience
         self.name = name
+        self.throttled = throttled
         # Every error a caller may get back: the generic ones and those declared here.
         self.codes = code_table((*GENERIC, *errors))
         self.request_decoder = msgspec.json.Decoder(request)

@@ -27,11 +27,15 @@ async def serve(settings: Settings) -> None:
     # NATS operation of its own.
     presence = ServiceHost(nc, name="gateway", version=VERSION, endpoints=[],
                            description=f"HTTP edge on {settings.gateway_host}:"
-                                       f"{settings.gateway_port}: the desktop API")
+                                       f"{settings.gateway_port}: the desktop API and "
+                                       "the Member Center")
     await presence.start()
+    # proxy_headers off: uvicorn would take X-Forwarded-For from any local peer; only
+    # gateway_trusted_proxies decides whose header names the client (gateway/limits.py).
     server = uvicorn.Server(uvicorn.Config(app, host=settings.gateway_host,
                                            port=settings.gateway_port, log_config=None,
-                                           lifespan="off", server_header=False))
+                                           lifespan="off", server_header=False,
+                                           proxy_headers=False))
     log.info("gateway serving on http://%s:%d", settings.gateway_host, settings.gateway_port)
     try:
         await server.serve()

@@ -33,17 +33,20 @@ from contracts.errors import (
     Internal,
     LedgerError,
     NotFound,
+    RateLimited,
     TooLarge,
     Unauthenticated,
     Unavailable,
 )
 from contracts.operations import Operation
+from gateway.limits import Limiter, client_address
 
 PREFIX = "/api/v1"
 # Most specific first: a TooLarge is a BadRequest, a CommandInProgress is Unavailable.
 STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (TooLarge, 413), (BadRequest, 400), (Unauthenticated, 401), (Forbidden, 403),
-    (NotFound, 404), (Conflict, 409), (CommandInProgress, 503), (Unavailable, 503))
+    (NotFound, 404), (Conflict, 409), (RateLimited, 429), (CommandInProgress, 503),
+    (Unavailable, 503))
 _json = msgspec.json.Encoder()
 _CORRELATION = re.compile(r"[A-Za-z0-9_-]{8,64}")
 log = logging.getLogger("ledgershare.gateway")
@@ -100,18 +103,26 @@ def exposed(nc: NATS, clients: Iterable[type[ServiceClient]], *, audience: str,
 class Api:
     """Serves the exposed operations."""
 
-    def __init__(self, operations: dict[tuple[str, str], Exposed], *, max_body: int) -> None:
+    def __init__(self, operations: dict[tuple[str, str], Exposed], *, max_body: int,
+                 limiter: Limiter) -> None:
         self.operations = operations
         self.max_body = max_body
+        self.limiter = limiter
 
     async def call(self, request: HttpRequest) -> Response:
-        """One operation: decode as the service would, call it over NATS, answer."""
+        """One operation: decode as the service would, admit it past the rate limits,
+        call it over NATS, answer."""
         correlation_id = _correlation_id(request)
+        client = client_address(request, self.limiter.trusted)
         try:
             target = self._target(request)
-            body = await self._body(request, target.operation)
+            fields = await self._fields(request, target.operation)
+            body = encoded(fields, target.operation)
+            await self.limiter.admit(target.operation, client,
+                                     self.limiter.account_of(fields))
             reply = await target.client.call_encoded(target.operation, body,
-                                                     correlation_id=correlation_id)
+                                                     correlation_id=correlation_id,
+                                                     client_address=client)
         except LedgerError as err:
             return error_response(public(err, correlation_id),
                                   err.correlation_id or correlation_id)
@@ -130,20 +141,25 @@ class Api:
                                   f"see {PREFIX}/openapi.json")
         return target
 
-    async def _body(self, request: HttpRequest, op: Operation[Any, Any]) -> bytes:
-        """The request as JSON, refused here as the service would refuse it."""
+    async def _fields(self, request: HttpRequest, op: Operation[Any, Any]) -> dict[str, Any]:
+        """The request's fields, with the bearer session when the operation takes one."""
         fields = json_object(await read_limited(request, self.max_body), op.request.__name__)
         session = bearer(request)
         if session and "session" in op.request.__struct_fields__:
             if fields.setdefault("session", session) != session:
                 raise BadRequest("two different sessions: one in the Authorization header, "
                                  "another in the body")
-        body = _json.encode(fields)
-        try:
-            op.request_decoder.decode(body)
-        except msgspec.ValidationError as err:
-            raise BadRequest(f"invalid {op.request.__name__}: {err}") from None
-        return body
+        return fields
+
+
+def encoded(fields: dict[str, Any], op: Operation[Any, Any]) -> bytes:
+    """The request as JSON, refused here as the service would refuse it."""
+    body = _json.encode(fields)
+    try:
+        op.request_decoder.decode(body)
+    except msgspec.ValidationError as err:
+        raise BadRequest(f"invalid {op.request.__name__}: {err}") from None
+    return body
 
 
 def json_object(data: bytes, what: str) -> dict[str, Any]:
@@ -190,5 +206,7 @@ def error_response(err: LedgerError, correlation_id: str) -> Response:
     headers = {HDR_CORRELATION: correlation_id}
     if isinstance(err, Unavailable):
         headers["Retry-After"] = "1"
+    elif isinstance(err, RateLimited):
+        headers["Retry-After"] = err.details.get("retry_after_s", "1")
     return Response(_json.encode(reply), status_code=status_of(type(err)),
                     media_type="application/json", headers=headers)

@@ -114,14 +114,17 @@ class Pipeline:
         self.wait_s = wait_s
 
     async def run(self, operation: str, request: Any, *, caller: str, correlation_id: str,
-                  body: Callable[[Command], Awaitable[R]], also: str = "") -> R:
+                  body: Callable[[Command], Awaitable[R]], also: str = "",
+                  client_address: str = "") -> R:
         """Run ``body`` as the one holder of this command. ``also``: content the request
-        carries only inside a credential (the openid of a bind's proof)."""
+        carries only inside a credential (the openid of a bind's proof);
+        ``client_address``: where the request came from, for the events' audit header."""
         key = command_key(self.context, operation, caller, request.command_id)
         subject = journal_subject(self.context, key)
         digest = content_digest(request, also)
         fresh, held = await self._hold(subject, digest)
-        meta = Meta(correlation_id=correlation_id, causation_id=key, actor=caller)
+        meta = Meta(correlation_id=correlation_id, causation_id=key, actor=caller,
+                    client_address=client_address)
         try:
             return await body(Command(key=key, fresh=fresh, meta=meta))
         finally:

@@ -25,6 +25,7 @@ from nats.js.errors import NotFoundError
 from contracts.base import (
     HDR_ACTOR,
     HDR_CAUSATION,
+    HDR_CLIENT,
     HDR_COMMAND,
     HDR_CORRELATION,
     HDR_EVENT_TYPE,
@@ -90,6 +91,7 @@ class Meta(msgspec.Struct, frozen=True, kw_only=True):
     correlation_id: str = ""
     causation_id: str = ""
     actor: str = ""
+    client_address: str = ""  # where the member's request came from (a gateway says)
 
 
 _encoder = msgspec.json.Encoder()
@@ -407,7 +409,8 @@ def event_headers(event: Event, msg_id: str, meta: Meta) -> dict[str, str]:
     """The headers every appended event carries."""
     headers = {HDR_MSG_ID: msg_id, HDR_EVENT_TYPE: event_type(event)}
     for name, value in ((HDR_CORRELATION, meta.correlation_id),
-                        (HDR_CAUSATION, meta.causation_id), (HDR_ACTOR, meta.actor)):
+                        (HDR_CAUSATION, meta.causation_id), (HDR_ACTOR, meta.actor),
+                        (HDR_CLIENT, meta.client_address)):
         if value:
             headers[name] = value
     return headers

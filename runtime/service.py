@@ -9,6 +9,7 @@ logged with its traceback and never sent.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import time
 import uuid
@@ -26,7 +27,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.micro.request import Request as MicroRequest
 from nats.micro.service import EndpointConfig, EndpointStats, Service, ServiceConfig
 
-from contracts.base import HDR_CORRELATION, MAX_REQUEST_BYTES, Request
+from contracts.base import HDR_CLIENT, HDR_CORRELATION, MAX_REQUEST_BYTES, Request
 from contracts.client import ERROR_CODE_HEADER
 from contracts.errors import (
     BadRequest,
@@ -57,7 +58,18 @@ class Call:
 
     def meta(self, msg_id: str, actor: str) -> Meta:
         """What the events this request appends say about their cause."""
-        return Meta(correlation_id=self.correlation_id, causation_id=msg_id, actor=actor)
+        return Meta(correlation_id=self.correlation_id, causation_id=msg_id, actor=actor,
+                    client_address=self.client_address)
+
+    @property
+    def client_address(self) -> str:
+        """The IP address the gateway received the member's request from ("" when the
+        request names none, or something that is not an address): for audit, never for a
+        decision, since any NATS client could send the header."""
+        try:
+            return str(ipaddress.ip_address(self.headers.get(HDR_CLIENT, "")))
+        except ValueError:
+            return ""
 
 
 @dataclass(frozen=True)

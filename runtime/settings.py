@@ -72,6 +72,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_max_body_bytes: int = 256 * 1024
+    # Where members reach the gateway (https://host), for WeChat's redirect_uri; ""
+    # takes it from each request (fine without a proxy in front).
+    gateway_public_url: str = ""
+    # The throttled operations (logins, registration, binding, passwords): how many calls
+    # one client address and one account may make per fixed window, across all gateways.
+    # A client's allowance is larger: an office or a carrier-grade NAT shares an address.
+    gateway_limit_per_client: Annotated[int, msgspec.Meta(ge=1)] = 60
+    gateway_limit_per_account: Annotated[int, msgspec.Meta(ge=1)] = 10
+    gateway_limit_window_s: Annotated[float, msgspec.Meta(ge=1)] = 60.0
+    # Reverse proxies (IP addresses or CIDR networks, comma-separated) whose
+    # X-Forwarded-For names the client; from any other peer the header is ignored.
+    gateway_trusted_proxies: str = ""
+    # the CLI's client commands: a gateway to call (its URL) instead of the bus ("").
+    gateway_url: str = ""
 
     @property
     def nats_servers(self) -> list[str]:

@@ -156,7 +156,8 @@ class Identity:
     async def _run(self, operation: str, req: Any, call: Call, caller: str,
                    body: Callable[[Command], Awaitable[R]], also: str = "") -> R:
         return await self.commands.run(operation, req, caller=caller,
-                                       correlation_id=call.correlation_id, body=body,
+                                       correlation_id=call.correlation_id,
+                                       client_address=call.client_address, body=body,
                                        also=also)
 
     async def _on_member(self, cmd: Command, claims: Claims,

@@ -182,7 +182,8 @@ class Sharing:
             return Changed(friends=list(req.friends), seq=step.seq)
 
         return await self.commands.run("grant", req, caller=owner,
-                                       correlation_id=call.correlation_id, body=body)
+                                       correlation_id=call.correlation_id,
+                                       client_address=call.client_address, body=body)
 
     async def revoke(self, req: Revoke, call: Call) -> Changed:
         owner = await self._member(req.session, call)
@@ -198,7 +199,8 @@ class Sharing:
             return Changed(friends=[req.friend] if req.friend else [], seq=seq)
 
         return await self.commands.run("revoke", req, caller=owner,
-                                       correlation_id=call.correlation_id, body=body)
+                                       correlation_id=call.correlation_id,
+                                       client_address=call.client_address, body=body)
 
     async def revoke_for(self, owner: str, set_id: str, friend_id: str | None, msg_id: str,
                          call: Call, *, reason: RevokeReason) -> int:

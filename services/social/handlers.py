@@ -82,7 +82,8 @@ class Social:
             return _changed(friend, step.seq)
 
         return await self.commands.run(operation, req, caller=me,
-                                       correlation_id=call.correlation_id, body=body)
+                                       correlation_id=call.correlation_id,
+                                       client_address=call.client_address, body=body)
 
     async def add_friend(self, req: AddFriend, call: Call) -> FriendChanged:
         me = await self._caller(req.session, call, req.seq)

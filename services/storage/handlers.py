@@ -170,7 +170,8 @@ class Storage:
     async def _run(self, operation: str, req: Any, call: Call, caller: str,
                    body: Callable[[Command], Awaitable[R]]) -> R:
         return await self.commands.run(operation, req, caller=caller,
-                                       correlation_id=call.correlation_id, body=body)
+                                       correlation_id=call.correlation_id,
+                                       client_address=call.client_address, body=body)
 
     # ---- upload -------------------------------------------------------------------------
 

@@ -1,21 +1,26 @@
 """Fixtures for the pages, in a real browser: Debian's chromium driven by Playwright.
 
-One browser for the session; each test gets a fresh context dressed as a phone inside
-WeChat, and numbered full-page screenshots under ``tests/browser/screenshots/<test>/``.
-The browser lives on pytest-asyncio's session loop (the project default is a loop per
-test), so every test in this folder is moved onto that loop too.
+Each test gets its own browser (on its own event loop, where the services and the
+gateway it talks to run too), contexts dressed as a phone inside WeChat, and numbered
+full-page screenshots under ``tests/browser/screenshots/<test>/``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
+import uvicorn
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright
+from starlette.types import ASGIApp
+
+from deploy.freeports import free_port
 
 HERE = Path(__file__).parent
 SCREENSHOTS = HERE / "screenshots"
@@ -24,14 +29,6 @@ WECHAT_UA = ("Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit
              "(KHTML, like Gecko) Mobile/15E148 MicroMessenger/8.0.47(0x18002f2f) "
              "NetType/WIFI Language/zh_CN")
 PHONE_WIDTH, PHONE_HEIGHT = 375, 812
-SESSION_LOOP = pytest.mark.asyncio(loop_scope="session")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run this folder's async tests on the session loop, where the browser lives."""
-    for item in items:
-        if item.path.is_relative_to(HERE) and pytest_asyncio.is_async_test(item):
-            item.add_marker(SESSION_LOOP, append=False)
 
 
 def chromium_path() -> str:
@@ -44,7 +41,7 @@ def chromium_path() -> str:
     return path
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
+@pytest_asyncio.fixture
 async def browser() -> AsyncIterator[Browser]:
     """Headless chromium for the session; no sandbox, since CI runs as root in a container."""
     executable = chromium_path()
@@ -56,14 +53,36 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
-@pytest_asyncio.fixture(loop_scope="session")
-async def phone(browser: Browser) -> AsyncIterator[BrowserContext]:
-    """A fresh context shaped like an iPhone in WeChat's in-app browser, in Chinese."""
-    context = await browser.new_context(
+async def new_phone(browser: Browser) -> BrowserContext:
+    """A context shaped like an iPhone in WeChat's in-app browser, in Chinese."""
+    return await browser.new_context(
         viewport={"width": PHONE_WIDTH, "height": PHONE_HEIGHT}, device_scale_factor=2,
         is_mobile=True, has_touch=True, locale="zh-CN", user_agent=WECHAT_UA)
+
+
+@pytest_asyncio.fixture
+async def phone(browser: Browser) -> AsyncIterator[BrowserContext]:
+    """A fresh phone for the test."""
+    context = await new_phone(browser)
     yield context
     await context.close()
+
+
+@asynccontextmanager
+async def serving(asgi: ASGIApp) -> AsyncIterator[str]:
+    """``asgi`` on a real loopback port, served from this loop; yields its base URL."""
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port,
+                                           log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "the server did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 class Shots:

@@ -3,44 +3,22 @@ back to the site with a code (a smoke test for the browser fixtures)."""
 
 from __future__ import annotations
 
-import asyncio
 import html
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest_asyncio
-import uvicorn
 from playwright.async_api import BrowserContext, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp
 
-from deploy.freeports import free_port
 from deploy.wechat import AUTHORIZE_PATH, DEFAULT_APPID, DEFAULT_SECRET, WeChatStandIn, app
-from tests.browser.conftest import PHONE_WIDTH, Shots
+from tests.browser.conftest import PHONE_WIDTH, Shots, serving
 
 STATE = "st-123"
 CALLBACK_PATH = "/wechat/callback"
-
-
-@asynccontextmanager
-async def serving(asgi: ASGIApp) -> AsyncIterator[str]:
-    """``asgi`` on a real loopback port, served from this loop; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port,
-                                           log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), "the server did not start"
-        await asyncio.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def callback(request: Request) -> HTMLResponse:
@@ -52,14 +30,14 @@ async def callback(request: Request) -> HTMLResponse:
                         f"{html.escape(str(request.query_params))}</p></html>")
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+@pytest_asyncio.fixture
 async def standin_url() -> AsyncIterator[str]:
     """A fresh stand-in with the default app and users."""
     async with serving(app(WeChatStandIn({DEFAULT_APPID: DEFAULT_SECRET}))) as url:
         yield url
 
 
-@pytest_asyncio.fixture(loop_scope="session")
+@pytest_asyncio.fixture
 async def site_url() -> AsyncIterator[str]:
     """The site WeChat sends the member back to."""
     async with serving(Starlette(routes=[Route(CALLBACK_PATH, callback)])) as url:

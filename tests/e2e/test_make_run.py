@@ -39,6 +39,8 @@ def test_run_brings_everything_up_walks_through_and_stops(tmp_path: Path) -> Non
     assert "0 sharer(s)" in out
     assert "press Ctrl-C to stop" in out
     assert f"desktop API http://127.0.0.1:{gateway}/api/v1 (" in out
+    assert (f"Member Center http://127.0.0.1:{gateway}/wx sends a browser to "
+            f"http://127.0.0.1:{ports.wechat}/connect/oauth2/authorize") in out
     assert out.count("stopped") == 4  # nats, postgres, s3 and the WeChat stand-in
     for log in ("identity", "social", "storage", "sharing", "gateway"):
         text = (tmp_path / "home" / "logs" / f"{log}.log").read_text()

@@ -20,8 +20,11 @@ from rich.console import Console
 
 from cli.demo import Walkthrough
 from contracts.admin import AdminClient, replay
+from contracts.errors import RateLimited
+from contracts.identity import IdentityClient
 from deploy.freeports import free_port
 from deploy.parts import find_binary
+from gateway.limits import limiter_for
 from runtime.eventstore import EventStore
 from runtime.journal import Journal
 from runtime.service import ServiceHost
@@ -59,6 +62,7 @@ async def _until_up(url: str) -> None:
             continue
         await EventStore(nc).ensure_stream()  # only the operator may create the streams
         await Journal(nc).ensure()
+        await limiter_for(nc, Settings()).ensure()
         await nc.close()
         return
     raise AssertionError("nats-server with production.conf did not start")
@@ -94,6 +98,8 @@ class Recorder:
     ("desktop", "pub", "sharing.check"),
     ("desktop", "pub", "storage.set_quota"),
     ("desktop", "pub", "$JS.API.STREAM.DELETE.EVENTS"),
+    ("desktop", "pub", "$JS.API.STREAM.CREATE.KV_LIMITS"),
+    ("wechat", "pub", "$JS.API.STREAM.PURGE.KV_LIMITS"),
     ("identity", "pub", "$JS.API.STREAM.PURGE.EVENTS"),
     ("identity", "pub", "$JS.API.CONSUMER.CREATE.EVENTS.x"),
     ("identity", "sub", "admin.identity.>"),
@@ -192,4 +198,20 @@ async def test_a_gateway_is_discoverable_under_its_own_user_and_serves_nothing_e
     finally:
         await presence.stop()
         await operator.close()
+        await nc.close()
+
+
+@pytest.mark.parametrize("user", ["desktop", "wechat"])
+async def test_a_gateway_counts_its_rate_limits_in_the_operators_bucket(
+        secured: str, user: str) -> None:
+    rec = Recorder()
+    nc = await rec.connect(secured, user)
+    limiter = limiter_for(nc, Settings(gateway_limit_per_client=2))
+    try:
+        for _ in range(2):
+            await limiter.admit(IdentityClient.login, "198.51.100.1", "")
+        with pytest.raises(RateLimited):
+            await limiter.admit(IdentityClient.login, "198.51.100.1", "")
+        assert not [e for e in rec.errors if "permissions violation" in e.lower()]
+    finally:
         await nc.close()

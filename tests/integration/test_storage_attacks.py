@@ -307,8 +307,9 @@ async def test_the_cli_saves_a_download_only_into_the_current_folder(
     here = tmp_path / "a" / "b" / "c"
     here.mkdir(parents=True)
     monkeypatch.chdir(here)
-    c = cli.Client(owners, settings.with_overrides(home=str(tmp_path / "home")),
-                   Console(quiet=True), as_json=True)
+    c = cli.Client(cli.over_nats(owners, timeout=10),
+                   settings.with_overrides(home=str(tmp_path / "home")), Console(quiet=True),
+                   as_json=True)
     c.saved = Saved(member_id=owner.member_id, account="pathy", session=owner.session)
     path = await cli.fetch(c, owner_id=None, set_id=SET, year=2018, version=None, out=None)
     assert path.resolve().parent == here

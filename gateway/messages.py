@@ -1,0 +1,63 @@
+"""What a member reads in the Member Center when the system says no: one Chinese sentence
+per stable error code (a test holds this table to every code an operation declares)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Final
+
+MESSAGES: Final[Mapping[str, str]] = {
+    "account_taken": "该会员账号已被其他会员使用，请换一个账号。",
+    "already_bound": "该会员账号已绑定其他微信，请先在原微信中解除绑定。",
+    "already_friends": "你们已经是好友了。",
+    "bad_request": "填写的内容不完整或格式不对，请检查后重试。",
+    "cannot_friend_self": "不能添加自己为好友。",
+    "checksum_mismatch": "上传的文件与声明的校验值不一致，本次上传已取消。",
+    "command_in_progress": "同一操作正在处理中，请稍候再试。",
+    "command_reused": "该表单已提交过其他内容，请刷新页面后重新填写。",
+    "conflict": "有其他人同时修改了同一内容，请刷新后重试。",
+    "download_expired": "下载链接已过期，请重新下载。",
+    "drive_locked": "云盘密码错误次数过多，云盘已暂时锁定，请稍后再试。",
+    "drive_password_already_set": "云盘密码已设置，如需修改请使用修改或找回密码。",
+    "drive_password_not_set": "尚未设置云盘密码，请先在 e 会计软件中设置。",
+    "forbidden": "您没有权限进行此操作。",
+    "internal": "系统出现意外错误，请稍后重试；如仍有问题请联系客服。",
+    "invalid_account": "会员账号应为 3–32 位字母、数字或 _ . @ - 。",
+    "invalid_credentials": "会员账号或密码不正确。",
+    "invalid_nickname": "昵称不能为空，最多 20 个字，且不能含不可见字符。",
+    "invalid_token": "登录已过期，请重新进入会员中心。",
+    "no_access": "该账套未共享给您，无法访问。",
+    "no_backup": "该账套还没有云备份，请先在 e 会计软件中上传云备份。",
+    "no_such_member": "找不到该会员：请核对好友的会员账号和昵称，两者都要一致。",
+    "no_such_upload": "找不到这次上传，请重新上传。",
+    "no_such_version": "找不到该版本。",
+    "not_a_friend": "只能共享给好友，请先添加对方为好友。",
+    "not_bound": "该微信尚未绑定会员账号。",
+    "not_found": "您要找的内容不存在。",
+    "not_friends": "你们还不是好友。",
+    "not_shared": "该账套没有共享给这位好友。",
+    "openid_taken": "该微信已绑定其他会员账号。",
+    "quota_exceeded": "网盘空间不足（每位会员 400MB）。",
+    "rate_limited": "操作太频繁，请稍后再试。",
+    "storage_unavailable": "文件存储暂时无法访问，未做任何更改，请稍后重试。",
+    "too_large": "提交的内容太大。",
+    "unauthenticated": "请先登录会员中心。",
+    "unavailable": "系统暂时繁忙，请稍后重试。",
+    "upload_expired": "上传已超时，请重新上传。",
+    "upload_incomplete": "上传的文件不完整，本次上传已取消。",
+    "weak_password": "密码太短，请至少输入 6 位。",
+    "wechat_code_refused": "微信登录已失效，请从公众号菜单重新进入会员中心。",
+    "wechat_snapshot_user": "请在微信中点击“使用完整服务”后再进入会员中心。",
+    "wechat_unavailable": "微信登录服务暂时无法访问，请稍后再试。",
+    "wrong_answer": "密保答案不正确。",
+    "wrong_drive_password": "云盘密码不正确。",
+    # The pages' own refusals.
+    "csrf": "页面已过期，请刷新后重新提交。",
+    "login_state": "登录已失效，请从公众号菜单重新进入会员中心。",
+}
+FALLBACK: Final = MESSAGES["internal"]
+
+
+def message(code: str) -> str:
+    """The Chinese sentence for ``code`` (a generic apology for a code not in the table)."""
+    return MESSAGES.get(code, FALLBACK)
