@@ -35,7 +35,10 @@ async def serve(settings: Settings) -> None:
     server = uvicorn.Server(uvicorn.Config(app, host=settings.gateway_host,
                                            port=settings.gateway_port, log_config=None,
                                            lifespan="off", server_header=False,
-                                           proxy_headers=False))
+                                           proxy_headers=False,
+                                           # past it, 503 at once rather than a queue
+                                           limit_concurrency=settings.gateway_max_connections,
+                                           timeout_keep_alive=5))
     log.info("gateway serving on http://%s:%d", settings.gateway_host, settings.gateway_port)
     try:
         await server.serve()

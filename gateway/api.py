@@ -10,6 +10,7 @@ describes them all.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import uuid
@@ -42,6 +43,7 @@ from contracts.operations import Operation
 from gateway.limits import Limiter, client_address
 
 PREFIX = "/api/v1"
+BODY_DEADLINE_S = 10.0
 # Most specific first: a TooLarge is a BadRequest, a CommandInProgress is Unavailable.
 STATUS: tuple[tuple[type[LedgerError], int], ...] = (
     (TooLarge, 413), (BadRequest, 400), (Unauthenticated, 401), (Forbidden, 403),
@@ -173,16 +175,22 @@ def json_object(data: bytes, what: str) -> dict[str, Any]:
     return fields
 
 
-async def read_limited(request: HttpRequest, limit: int) -> bytes:
-    """The request body, refused past ``limit`` bytes without reading the rest."""
+async def read_limited(request: HttpRequest, limit: int, *,
+                       within: float = BODY_DEADLINE_S) -> bytes:
+    """The request body, refused past ``limit`` bytes without reading the rest, or when
+    it does not arrive ``within`` seconds (a slow sender holds no connection for long)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise TooLarge(f"the request body is {declared} bytes; the limit is {limit}")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise TooLarge(f"the request body is over the limit of {limit} bytes")
+    try:
+        async with asyncio.timeout(within):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise TooLarge(f"the request body is over the limit of {limit} bytes")
+    except TimeoutError:
+        raise BadRequest(f"the request body did not arrive within {within:g} s") from None
     return bytes(body)
 
 

@@ -72,6 +72,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8080
     gateway_max_body_bytes: int = 256 * 1024
+    # Connections and requests one gateway process serves at once (503 past it).
+    gateway_max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1000
     # Where members reach the gateway (https://host), for WeChat's redirect_uri; ""
     # takes it from each request (fine without a proxy in front).
     gateway_public_url: str = ""
