@@ -12,7 +12,9 @@ import asyncio
 import getpass
 import os
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,13 @@ from contracts import sharing as shc
 from contracts import social as soc
 from contracts import storage as stc
 from contracts.errors import BadRequest, NotFound
+from contracts.http import (
+    IdentityOverHttp,
+    SharingOverHttp,
+    SocialOverHttp,
+    StorageOverHttp,
+    gateway_http,
+)
 from contracts.transfer import download, sha256_file, upload
 from runtime.settings import Settings
 
@@ -56,20 +65,29 @@ def secret(value: str | None, prompt: str, env: str) -> str:
     return getpass.getpass(f"{prompt}: ")
 
 
+@dataclass(frozen=True)
+class Contexts:
+    """The typed clients of the four contexts, over NATS or through the gateway."""
+
+    identity: idc.IdentityClient
+    social: soc.SocialClient
+    storage: stc.StorageClient
+    sharing: shc.SharingClient
+
+
 class Client:
     """Connections, the saved session, and output for one command."""
 
-    def __init__(self, nc: NATS, settings: Settings, console: Console, as_json: bool) -> None:
-        self.nc = nc
+    def __init__(self, contexts: Contexts, settings: Settings, console: Console,
+                 as_json: bool) -> None:
         self.settings = settings
         self.console = console
         self.as_json = as_json
         self.saved = saved_session.load(settings.home)
-        timeout = settings.request_timeout_s * 6
-        self.identity = idc.IdentityClient(nc, timeout=timeout)
-        self.social = soc.SocialClient(nc, timeout=timeout)
-        self.storage = stc.StorageClient(nc, timeout=timeout)
-        self.sharing = shc.SharingClient(nc, timeout=timeout)
+        self.identity = contexts.identity
+        self.social = contexts.social
+        self.storage = contexts.storage
+        self.sharing = contexts.sharing
 
     def me(self) -> Saved:
         return saved_session.require(self.saved)
@@ -375,6 +393,33 @@ async def cloudshare_upload(c: Client, a: argparse.Namespace) -> None:
 NO_SESSION_NEEDED = {"member_register", "member_login", "member_bind"}
 
 
+def timeout_of(settings: Settings) -> float:
+    """How long a client command waits for one answer: well past a service's own wait."""
+    return settings.request_timeout_s * 6
+
+
+@asynccontextmanager
+async def contexts(settings: Settings) -> AsyncIterator[Contexts]:
+    """The typed clients for one command: through the gateway when one is set, else over
+    a NATS connection of its own."""
+    if settings.gateway_url:
+        async with gateway_http(settings.gateway_url, timeout=timeout_of(settings)) as web:
+            yield Contexts(IdentityOverHttp(web), SocialOverHttp(web), StorageOverHttp(web),
+                           SharingOverHttp(web))
+        return
+    nc = await connect(settings)
+    try:
+        yield over_nats(nc, timeout=timeout_of(settings))
+    finally:
+        await nc.close()
+
+
+def over_nats(nc: NATS, *, timeout: float) -> Contexts:
+    """The typed clients on a NATS connection."""
+    return Contexts(idc.IdentityClient(nc, timeout=timeout), soc.SocialClient(nc, timeout=timeout),
+                    stc.StorageClient(nc, timeout=timeout), shc.SharingClient(nc, timeout=timeout))
+
+
 async def connect(settings: Settings) -> NATS:
     """A NATS connection for one command; failures are raised, not logged."""
     async def quiet(_err: Exception) -> None:
@@ -390,9 +435,6 @@ async def run(handler: Handler, args: argparse.Namespace, settings: Settings,
     """Connect, run one client command, disconnect."""
     if handler.__name__ not in NO_SESSION_NEEDED:
         saved_session.require(saved_session.load(settings.home))
-    nc = await connect(settings)
-    try:
-        await handler(Client(nc, settings, console, args.json), args)
-    finally:
-        await nc.close()
+    async with contexts(settings) as clients:
+        await handler(Client(clients, settings, console, args.json), args)
     return 0

@@ -10,10 +10,12 @@ from typing import Any, NoReturn
 
 import nats
 from rich.console import Console
+from rich.markup import escape
 
 from cli import client
-from contracts.errors import LedgerError
-from runtime.settings import load_settings
+from contracts.errors import BadRequest, LedgerError
+from contracts.http import gateway_base
+from runtime.settings import Settings, load_settings
 
 # The operator, stack and walkthrough modules load only when their command runs: a
 # client command (an upload, a download) starts ~70 ms sooner without them.
@@ -35,9 +37,23 @@ def when(text: str) -> datetime:
     return value
 
 
+def gateway_url(text: str) -> str:
+    """A gateway's URL, for --gateway ("" keeps the bus)."""
+    try:
+        return gateway_base(text) if text else ""
+    except BadRequest as err:
+        raise argparse.ArgumentTypeError(err.message) from None
+
+
 def parser() -> Parser:
     p = Parser(prog="ledgershare", description="account-set cloud sharing: stack and tools")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--gateway", metavar="URL", type=gateway_url,
+                   help="send the member commands (member, friend, drive, backup, share, "
+                        "cloudshare) through the gateway's desktop API at URL, e.g. "
+                        "http://127.0.0.1:8080, instead of over NATS (default: "
+                        "$LEDGERSHARE_GATEWAY_URL); commands that need the bus (status, "
+                        "run, demo, events, replay, services, member bind) then refuse")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     _stack_commands(sub)
     _member_commands(sub)
@@ -201,14 +217,40 @@ CLIENT: dict[tuple[str, ...], client.Handler] = {
 }
 
 
+# What reaches the system only over the bus, and why the gateway cannot stand in for it.
+BUS_ONLY: dict[tuple[str, ...], str] = {
+    ("member", "bind"): "it drives the WeChat login, which only WeChat's edge may call",
+    ("events",): "it reads the event log on the bus",
+    ("replay",): "it is an operators' operation on the bus",
+    ("services",): "it asks every instance on the bus",
+    ("status",): "it asks the stack's NATS and PostgreSQL",
+    ("run",): "it starts the system and walks through it on the bus",
+    ("demo",): "it walks through the guide on the bus",
+}
+# Commands that do not reach the system: the same with or without a gateway.
+OFFLINE = ("up", "down", "catalogue")
+
+
 def dispatch(args: argparse.Namespace, console: Console) -> int:
-    if args.command in ("up", "down", "status", "run", "demo", "catalogue"):
-        return local(args, console)
     key = tuple(v for v in (args.command, getattr(args, "action", None),
                             getattr(args, "step", None)) if v)
+    if args.command in OFFLINE:
+        return local(args, console)
+    settings = with_gateway(load_settings(), args.gateway)
+    if settings.gateway_url and (why := BUS_ONLY.get(key[:2], BUS_ONLY.get(key[:1]))):
+        return fail(f"`ledgershare {' '.join(key)}` is not available through the gateway "
+                    f"({why}); run it without --gateway and $LEDGERSHARE_GATEWAY_URL",
+                    status=2)
     if key in CLIENT:
-        return asyncio.run(client.run(CLIENT[key], args, load_settings(), console))
+        return asyncio.run(client.run(CLIENT[key], args, settings, console))
+    if args.command in ("status", "run", "demo"):
+        return local(args, console)
     return asyncio.run(operator(args, console))
+
+
+def with_gateway(settings: Settings, option: str | None) -> Settings:
+    """The settings with --gateway, when given, over $LEDGERSHARE_GATEWAY_URL."""
+    return settings if option is None else settings.with_overrides(gateway_url=option)
 
 
 def local(args: argparse.Namespace, console: Console) -> int:
@@ -273,11 +315,12 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"{type(err).__name__}: {err}")
 
 
-def fail(message: str) -> int:
-    """One line on stderr, exit status 1: never a traceback."""
-    Console(stderr=True, highlight=False, soft_wrap=True).print(f"[red]error:[/] {message}",
-                                                               markup=True)
-    return 1
+def fail(message: str, *, status: int = 1) -> int:
+    """One line on stderr and a non-zero exit status (1 unless told): never a traceback."""
+    # Escaped: "[code]" at its end would otherwise be read as markup and vanish.
+    Console(stderr=True, highlight=False, soft_wrap=True).print(
+        f"[red]error:[/] {escape(message)}", markup=True)
+    return status
 
 
 if __name__ == "__main__":

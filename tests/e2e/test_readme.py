@@ -12,10 +12,11 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from cli.run import wait_for_gateway
 from deploy.stack import Stack
-from runtime.settings import Settings
+from runtime.settings import Settings, load_settings
 from services.registry import SERVICES
-from tests.support import free_stack_ports
+from tests.support import free_port, free_stack_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -54,20 +55,84 @@ def system(tmp_path: Path) -> Iterator[dict[str, str]]:
         stack.down(progress=lambda _m: None)
 
 
-def test_the_readme_command_block_runs(system: dict[str, str], tmp_path: Path) -> None:
-    script = "set -euo pipefail\n" + "".join(
-        f"echo '$ {line}'\n{line}\n" for line in readme_commands().splitlines() if line)
-    done = subprocess.run(["bash", "-c", script], env=system, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=240)
+@pytest.fixture
+def gateway(system: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """The gateway on the system, as `make run` starts it: its URL and its log."""
+    env = {**system, "LEDGERSHARE_GATEWAY_PORT": str(free_port())}
+    log = tmp_path / "gateway.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        settings = load_settings(env)
+        wait_for_gateway(settings)
+        yield f"http://{settings.gateway_host}:{settings.gateway_port}", log
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def run_block(lines: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run the lines as one bash script (stopping at the first failure); its output."""
+    script = "set -euo pipefail\n" + "".join(f"echo '$ {line}'\n{line}\n" for line in lines)
+    done = subprocess.run(["bash", "-c", script], env=env, cwd=cwd, capture_output=True,
+                          text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    out = done.stdout
+    return done.stdout
+
+
+def assert_the_walkthrough_worked(out: str, home: str, here: Path) -> None:
     assert "bob (Bob) is now your friend" in out
     assert "1 account set(s) shared with 1 friend(s)" in out
     assert "saved mine.bak" in out
     assert "verified: the rebuilt read model equals the live one" in out
-    assert (tmp_path / "mine.bak").read_bytes() == (tmp_path / "123-2018.bak").read_bytes()
-    session = Path(system["LEDGERSHARE_HOME"]) / "session.json"
-    assert session.stat().st_mode & 0o777 == 0o600
+    assert (here / "mine.bak").read_bytes() == (here / "123-2018.bak").read_bytes()
+    assert (Path(home) / "session.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_readme_command_block_runs(system: dict[str, str], tmp_path: Path) -> None:
+    out = run_block([line for line in readme_commands().splitlines() if line], system,
+                    tmp_path)
+    assert_the_walkthrough_worked(out, system["LEDGERSHARE_HOME"], tmp_path)
+
+
+# The block's commands that need the bus (the CLI refuses them with a gateway set).
+BUS_ONLY = ("ledgershare member bind", "ledgershare events", "ledgershare services",
+            "ledgershare replay")
+
+
+def test_the_readme_command_block_runs_through_the_gateway(
+        system: dict[str, str], gateway: tuple[str, Path], tmp_path: Path) -> None:
+    url, log = gateway
+    bus = load_settings(system).nats_url
+    # Everything else gets a gateway and a NATS URL where nothing listens: a command
+    # that succeeds went through the gateway.
+    env = {**system, "LEDGERSHARE_GATEWAY_URL": url,
+           "LEDGERSHARE_NATS_URL": "nats://127.0.0.1:1"}
+    lines = [f"LEDGERSHARE_GATEWAY_URL= LEDGERSHARE_NATS_URL={bus} {line}"
+             if line.startswith(BUS_ONLY) else line
+             for line in readme_commands().splitlines() if line]
+    out = run_block(lines, env, tmp_path)
+    assert_the_walkthrough_worked(out, system["LEDGERSHARE_HOME"], tmp_path)
+    through = {line.split()[1] for line in lines if line.startswith("ledgershare ")}
+    assert through >= {"member", "friend", "drive", "backup", "share", "cloudshare"}
+    assert answered(log) >= {
+        "identity/register", "identity/login", "identity/me", "social/add_friend",
+        "social/list_friends", "storage/begin_upload", "storage/complete_upload",
+        "storage/drive", "storage/versions", "sharing/grant", "sharing/shares",
+        "identity/drive_password_set", "identity/drive_password_verify",
+        "sharing/cloud_shares", "storage/download", "sharing/revoke"}, log.read_text()
+
+
+def answered(log: Path) -> set[str]:
+    """The operations the gateway answered with 200, from its access log (JSON lines)."""
+    found = set()
+    for line in log.read_text().splitlines():
+        entry = msgspec.json.decode(line) if line.startswith("{") else {}
+        if entry.get("logger") == "uvicorn.access":
+            hit = re.search(r'"POST /api/v1/(\w+/\w+) HTTP/[\d.]+" 200$', entry["msg"])
+            found |= {hit.group(1)} if hit else set()
+    return found
 
 
 BAD = [
