@@ -136,6 +136,15 @@ async def member_login(c: Client, a: argparse.Namespace) -> None:
     c.show(reply, f"logged in as {a.account} until {reply.expires_at:%Y-%m-%d %H:%M} UTC")
 
 
+async def member_logout(c: Client, a: argparse.Namespace) -> None:
+    """End the kept session at identity (everywhere at once) and forget it here."""
+    me = c.me()
+    reply = await c.identity.logout(idc.Logout(command_id=new_id(), session=me.session))
+    c.saved = Saved(seq=max(c.saved.seq, reply.seq))
+    c.seen(0)
+    c.show(reply, f"logged out {me.account}: that session no longer works anywhere")
+
+
 async def member_bind(c: Client, a: argparse.Namespace) -> None:
     """What the Member Center's 绑定 page does, with the local WeChat stand-in as WeChat."""
     login = await c.identity.login_wechat(idc.LoginWechat(

@@ -106,6 +106,7 @@ def _member_commands(sub: Any) -> None:
     lg = m.add_parser("login", help="log in and keep the session token (0600 file)")
     lg.add_argument("account")
     lg.add_argument("--password")
+    m.add_parser("logout", help="end the kept session, everywhere at once")
     m.add_parser("me", help="member info")
     f = _group(sub, "friend", "add, list, remove friends")
     fa = f.add_parser("add", help="add a friend by account and nickname")
@@ -200,6 +201,7 @@ def _operator_commands(sub: Any) -> None:
 CLIENT: dict[tuple[str, ...], client.Handler] = {
     ("member", "register"): client.member_register, ("member", "login"): client.member_login,
     ("member", "bind"): client.member_bind, ("member", "me"): client.member_me,
+    ("member", "logout"): client.member_logout,
     ("friend", "add"): client.friend_add, ("friend", "list"): client.friend_list,
     ("friend", "remove"): client.friend_remove,
     ("drive", "password", "set"): client.drive_set,

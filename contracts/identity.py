@@ -4,6 +4,7 @@ Subjects:
   evt.identity.member.<member_id>.<Event>     one member's history
   evt.identity.account.<b64 account>.AccountClaimed   uniqueness claim (expected seq 0)
   evt.identity.openid.<b64 openid>.OpenidClaimed|OpenidReleased
+  evt.identity.session.<session id>.SessionEnded   a session logged out
 Requests: identity.<operation>.
 """
 
@@ -107,11 +108,12 @@ class MemberBound(IdentityEvent, frozen=True, kw_only=True):
 
 
 class MemberUnbound(IdentityEvent, frozen=True, kw_only=True):
-    """A member removed their WeChat binding."""
+    """A member removed their WeChat binding; the sessions obtained through WeChat end."""
 
     member_id: str
     openid: str
     at: datetime
+    version: int = 0  # the member's WeChat version from now on (0: older events)
 
 
 class DrivePasswordSet(IdentityEvent, frozen=True, kw_only=True):
@@ -125,12 +127,22 @@ class DrivePasswordSet(IdentityEvent, frozen=True, kw_only=True):
 
 
 class DrivePasswordChanged(IdentityEvent, frozen=True, kw_only=True):
-    """The cloud-drive password changed (with the old one, or by the answer)."""
+    """The cloud-drive password changed (with the old one, or by the answer); drive
+    tokens issued before stop working."""
 
     member_id: str
     password_hash: str
     at: datetime
     by_answer: bool = False
+    version: int = 0  # the member's drive-password version from now on (0: older events)
+
+
+class SessionEnded(IdentityEvent, frozen=True, kw_only=True):
+    """A member logged out: that session stops working at once, everywhere."""
+
+    member_id: str
+    session_id: str
+    at: datetime
 
 
 class DriveUnlockFailed(IdentityEvent, frozen=True, kw_only=True):
@@ -152,7 +164,7 @@ class DriveUnlocked(IdentityEvent, frozen=True, kw_only=True):
 AnyIdentityEvent = (
     AccountClaimed | MemberRegistered | NicknameChanged | PasswordChanged | OpenidClaimed
     | OpenidReleased | MemberBound | MemberUnbound | DrivePasswordSet | DrivePasswordChanged
-    | DriveUnlockFailed | DriveUnlocked
+    | DriveUnlockFailed | DriveUnlocked | SessionEnded
 )
 
 
@@ -167,6 +179,25 @@ def member_subject(member_id: str, event: IdentityEvent) -> str:
 def password_changes(member_id: str) -> str:
     """The subject of a member's PasswordChanged events."""
     return event_subject(CONTEXT, "member", member_id, "PasswordChanged")
+
+
+def unbinds(member_id: str) -> str:
+    """The subject of a member's MemberUnbound events."""
+    return event_subject(CONTEXT, "member", member_id, "MemberUnbound")
+
+
+def drive_password_changes(member_id: str) -> str:
+    """The subject of a member's DrivePasswordChanged events."""
+    return event_subject(CONTEXT, "member", member_id, "DrivePasswordChanged")
+
+
+def session_end(session_id: str) -> str:
+    """The subject where a session's end is recorded (one aggregate per session)."""
+    return event_subject(CONTEXT, "session", session_id, "SessionEnded")
+
+
+def session_subjects(session_id: str) -> str:
+    return aggregate_subjects(CONTEXT, "session", session_id)
 
 
 def account_key(account: str) -> str:
@@ -322,6 +353,13 @@ class Unbind(Request, frozen=True, kw_only=True):
     session: str
 
 
+class Logout(Request, frozen=True, kw_only=True):
+    """End this session (the member's other sessions go on)."""
+
+    command_id: CommandId
+    session: str
+
+
 class Done(CommandReply, frozen=True, kw_only=True):
     """A command that has nothing to report but its log position (seq)."""
 
@@ -445,6 +483,7 @@ class IdentityClient(ServiceClient):
                                          OpenidTaken, AlreadyBound, InvalidToken),
                      throttled=True)
     unbind = Operation(Unbind, Done, errors=(*SESSION, NotBound))
+    logout = Operation(Logout, Done, errors=SESSION)
     login = Operation(Login, Session, errors=(InvalidAccount, InvalidCredentials),
                       throttled=True)
     login_wechat = Operation(LoginWechat, WechatLogin, errors=(

@@ -43,7 +43,7 @@ STATIC = f"{ROOT}/static"
 MAX_FIELDS = 120
 NOTICES = {"bound": "绑定成功，欢迎使用会员中心。", "friend_added": "已添加好友。",
            "friend_removed": "已删除好友，你们之间的共享已全部结束。",
-           "shared": "共享成功。", "revoked": "已取消共享。", "left": "您已退出会员中心。"}
+           "shared": "共享成功。", "revoked": "已取消共享。"}
 log = logging.getLogger("ledgershare.gateway")
 
 
@@ -286,8 +286,16 @@ class Pages:
         return self._form_error(shown.template, shown.title, err, form, shown.context)
 
     async def logout(self, request: Request, visitor: web.Visitor) -> Response:
-        await self._form(request, visitor)
-        response = RedirectResponse(f"{ROOT}/login?done=left", status_code=303)
+        """End the session at identity (everywhere at once), then forget the cookie."""
+        form = await self._form(request, visitor)
+        if visitor.session:
+            try:
+                await self.identity.logout(idc.Logout(command_id=form.one("command_id"),
+                                                      session=visitor.session))
+            except Unauthenticated:
+                pass  # ended already: forgetting the cookie is all there is left to do
+        # Not back to the login: WeChat would let the member straight in again.
+        response = self._render(Page("left.html", "已退出会员中心"), request, visitor)
         web.forget(response, visitor, web.SESSION_COOKIE)
         return response
 

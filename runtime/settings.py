@@ -44,6 +44,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # identity: token keys (base64url raw Ed25519); the private key only identity needs.
     token_private_key: str = ""
     token_public_key: str = ""
+    # Public keys of earlier signing keys (comma-separated), accepted until their tokens
+    # expire: rotate by giving identity a new private key and listing the old public one.
+    token_previous_public_keys: str = ""
     session_ttl_s: float = 3600.0
     drive_ttl_s: float = 900.0
     # Argon2id cost (argon2-cffi's RFC 9106 low-memory profile by default).

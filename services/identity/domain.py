@@ -38,6 +38,7 @@ from contracts.identity import (
     OpenidReleased,
     OpenidTaken,
     PasswordChanged,
+    SessionEnded,
     WeakPassword,
     WrongAnswer,
     WrongDrivePassword,
@@ -55,6 +56,8 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     nickname: str = ""
     password_hash: str = ""
     pv: int = 0
+    wv: int = 0  # WeChat version: each unbind ends the sessions WeChat gave
+    dv: int = 0  # drive-password version: each change ends the drive tokens
     openid: str | None = None
     drive_hash: str | None = None
     question: str = ""
@@ -100,12 +103,12 @@ def evolve(state: Member, event: IdentityEvent) -> Member:
             return r(state, password_hash=h, pv=v or state.pv + 1)
         case MemberBound(openid=oid):
             return r(state, openid=oid)
-        case MemberUnbound():
-            return r(state, openid=None)
+        case MemberUnbound(version=v):
+            return r(state, openid=None, wv=v or state.wv + 1)
         case DrivePasswordSet(password_hash=h, question=q, answer_hash=a):
             return r(state, drive_hash=h, question=q, answer_hash=a)
-        case DrivePasswordChanged(password_hash=h):
-            return r(state, drive_hash=h, failures=0, locked_until=None)
+        case DrivePasswordChanged(password_hash=h, version=v):
+            return r(state, drive_hash=h, failures=0, locked_until=None, dv=v or state.dv + 1)
         case DriveUnlockFailed(failures=n, locked_until=until):
             return r(state, failures=n, locked_until=until)
         case DriveUnlocked():
@@ -228,7 +231,8 @@ def decide_unbind(member: Member, *, at: datetime) -> tuple[MemberUnbound, Openi
     """Unbind the member's WeChat openid."""
     if member.openid is None:
         raise NotBound("this member is not bound to WeChat")
-    return (MemberUnbound(member_id=member.member_id, openid=member.openid, at=at),
+    return (MemberUnbound(member_id=member.member_id, openid=member.openid, at=at,
+                          version=member.wv + 1),
             OpenidReleased(openid=member.openid, member_id=member.member_id))
 
 
@@ -282,7 +286,20 @@ def decide_change_drive_password(member: Member, *, new_hash: str, at: datetime,
                                  by_answer: bool) -> DrivePasswordChanged:
     """Replace the drive password (after a checked old password or answer)."""
     return DrivePasswordChanged(member_id=member.member_id, password_hash=new_hash, at=at,
-                                by_answer=by_answer)
+                                by_answer=by_answer, version=member.dv + 1)
+
+
+def decide_end_session(ended: bool, *, member_id: str, session_id: str, at: datetime
+                       ) -> list[SessionEnded]:
+    """End a session (once: ending an ended session changes nothing)."""
+    if ended:
+        return []
+    return [SessionEnded(member_id=member_id, session_id=session_id, at=at)]
+
+
+def evolve_session(ended: bool, event: IdentityEvent) -> bool:
+    """Whether a session has ended, after one more event of it."""
+    return ended or isinstance(event, SessionEnded)
 
 
 def failure_error(event: DriveUnlockFailed, *, by_answer: bool) -> LedgerError:

@@ -26,6 +26,7 @@ from contracts.identity import (
     InvalidToken,
     Login,
     LoginWechat,
+    Logout,
     Me,
     MemberBound,
     MemberInfo,
@@ -49,12 +50,14 @@ from contracts.identity import (
     member_subjects,
     openid_subject,
     openid_subjects,
+    session_end,
+    session_subjects,
 )
 from runtime.commands import Command, Decision, Fold, Pipeline, Step
 from runtime.eventstore import EventStore, Outgoing
 from runtime.passwords import Hasher
 from runtime.service import Call, Endpoint
-from runtime.tokens import Claims, Sessions, Signer
+from runtime.tokens import VIA_PASSWORD, VIA_WECHAT, Claims, Sessions, Signer, check_session
 from runtime.wechat import WeChatOAuth
 from services.identity import domain
 from services.identity.domain import Holder, LockPolicy, Member
@@ -66,6 +69,7 @@ R = TypeVar("R")
 
 MEMBER: Fold[Member, IdentityEvent] = Fold(_decoder, domain.evolve, Member())
 CLAIM: Fold[Holder, IdentityEvent] = Fold(_decoder, domain.evolve_holder, Holder())
+SESSION_END: Fold[bool, IdentityEvent] = Fold(_decoder, domain.evolve_session, False)
 
 
 def _to_member(member_id: str, events: list[IdentityEvent]) -> list[Outgoing]:
@@ -103,6 +107,7 @@ class Identity:
                 Endpoint(IdentityClient.unbind, self.unbind),
                 Endpoint(IdentityClient.login, self.login),
                 Endpoint(IdentityClient.login_wechat, self.login_wechat),
+                Endpoint(IdentityClient.logout, self.logout),
                 Endpoint(IdentityClient.me, self.me),
                 Endpoint(IdentityClient.change_password, self.change_password),
                 Endpoint(IdentityClient.change_nickname, self.change_nickname),
@@ -136,22 +141,26 @@ class Identity:
         """The session's member, folded, once the session check every service makes
         (`Sessions`) has passed."""
         claims = await self.sessions.claims(token, now=now)
-        member, seq = await self._current(claims)
-        return member, seq, claims
-
-    def _signed(self, token: str, now: datetime) -> Claims:
-        """A genuine, unexpired session token's claims, before a command: its password
-        version is checked in the command's step, against the member folded for the
-        decision, so a repeat of a password change (whose own event moved the version)
-        still answers what it answered."""
-        return self.sessions.verifier.verify(token, kind="session", now=now)
-
-    async def _current(self, claims: Claims) -> tuple[Member, int]:
-        """The session's member, while the session's password version is current."""
         member, seq = await self._member(claims.sub)
-        if not member.exists or member.pv != claims.pv:
-            raise InvalidToken("the password has changed since this token; log in again")
-        return member, seq
+        return self._current(member, claims), seq, claims
+
+    async def _signed(self, token: str, now: datetime) -> Claims:
+        """A genuine, unexpired session token's claims that no logout ended, before a
+        command: its password and WeChat versions are checked in the command's step,
+        against the member folded for the decision, so a repeat of a password change or
+        an unbind (whose own event moved the version) still answers what it answered."""
+        claims = self.sessions.verifier.verify(token, kind="session", now=now)
+        if await self.sessions.ended(claims):
+            raise InvalidToken("this session was logged out; log in again")
+        return claims
+
+    @staticmethod
+    def _current(member: Member, claims: Claims) -> Member:
+        """The session's member, while nothing has ended the session."""
+        if not member.exists:
+            raise InvalidToken("no such member; log in again")
+        check_session(claims, pv=member.pv, wv=member.wv)
+        return member
 
     async def _run(self, operation: str, req: Any, call: Call, caller: str,
                    body: Callable[[Command], Awaitable[R]], also: str = "") -> R:
@@ -162,9 +171,11 @@ class Identity:
 
     async def _on_member(self, cmd: Command, claims: Claims,
                          decide: Callable[[Member], Decision]) -> Step[Member, IdentityEvent]:
-        """One step on the session's own member (its password version checked each try)."""
-        return await self.commands.step(cmd, member_subjects(claims.sub), MEMBER, decide,
-                                        load=lambda: self._current(claims))
+        """One step on the session's own member. The session is checked against the member
+        folded for each decision; a repeat of a command that already appended answers from
+        its events, even when they ended the session (a password change, an unbind)."""
+        return await self.commands.step(cmd, member_subjects(claims.sub), MEMBER,
+                                        lambda member: decide(self._current(member, claims)))
 
     # ---- registration and login ---------------------------------------------------------
 
@@ -192,7 +203,7 @@ class Identity:
         member = await self._member_by_account(req.account)
         ok = await self.hasher.verify(member.password_hash or None, req.password)
         domain.authenticate(member, password_ok=ok)
-        return self._session_reply(member, call.received_at)
+        return self._session_reply(member, call.received_at, via=VIA_PASSWORD)
 
     async def login_wechat(self, req: LoginWechat, call: Call) -> WechatLogin:
         """WeChat's login code, exchanged here (only identity holds the app secret): the
@@ -201,17 +212,38 @@ class Identity:
         claim, _ = await self._claim(openid_subjects(openid))
         member, _ = await self._member(claim.member_id)
         if member.openid == openid:
-            s = self._session_reply(member, call.received_at)
+            s = self._session_reply(member, call.received_at, via=VIA_WECHAT)
             return WechatLogin(bound=True, member_id=s.member_id, session=s.session,
                                expires_at=s.expires_at)
         proof, expires = self.signer.issue(member_id=openid, kind="openid",
                                            now=call.received_at, ttl=self.proof_ttl, pv=0)
         return WechatLogin(bound=False, openid_proof=proof, expires_at=expires)
 
-    def _session_reply(self, member: Member, now: datetime) -> Session:
-        session, expires = self.signer.issue(member_id=member.member_id, kind="session",
-                                             now=now, ttl=self.session_ttl, pv=member.pv)
+    def _session_reply(self, member: Member, now: datetime, *, via: str) -> Session:
+        """A new session: its own id (a logout ends it alone), how it was obtained and
+        the versions that can end it."""
+        session, expires = self.signer.issue(
+            member_id=member.member_id, kind="session", now=now, ttl=self.session_ttl,
+            pv=member.pv, sid=uuid.uuid4().hex, via=via, wv=member.wv)
         return Session(session=session, member_id=member.member_id, expires_at=expires)
+
+    async def logout(self, req: Logout, call: Call) -> Done:
+        """End the session presented (a repeat, or a logout of an ended session, is done)."""
+        claims = self.sessions.verifier.verify(req.session, kind="session",
+                                               now=call.received_at)
+        if not claims.sid:
+            raise InvalidToken("this session is older than logout; it ends when it expires")
+
+        async def body(cmd: Command) -> Done:
+            ended = await self.commands.step(
+                cmd, session_subjects(claims.sid), SESSION_END, lambda done: [
+                    Outgoing(subject=session_end(claims.sid), event=e)
+                    for e in domain.decide_end_session(done, member_id=claims.sub,
+                                                       session_id=claims.sid,
+                                                       at=call.received_at)])
+            return Done(seq=ended.seq)
+
+        return await self._run("logout", req, call, claims.sub, body)
 
     async def me(self, req: Me, call: Call) -> MemberInfo:
         member, _, _ = await self._session(req.session, call.received_at)
@@ -259,7 +291,7 @@ class Identity:
         return await self._run("bind", req, call, known.member_id, body, also=openid)
 
     async def unbind(self, req: Unbind, call: Call) -> Done:
-        claims = self._signed(req.session, call.received_at)
+        claims = await self._signed(req.session, call.received_at)
 
         async def body(cmd: Command) -> Done:
             unbound = await self._on_member(cmd.part("unbind"), claims, lambda member: (
@@ -279,7 +311,7 @@ class Identity:
     # ---- member password and nickname ---------------------------------------------------
 
     async def change_password(self, req: ChangePassword, call: Call) -> Done:
-        claims = self._signed(req.session, call.received_at)
+        claims = await self._signed(req.session, call.received_at)
         new_hash = await self.hasher.hash(domain.check_password(req.new_password))
 
         async def decide(member: Member) -> list[Outgoing]:
@@ -293,7 +325,7 @@ class Identity:
         return await self._run("change_password", req, call, claims.sub, body)
 
     async def change_nickname(self, req: ChangeNickname, call: Call) -> Done:
-        claims = self._signed(req.session, call.received_at)
+        claims = await self._signed(req.session, call.received_at)
 
         def decide(member: Member) -> list[Outgoing]:
             event = domain.decide_change_nickname(member, nickname=req.nickname,
@@ -331,14 +363,14 @@ class Identity:
         return SecurityQuestion(question=member.question)
 
     async def drive_password_verify(self, req: VerifyDrivePassword, call: Call) -> DriveToken:
-        claims = self._signed(req.session, call.received_at)
+        claims = await self._signed(req.session, call.received_at)
 
         async def body(cmd: Command) -> DriveToken:
             step = await self._attempt(cmd, claims, call, lambda m: self.hasher.verify(
                 m.drive_hash, req.password), by_answer=False)
             drive, expires = self.signer.issue(member_id=claims.sub, kind="drive",
                                                now=call.received_at, ttl=self.drive_ttl,
-                                               pv=step.state.pv)
+                                               pv=step.state.pv, dv=step.state.dv)
             return DriveToken(drive_token=drive, expires_at=expires, seq=step.seq)
 
         return await self._run("drive_password_verify", req, call, claims.sub, body)
@@ -359,7 +391,7 @@ class Identity:
                                       new_password: str, call: Call,
                                       check: Callable[[Member], Awaitable[bool]], *,
                                       by_answer: bool) -> Done:
-        claims = self._signed(req.session, call.received_at)
+        claims = await self._signed(req.session, call.received_at)
         new_hash = await self.hasher.hash(domain.check_password(new_password))
 
         async def body(cmd: Command) -> Done:

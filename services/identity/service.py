@@ -9,7 +9,7 @@ from runtime.app import Resources, Service, Wiring, command_pipeline
 from runtime.commands import Pipeline
 from runtime.passwords import Hasher
 from runtime.settings import Settings
-from runtime.tokens import Sessions, Signer, Verifier, public_key_of
+from runtime.tokens import Sessions, Signer, Verifier, previous_keys, public_key_of
 from runtime.wechat import WeChatOAuth
 from services.identity.domain import LockPolicy
 from services.identity.handlers import Identity
@@ -24,7 +24,8 @@ def identity_from(settings: Settings, res: Resources, commands: Pipeline) -> Ide
         res.events, commands,
         Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
                parallelism=settings.argon2_parallelism),
-        Signer(settings.token_private_key), Sessions(Verifier(public), res.events), public,
+        Signer(settings.token_private_key),
+        Sessions(Verifier(public, previous=previous_keys(settings)), res.events), public,
         WeChatOAuth(settings.wechat_api_base, settings.wechat_appid, settings.wechat_secret,
                     timeout=settings.request_timeout_s),
         policy=LockPolicy(free_attempts=settings.drive_free_attempts,

@@ -131,10 +131,10 @@ class Sharing:
     async def _member(self, session: str, call: Call) -> str:
         return await self.sessions.member(session, now=call.received_at)
 
-    def _unlocked(self, member: str, drive_token: str, call: Call) -> None:
+    async def _unlocked(self, member: str, drive_token: str, call: Call) -> None:
         """Cloud Share opens with the caller's own drive token (the cloud-drive password),
         as storage's downloads and uploads do."""
-        drive = self.sessions.verifier.verify(drive_token, kind="drive", now=call.received_at)
+        drive = await self.sessions.drive(drive_token, now=call.received_at)
         if drive.sub != member:
             raise InvalidToken("that drive token belongs to another member")
 
@@ -259,7 +259,7 @@ class Sharing:
 
     async def cloud_shares(self, req: CloudSharesRequest, call: Call) -> CloudShares:
         member = await self._member(req.session, call)
-        self._unlocked(member, req.drive_token, call)
+        await self._unlocked(member, req.drive_token, call)
         await self._listed()
         sharers: dict[str, Sharer] = {}
         for r in await tables.shared_with(self.pool, self.schema, member):

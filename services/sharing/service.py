@@ -10,7 +10,7 @@ from contracts.social import FriendRemoved
 from runtime.app import ReadModel, Resources, Service, Wiring, command_pipeline
 from runtime.projector import Projector
 from runtime.service import Call
-from runtime.tokens import Sessions, Verifier, configured_public_key
+from runtime.tokens import Sessions, verifier_for
 from services.sharing import tables
 from services.sharing.handlers import Sharing
 from services.sharing.index import AccessIndex
@@ -26,7 +26,7 @@ async def build(res: Resources) -> Wiring:
     access = Projector(res.nc, res.pool, AccessProjection(), schema=SCHEMA,
                        stream=res.settings.stream, mirror=index)
     sharing = Sharing(res.events, await command_pipeline(res, "sharing"), res.pool, access,
-                      Sessions(Verifier(configured_public_key(res.settings)), res.events),
+                      Sessions(verifier_for(res.settings), res.events),
                       schema=SCHEMA, index=index)
 
     async def ended(removed: FriendRemoved, seq: int) -> list[EndedGrant]:

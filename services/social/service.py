@@ -5,7 +5,7 @@ from __future__ import annotations
 from contracts.social import AnySocialEvent, SocialClient
 from runtime.app import ReadModel, Resources, Service, Wiring, command_pipeline
 from runtime.projector import Projector
-from runtime.tokens import Sessions, Verifier, configured_public_key
+from runtime.tokens import Sessions, verifier_for
 from services.social import tables
 from services.social.handlers import Social
 from services.social.projection import SocialProjection
@@ -15,7 +15,7 @@ async def build(res: Resources) -> Wiring:
     """social's host and projector."""
     projector = Projector(res.nc, res.pool, SocialProjection(), schema="social",
                           stream=res.settings.stream)
-    sessions = Sessions(Verifier(configured_public_key(res.settings)), res.events)
+    sessions = Sessions(verifier_for(res.settings), res.events)
     social = Social(res.events, await command_pipeline(res, "social"), res.pool, projector,
                     sessions)
     host = SERVICE.host(res, social.endpoints())

@@ -155,7 +155,7 @@ class Storage:
         owner = owner_id or caller
         if owner == caller:
             return owner
-        drive = self.verifier.verify(ask.drive_token, kind="drive", now=call.received_at)
+        drive = await self.sessions.drive(ask.drive_token, now=call.received_at)
         if drive.sub != caller:
             raise InvalidToken("that drive token belongs to another member")
         if not await self.gate.allows(caller, owner, ask):

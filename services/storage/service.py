@@ -14,7 +14,7 @@ from runtime.projector import Projector
 from runtime.s3 import s3_client
 from runtime.service import Call
 from runtime.settings import Settings
-from runtime.tokens import Sessions, Verifier, configured_public_key
+from runtime.tokens import Sessions, verifier_for
 from services.storage import tables
 from services.storage.gate import SharingGate
 from services.storage.handlers import Limits, Storage
@@ -47,7 +47,7 @@ async def build(res: Resources) -> Wiring:
     stack = AsyncExitStack()
     s3 = await stack.enter_async_context(s3_client(res.settings, timeout_s=10))
     objects = ObjectStore(s3, res.settings.s3_bucket, url_ttl_s=res.settings.presign_ttl_s)
-    sessions = Sessions(Verifier(configured_public_key(res.settings)), res.events)
+    sessions = Sessions(verifier_for(res.settings), res.events)
     storage = Storage(res.events, await command_pipeline(res, "storage"), objects, sessions,
                       limits(res.settings),
                       SharingGate(res.nc, timeout=res.settings.request_timeout_s))

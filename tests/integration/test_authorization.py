@@ -21,6 +21,7 @@ SET = {"set_id": "s1", "year": 2018}
 # One well-formed request per endpoint that acts for the holder of "session".
 ENDPOINTS: list[tuple[str, str, dict[str, object]]] = [
     ("identity", "unbind", {"command_id": CMD}),
+    ("identity", "logout", {"command_id": CMD}),
     ("identity", "me", {}),
     ("identity", "change_password", {"command_id": CMD, "old_password": "secret-1",
                                      "new_password": "secret-2"}),

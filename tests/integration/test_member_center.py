@@ -238,3 +238,18 @@ async def test_guessing_a_password_through_the_bind_form_is_throttled(
     # The registration counted against the account too: two guesses are left of three.
     assert [g.status_code for g in guesses] == [401, 401, 429, 429, 429]
     assert MESSAGES["rate_limited"] in guesses[-1].text
+
+
+async def test_leaving_the_member_center_ends_the_session_everywhere(
+        app: object, wechat: WeChat) -> None:
+    async with browser(app) as phone:
+        await bound(phone, wechat, "carol", "13800000061", "丙")
+        session = phone.cookies[web.SESSION_COOKIE]
+        page = await phone.get("/wx")
+        left = await phone.post("/wx/logout", data={"csrf": token(page),
+                                                    "command_id": cid()})
+        assert left.status_code == 200 and "本次登录已失效" in left.text
+        assert web.SESSION_COOKIE not in phone.cookies
+        kept = await phone.post("/api/v1/identity/me",
+                                headers={"Authorization": f"Bearer {session}"})
+    assert kept.status_code == 401 and kept.json()["code"] == "invalid_token"
