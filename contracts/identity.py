@@ -59,13 +59,15 @@ class AccountClaimed(IdentityEvent, frozen=True, kw_only=True):
 
 
 class MemberRegistered(IdentityEvent, frozen=True, kw_only=True):
-    """A member joined: account, nickname and an Argon2id password hash."""
+    """A member joined: account, nickname, and the id of their login-password credential
+    (its hash stays in identity's own store, never in the log)."""
 
     member_id: str
     account: str
     nickname: str
-    password_hash: str
     at: datetime
+    credential: str = ""
+    password_hash: str = ""  # only in events from before the credential store
 
 
 class NicknameChanged(IdentityEvent, frozen=True, kw_only=True):
@@ -77,12 +79,14 @@ class NicknameChanged(IdentityEvent, frozen=True, kw_only=True):
 
 
 class PasswordChanged(IdentityEvent, frozen=True, kw_only=True):
-    """A member's password changed; tokens of earlier versions stop working."""
+    """A member's password changed (to the credential named); tokens of earlier versions
+    stop working."""
 
     member_id: str
-    password_hash: str
     at: datetime
     version: int = 0  # the member's password version from now on (0: older events)
+    credential: str = ""
+    password_hash: str = ""  # only in events from before the credential store
 
 
 class OpenidClaimed(IdentityEvent, frozen=True, kw_only=True):
@@ -117,13 +121,18 @@ class MemberUnbound(IdentityEvent, frozen=True, kw_only=True):
 
 
 class DrivePasswordSet(IdentityEvent, frozen=True, kw_only=True):
-    """The cloud-drive password and security question were set (first use)."""
+    """The cloud-drive password and the security question with its answer were set (first
+    use): the ids of the two credentials; the question and hashes stay in identity's
+    store."""
 
     member_id: str
-    password_hash: str
-    question: str
-    answer_hash: str
     at: datetime
+    credential: str = ""
+    recovery: str = ""
+    # only in events from before the credential store:
+    password_hash: str = ""
+    question: str = ""
+    answer_hash: str = ""
 
 
 class DrivePasswordChanged(IdentityEvent, frozen=True, kw_only=True):
@@ -131,10 +140,11 @@ class DrivePasswordChanged(IdentityEvent, frozen=True, kw_only=True):
     tokens issued before stop working."""
 
     member_id: str
-    password_hash: str
     at: datetime
     by_answer: bool = False
     version: int = 0  # the member's drive-password version from now on (0: older events)
+    credential: str = ""
+    password_hash: str = ""  # only in events from before the credential store
 
 
 class SessionEnded(IdentityEvent, frozen=True, kw_only=True):

@@ -7,6 +7,15 @@ import asyncio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+# OWASP's minimum Argon2id settings (Password Storage Cheat Sheet): memory (KiB) with at
+# least that many passes, one lane. Any stronger pairing is fine.
+OWASP_MINIMUMS = ((47104, 1), (19456, 2), (12288, 3), (9216, 4), (7168, 5))
+
+
+def weaker_than_owasp(*, time_cost: int, memory_kib: int) -> bool:
+    """Whether these Argon2id costs fall below every one of OWASP's minimum settings."""
+    return not any(memory_kib >= m and time_cost >= t for m, t in OWASP_MINIMUMS)
+
 
 class Hasher:
     """Hashes and verifies secrets in a worker thread; a hash carries its own cost."""
@@ -22,6 +31,13 @@ class Hasher:
     async def hash(self, secret: str) -> str:
         """An Argon2id hash of the secret."""
         return await asyncio.to_thread(self._ph.hash, secret)
+
+    def needs_rehash(self, hashed: str) -> bool:
+        """Whether ``hashed`` was made with other costs than this hasher's."""
+        try:
+            return self._ph.check_needs_rehash(hashed)
+        except InvalidHashError:
+            return False
 
     async def verify(self, hashed: str | None, secret: str) -> bool:
         """True when the secret matches; an absent hash costs the same and is False."""

@@ -53,6 +53,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     argon2_time_cost: int = 3
     argon2_memory_kib: int = 65536
     argon2_parallelism: int = 4
+    # Costs below OWASP's minimum are refused unless this is set (the tests set it, to
+    # hash fast; nothing else should).
+    argon2_below_owasp_for_tests: bool = False
     # cloud-drive password lockout: free attempts, then base * 2^(n - free) seconds.
     drive_free_attempts: int = 3
     drive_lock_base_s: float = 30.0

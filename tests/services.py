@@ -21,6 +21,7 @@ def service_settings(base: Settings) -> Settings:
     return base.with_overrides(
         token_private_key=private, token_public_key=public_key_of(private),
         argon2_time_cost=1, argon2_memory_kib=8192, argon2_parallelism=1,
+        argon2_below_owasp_for_tests=True,
         drive_lock_base_s=0.4)
 
 

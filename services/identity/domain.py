@@ -1,7 +1,10 @@
 """identity's domain: member state, `evolve`, and one `decide` function per command.
 
 Pure: no I/O, no clock, no hashing. Password checks arrive as booleans computed by the
-handler (Argon2 is slow and belongs outside), time arrives on the command.
+handler (Argon2 is slow and belongs outside), time arrives on the command. A member's
+secrets are *references* to credentials in identity's store (`tables.py`); an event from
+before that store carried the hash itself, which folds to the reference ``log:<hash>``
+(the upcaster of those events: `credential_ref`).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from contracts.identity import (
 
 NICKNAME_MAX = 20
 PASSWORD_MIN = 6
+LEGACY = "log:"  # the reference of a hash an older event carried itself
 
 
 class Member(msgspec.Struct, frozen=True, kw_only=True):
@@ -54,14 +58,14 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     member_id: str = ""
     account: str = ""
     nickname: str = ""
-    password_hash: str = ""
+    password: str = ""  # the login password's credential
     pv: int = 0
     wv: int = 0  # WeChat version: each unbind ends the sessions WeChat gave
     dv: int = 0  # drive-password version: each change ends the drive tokens
     openid: str | None = None
-    drive_hash: str | None = None
-    question: str = ""
-    answer_hash: str = ""
+    drive: str | None = None  # the cloud-drive password's credential, once set
+    recovery: str = ""  # the security question and answer's credential
+    question: str = ""  # only from an event before the credential store
     failures: int = 0
     locked_until: datetime | None = None
 
@@ -95,25 +99,35 @@ def evolve(state: Member, event: IdentityEvent) -> Member:
     """The member after one more event."""
     r = msgspec.structs.replace
     match event:
-        case MemberRegistered(member_id=mid, account=acc, nickname=nick, password_hash=h):
-            return Member(member_id=mid, account=acc, nickname=nick, password_hash=h)
+        case MemberRegistered(member_id=mid, account=acc, nickname=nick):
+            return Member(member_id=mid, account=acc, nickname=nick,
+                          password=credential_ref(event.credential, event.password_hash))
         case NicknameChanged(nickname=nick):
             return r(state, nickname=nick)
-        case PasswordChanged(password_hash=h, version=v):
-            return r(state, password_hash=h, pv=v or state.pv + 1)
+        case PasswordChanged(version=v):
+            return r(state, password=credential_ref(event.credential, event.password_hash),
+                     pv=v or state.pv + 1)
         case MemberBound(openid=oid):
             return r(state, openid=oid)
         case MemberUnbound(version=v):
             return r(state, openid=None, wv=v or state.wv + 1)
-        case DrivePasswordSet(password_hash=h, question=q, answer_hash=a):
-            return r(state, drive_hash=h, question=q, answer_hash=a)
-        case DrivePasswordChanged(password_hash=h, version=v):
-            return r(state, drive_hash=h, failures=0, locked_until=None, dv=v or state.dv + 1)
+        case DrivePasswordSet():
+            return r(state, drive=credential_ref(event.credential, event.password_hash),
+                     recovery=credential_ref(event.recovery, event.answer_hash),
+                     question=event.question)
+        case DrivePasswordChanged(version=v):
+            return r(state, drive=credential_ref(event.credential, event.password_hash),
+                     failures=0, locked_until=None, dv=v or state.dv + 1)
         case DriveUnlockFailed(failures=n, locked_until=until):
             return r(state, failures=n, locked_until=until)
         case DriveUnlocked():
             return r(state, failures=0, locked_until=None)
     return state
+
+
+def credential_ref(credential: str, legacy_hash: str) -> str:
+    """The credential an event names, or for an older event the hash it carried."""
+    return credential or (f"{LEGACY}{legacy_hash}" if legacy_hash else "")
 
 
 def fold(events: Iterable[IdentityEvent], state: Member | None = None) -> Member:
@@ -187,12 +201,12 @@ def decide_claim_account(claim: Holder, *, member_id: str, account: str
 
 
 def decide_register(member: Member, *, member_id: str, account: str, nickname: str,
-                    password_hash: str, at: datetime) -> list[MemberRegistered]:
+                    credential: str, at: datetime) -> list[MemberRegistered]:
     """Register the member whose account name is claimed (once)."""
     if member.exists:
         return []
     return [MemberRegistered(member_id=member_id, account=account, nickname=nickname,
-                             password_hash=password_hash, at=at)]
+                             credential=credential, at=at)]
 
 
 def authenticate(member: Member, *, password_ok: bool) -> Member:
@@ -236,10 +250,10 @@ def decide_unbind(member: Member, *, at: datetime) -> tuple[MemberUnbound, Openi
             OpenidReleased(openid=member.openid, member_id=member.member_id))
 
 
-def decide_change_password(member: Member, *, password_ok: bool, new_hash: str,
+def decide_change_password(member: Member, *, password_ok: bool, credential: str,
                            at: datetime) -> PasswordChanged:
     authenticate(member, password_ok=password_ok)
-    return PasswordChanged(member_id=member.member_id, password_hash=new_hash, at=at,
+    return PasswordChanged(member_id=member.member_id, credential=credential, at=at,
                            version=member.pv + 1)
 
 
@@ -251,17 +265,22 @@ def decide_change_nickname(member: Member, *, nickname: str, at: datetime
     return NicknameChanged(member_id=member.member_id, nickname=nick, at=at)
 
 
-def decide_set_drive_password(member: Member, *, password_hash: str, question: str,
-                              answer_hash: str, at: datetime) -> DrivePasswordSet:
-    if member.drive_hash is not None:
+def ensure_drive_password_unset(member: Member) -> Member:
+    if member.drive is not None:
         raise DrivePasswordAlreadySet("the cloud-drive password is already set")
-    return DrivePasswordSet(member_id=member.member_id, password_hash=password_hash,
-                            question=question.strip(), answer_hash=answer_hash, at=at)
+    return member
+
+
+def decide_set_drive_password(member: Member, *, credential: str, recovery: str,
+                              at: datetime) -> DrivePasswordSet:
+    ensure_drive_password_unset(member)
+    return DrivePasswordSet(member_id=member.member_id, credential=credential,
+                            recovery=recovery, at=at)
 
 
 def ensure_unlockable(member: Member, *, now: datetime) -> Member:
     """Refuse before any hashing if no drive password is set or the drive is locked."""
-    if member.drive_hash is None:
+    if member.drive is None:
         raise DrivePasswordNotSet("set the cloud-drive password first")
     if member.locked_until is not None and now < member.locked_until:
         until = member.locked_until.isoformat(timespec="seconds")
@@ -282,10 +301,10 @@ def decide_attempt(member: Member, *, ok: bool, now: datetime, policy: LockPolic
                              locked_until=None if lock is None else now + lock, at=now)
 
 
-def decide_change_drive_password(member: Member, *, new_hash: str, at: datetime,
+def decide_change_drive_password(member: Member, *, credential: str, at: datetime,
                                  by_answer: bool) -> DrivePasswordChanged:
     """Replace the drive password (after a checked old password or answer)."""
-    return DrivePasswordChanged(member_id=member.member_id, password_hash=new_hash, at=at,
+    return DrivePasswordChanged(member_id=member.member_id, credential=credential, at=at,
                                 by_answer=by_answer, version=member.dv + 1)
 
 

@@ -55,12 +55,12 @@ from contracts.identity import (
 )
 from runtime.commands import Command, Decision, Fold, Pipeline, Step
 from runtime.eventstore import EventStore, Outgoing
-from runtime.passwords import Hasher
 from runtime.service import Call, Endpoint
 from runtime.tokens import VIA_PASSWORD, VIA_WECHAT, Claims, Sessions, Signer, check_session
 from runtime.wechat import WeChatOAuth
 from services.identity import domain
 from services.identity.domain import Holder, LockPolicy, Member
+from services.identity.vault import Vault
 
 NAMESPACE = uuid.UUID("5b0f3f9e-8a53-4f7e-9a43-6c2d8d1f0a11")
 _decoder = msgspec.json.Decoder(AnyIdentityEvent)
@@ -83,13 +83,13 @@ def _to_openid(openid: str, events: list[IdentityEvent]) -> list[Outgoing]:
 class Identity:
     """The identity service's operations over the event store."""
 
-    def __init__(self, events: EventStore, commands: Pipeline, hasher: Hasher, signer: Signer,
+    def __init__(self, events: EventStore, commands: Pipeline, vault: Vault, signer: Signer,
                  sessions: Sessions, public_key: str, wechat: WeChatOAuth, *,
                  policy: LockPolicy, session_ttl: timedelta, drive_ttl: timedelta,
                  proof_ttl: timedelta = timedelta(minutes=10)) -> None:
         self.events = events
         self.commands = commands
-        self.hasher = hasher
+        self.vault = vault
         self.signer = signer
         self.sessions = sessions
         self.public_key_text = public_key
@@ -182,10 +182,11 @@ class Identity:
     async def register(self, req: Register, call: Call) -> Registered:
         account = domain.clean_account(req.account)
         nickname = domain.clean_nickname(req.nickname)
-        password_hash = await self.hasher.hash(domain.check_password(req.password))
+        password = domain.check_password(req.password)
 
         async def body(cmd: Command) -> Registered:
             member_id = str(uuid.uuid5(NAMESPACE, cmd.key))
+            credential = await self.vault.keep(cmd.key, member_id, "password", password)
             await self.commands.step(cmd, account_subjects(account), CLAIM, lambda claim: [
                 Outgoing(subject=account_subject(account), event=e)
                 for e in domain.decide_claim_account(claim, member_id=member_id,
@@ -194,14 +195,14 @@ class Identity:
                 cmd, member_subjects(member_id), MEMBER, lambda member: _to_member(
                     member_id, list(domain.decide_register(
                         member, member_id=member_id, account=account, nickname=nickname,
-                        password_hash=password_hash, at=call.received_at))))
+                        credential=credential, at=call.received_at))))
             return Registered(member_id=member_id, seq=registered.seq)
 
         return await self._run("register", req, call, "", body)
 
     async def login(self, req: Login, call: Call) -> Session:
         member = await self._member_by_account(req.account)
-        ok = await self.hasher.verify(member.password_hash or None, req.password)
+        ok = await self.vault.check(member.password, req.password)
         domain.authenticate(member, password_ok=ok)
         return self._session_reply(member, call.received_at, via=VIA_PASSWORD)
 
@@ -249,7 +250,7 @@ class Identity:
         member, _, _ = await self._session(req.session, call.received_at)
         return MemberInfo(member_id=member.member_id, account=member.account,
                           nickname=member.nickname, bound=member.openid is not None,
-                          drive_password_set=member.drive_hash is not None)
+                          drive_password_set=member.drive is not None)
 
     async def public_key(self, req: PublicKeyRequest, call: Call) -> PublicKey:
         return PublicKey(algorithm="Ed25519", key=self.public_key_text)
@@ -261,7 +262,7 @@ class Identity:
         openid = self.sessions.verifier.verify(req.openid_proof, kind="openid",
                                                now=call.received_at).sub
         known = await self._member_by_account(req.account)
-        ok = await self.hasher.verify(known.password_hash or None, req.password)
+        ok = await self.vault.check(known.password, req.password)
         domain.authenticate(known, password_ok=ok)
 
         async def decision(member: Member, claim: Holder) -> tuple[
@@ -312,14 +313,17 @@ class Identity:
 
     async def change_password(self, req: ChangePassword, call: Call) -> Done:
         claims = await self._signed(req.session, call.received_at)
-        new_hash = await self.hasher.hash(domain.check_password(req.new_password))
-
-        async def decide(member: Member) -> list[Outgoing]:
-            ok = await self.hasher.verify(member.password_hash, req.old_password)
-            return _to_member(member.member_id, [domain.decide_change_password(
-                member, password_ok=ok, new_hash=new_hash, at=call.received_at)])
+        new_password = domain.check_password(req.new_password)
 
         async def body(cmd: Command) -> Done:
+            async def decide(member: Member) -> list[Outgoing]:
+                ok = await self.vault.check(member.password, req.old_password)
+                domain.authenticate(member, password_ok=ok)
+                credential = await self.vault.keep(cmd.key, member.member_id, "password",
+                                                   new_password)
+                return _to_member(member.member_id, [domain.decide_change_password(
+                    member, password_ok=ok, credential=credential, at=call.received_at)])
+
             return Done(seq=(await self._on_member(cmd, claims, decide)).seq)
 
         return await self._run("change_password", req, call, claims.sub, body)
@@ -341,33 +345,35 @@ class Identity:
 
     async def drive_password_set(self, req: SetDrivePassword, call: Call) -> Done:
         member, _, claims = await self._session(req.session, call.received_at)
-        domain.decide_set_drive_password(member, password_hash="", question=req.question,
-                                         answer_hash="", at=call.received_at)
-        password_hash = await self.hasher.hash(domain.check_password(req.password))
-        answer_hash = await self.hasher.hash(domain.normalise_answer(req.answer))
-
-        def decide(current: Member) -> list[Outgoing]:
-            return _to_member(current.member_id, [domain.decide_set_drive_password(
-                current, password_hash=password_hash, question=req.question,
-                answer_hash=answer_hash, at=call.received_at)])
+        domain.ensure_drive_password_unset(member)
+        password = domain.check_password(req.password)
+        answer = domain.normalise_answer(req.answer)
 
         async def body(cmd: Command) -> Done:
+            async def decide(current: Member) -> list[Outgoing]:
+                domain.ensure_drive_password_unset(current)
+                drive = await self.vault.keep(cmd.key, claims.sub, "drive", password)
+                recovery = await self.vault.keep(cmd.key, claims.sub, "recovery", answer,
+                                                 question=req.question.strip())
+                return _to_member(current.member_id, [domain.decide_set_drive_password(
+                    current, credential=drive, recovery=recovery, at=call.received_at)])
+
             return Done(seq=(await self._on_member(cmd, claims, decide)).seq)
 
         return await self._run("drive_password_set", req, call, claims.sub, body)
 
     async def drive_question(self, req: AskQuestion, call: Call) -> SecurityQuestion:
         member, _, _ = await self._session(req.session, call.received_at)
-        if member.drive_hash is None:
+        if member.drive is None:
             raise DrivePasswordNotSet("set the cloud-drive password first")
-        return SecurityQuestion(question=member.question)
+        return SecurityQuestion(question=await self.vault.question(member))
 
     async def drive_password_verify(self, req: VerifyDrivePassword, call: Call) -> DriveToken:
         claims = await self._signed(req.session, call.received_at)
 
         async def body(cmd: Command) -> DriveToken:
-            step = await self._attempt(cmd, claims, call, lambda m: self.hasher.verify(
-                m.drive_hash, req.password), by_answer=False)
+            step = await self._attempt(cmd, claims, call, lambda m: self.vault.check(
+                m.drive, req.password), by_answer=False)
             drive, expires = self.signer.issue(member_id=claims.sub, kind="drive",
                                                now=call.received_at, ttl=self.drive_ttl,
                                                pv=step.state.pv, dv=step.state.dv)
@@ -379,12 +385,12 @@ class Identity:
         answer = domain.normalise_answer(req.answer)
         return await self._replace_drive_password(
             "drive_password_reset", req, req.new_password, call,
-            lambda m: self.hasher.verify(m.answer_hash, answer), by_answer=True)
+            lambda m: self.vault.check(m.recovery, answer), by_answer=True)
 
     async def drive_password_change(self, req: ChangeDrivePassword, call: Call) -> Done:
         return await self._replace_drive_password(
             "drive_password_change", req, req.new_password, call,
-            lambda m: self.hasher.verify(m.drive_hash, req.old_password), by_answer=False)
+            lambda m: self.vault.check(m.drive, req.old_password), by_answer=False)
 
     async def _replace_drive_password(self, operation: str,
                                       req: ResetDrivePassword | ChangeDrivePassword,
@@ -392,13 +398,17 @@ class Identity:
                                       check: Callable[[Member], Awaitable[bool]], *,
                                       by_answer: bool) -> Done:
         claims = await self._signed(req.session, call.received_at)
-        new_hash = await self.hasher.hash(domain.check_password(new_password))
+        new_secret = domain.check_password(new_password)
 
         async def body(cmd: Command) -> Done:
             await self._attempt(cmd.part("check"), claims, call, check, by_answer=by_answer)
-            changed = await self._on_member(cmd.part("change"), claims, lambda m: _to_member(
-                m.member_id, [domain.decide_change_drive_password(
-                    m, new_hash=new_hash, at=call.received_at, by_answer=by_answer)]))
+
+            async def decide(m: Member) -> list[Outgoing]:
+                credential = await self.vault.keep(cmd.key, m.member_id, "drive", new_secret)
+                return _to_member(m.member_id, [domain.decide_change_drive_password(
+                    m, credential=credential, at=call.received_at, by_answer=by_answer)])
+
+            changed = await self._on_member(cmd.part("change"), claims, decide)
             return Done(seq=changed.seq)
 
         return await self._run(operation, req, call, claims.sub, body)

@@ -7,23 +7,31 @@ from datetime import timedelta
 from contracts.identity import AnyIdentityEvent, IdentityClient
 from runtime.app import Resources, Service, Wiring, command_pipeline
 from runtime.commands import Pipeline
-from runtime.passwords import Hasher
+from runtime.passwords import Hasher, weaker_than_owasp
 from runtime.settings import Settings
 from runtime.tokens import Sessions, Signer, Verifier, previous_keys, public_key_of
 from runtime.wechat import WeChatOAuth
+from services.identity import tables
 from services.identity.domain import LockPolicy
 from services.identity.handlers import Identity
+from services.identity.vault import Vault
 
 
 def identity_from(settings: Settings, res: Resources, commands: Pipeline) -> Identity:
     """The service's operations, configured from settings."""
     if not settings.token_private_key:
         raise SystemExit("identity needs LEDGERSHARE_TOKEN_PRIVATE_KEY (ledgershare up makes one)")
+    if not settings.argon2_below_owasp_for_tests and weaker_than_owasp(
+            time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib):
+        raise SystemExit(f"Argon2id costs t={settings.argon2_time_cost}, "
+                         f"m={settings.argon2_memory_kib} KiB are below OWASP's minimum "
+                         "(e.g. t=2 with m=19456 KiB); identity will not hash with them")
     public = public_key_of(settings.token_private_key)
     return Identity(
         res.events, commands,
-        Hasher(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
-               parallelism=settings.argon2_parallelism),
+        Vault(res.pool, Hasher(time_cost=settings.argon2_time_cost,
+                               memory_kib=settings.argon2_memory_kib,
+                               parallelism=settings.argon2_parallelism)),
         Signer(settings.token_private_key),
         Sessions(Verifier(public, previous=previous_keys(settings)), res.events), public,
         WeChatOAuth(settings.wechat_api_base, settings.wechat_appid, settings.wechat_secret,
@@ -39,7 +47,8 @@ def identity_from(settings: Settings, res: Resources, commands: Pipeline) -> Ide
 
 async def build(res: Resources) -> Wiring:
     """identity's host. No read model: every answer folds the member's (or a claim's)
-    events, so no query needs a table."""
+    events, so no query needs a table; its own store keeps the secrets (tables.py)."""
+    await tables.create_tables(res.pool)
     identity = identity_from(res.settings, res, await command_pipeline(res, "identity"))
     return Wiring(host=SERVICE.host(res, identity.endpoints()), app=identity,
                   cleanup=[identity.wechat.close])

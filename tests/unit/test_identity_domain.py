@@ -12,6 +12,7 @@ from contracts.identity import (
     AccountTaken,
     AlreadyBound,
     DriveLocked,
+    DrivePasswordSet,
     DriveUnlocked,
     DriveUnlockFailed,
     InvalidCredentials,
@@ -19,6 +20,7 @@ from contracts.identity import (
     MemberRegistered,
     OpenidClaimed,
     OpenidTaken,
+    PasswordChanged,
 )
 from services.identity import domain
 from services.identity.domain import Holder, LockPolicy, Member
@@ -28,7 +30,7 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def registered(member_id: str = "m1", nickname: str = "Ann") -> MemberRegistered:
     return MemberRegistered(member_id=member_id, account="ann", nickname=nickname,
-                            password_hash="h", at=T0)
+                            credential="c1", at=T0)
 
 
 def test_given_a_claimed_account_when_another_registers_then_taken() -> None:
@@ -49,10 +51,10 @@ def test_given_a_free_account_when_claiming_then_claimed() -> None:
 def test_given_a_registered_member_when_registering_again_then_nothing() -> None:
     member = domain.fold([registered()])
     assert domain.decide_register(member, member_id="m1", account="ann", nickname="x",
-                                  password_hash="h", at=T0) == []
+                                  credential="c1", at=T0) == []
     [reg] = domain.decide_register(Member(), member_id="m1", account="ann", nickname="x",
-                                   password_hash="h", at=T0)
-    assert reg.member_id == "m1"
+                                   credential="c1", at=T0)
+    assert reg.member_id == "m1" and reg.credential == "c1" and not reg.password_hash
 
 
 def test_given_a_member_when_binding_a_free_openid_then_claim_and_bound() -> None:
@@ -101,7 +103,7 @@ def test_lockout_starts_after_the_free_attempts_and_doubles() -> None:
 
 
 def test_given_a_lock_when_attempting_before_it_ends_then_locked_even_if_right() -> None:
-    locked = Member(member_id="m1", drive_hash="h", failures=3,
+    locked = Member(member_id="m1", drive="d1", failures=3,
                     locked_until=T0 + timedelta(seconds=30))
     with pytest.raises(DriveLocked):
         domain.decide_attempt(locked, ok=True, now=T0 + timedelta(seconds=29),
@@ -114,7 +116,7 @@ def test_given_a_lock_when_attempting_before_it_ends_then_locked_even_if_right()
 @given(st.lists(st.booleans(), max_size=30))
 def test_failure_count_is_the_run_of_failures_since_the_last_success(
         outcomes: list[bool]) -> None:
-    member = Member(member_id="m1", drive_hash="h")
+    member = Member(member_id="m1", drive="d1")
     policy = LockPolicy(free_attempts=1000)
     run = 0
     for ok in outcomes:
@@ -128,3 +130,16 @@ def test_failure_count_is_the_run_of_failures_since_the_last_success(
 @pytest.mark.parametrize("nickname", ["张三", "Ann", "a" * 20, " 李四 ", "😀"])
 def test_nicknames_of_any_script_are_accepted(nickname: str) -> None:
     assert domain.clean_nickname(nickname) == nickname.strip()
+
+
+def test_an_event_from_before_the_credential_store_folds_to_its_hash_as_the_reference() -> None:
+    legacy = domain.fold([
+        MemberRegistered(member_id="m1", account="ann", nickname="Ann", password_hash="h1",
+                         at=T0),
+        DrivePasswordSet(member_id="m1", password_hash="d1", question="q?",
+                         answer_hash="a1", at=T0)])
+    assert (legacy.password, legacy.drive, legacy.recovery, legacy.question) == (
+        "log:h1", "log:d1", "log:a1", "q?")
+    moved = domain.evolve(legacy, PasswordChanged(member_id="m1", credential="c2", at=T0,
+                                                  version=1))
+    assert (moved.password, moved.pv) == ("c2", 1)
