@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+
+from contracts.errors import Unavailable
+
+T = TypeVar("T")
 
 # OWASP's minimum Argon2id settings (Password Storage Cheat Sheet): memory (KiB) with at
 # least that many passes, one lane. Any stronger pairing is fine.
@@ -18,19 +25,25 @@ def weaker_than_owasp(*, time_cost: int, memory_kib: int) -> bool:
 
 
 class Hasher:
-    """Hashes and verifies secrets in a worker thread; a hash carries its own cost."""
+    """Hashes and verifies secrets on its own few worker threads, never the event loop's
+    shared executor: a flood of registrations or logins queues here (up to ``queue``
+    waiting, then refused at once as `unavailable`, which a client retries) and holds up
+    no other request. A hash carries its own cost."""
 
     def __init__(self, *, time_cost: int = 3, memory_kib: int = 65536,
-                 parallelism: int = 4) -> None:
+                 parallelism: int = 4, workers: int = 2, queue: int = 64) -> None:
         self._ph = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib,
                                   parallelism=parallelism)
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="argon2")
+        self._admitted = 0
+        self._limit = workers + queue
         # Verified when the member is unknown, so that answers take as long as for a
         # known member with a wrong password.
         self._dummy = self._ph.hash("ledgershare-no-such-member")
 
     async def hash(self, secret: str) -> str:
         """An Argon2id hash of the secret."""
-        return await asyncio.to_thread(self._ph.hash, secret)
+        return await self._run(self._ph.hash, secret)
 
     def needs_rehash(self, hashed: str) -> bool:
         """Whether ``hashed`` was made with other costs than this hasher's."""
@@ -41,7 +54,19 @@ class Hasher:
 
     async def verify(self, hashed: str | None, secret: str) -> bool:
         """True when the secret matches; an absent hash costs the same and is False."""
-        return await asyncio.to_thread(self._check, hashed, secret)
+        return await self._run(self._check, hashed, secret)
+
+    async def _run(self, work: Callable[..., T], *args: Any) -> T:
+        if self._admitted >= self._limit:
+            raise Unavailable("too many password checks at once; try again in a moment")
+        self._admitted += 1
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work, *args)
+        finally:
+            self._admitted -= 1
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _check(self, hashed: str | None, secret: str) -> bool:
         try:

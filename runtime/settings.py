@@ -56,6 +56,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Costs below OWASP's minimum are refused unless this is set (the tests set it, to
     # hash fast; nothing else should).
     argon2_below_owasp_for_tests: bool = False
+    # identity's password work: threads of its own, and how many may wait for them
+    # before a check is refused as busy (a flood then costs a bounded queue, not a
+    # backlog every other request waits behind).
+    argon2_workers: Annotated[int, msgspec.Meta(ge=1)] = 2
+    argon2_queue: Annotated[int, msgspec.Meta(ge=0)] = 64
     # cloud-drive password lockout: free attempts, then base * 2^(n - free) seconds.
     drive_free_attempts: int = 3
     drive_lock_base_s: float = 30.0

@@ -31,7 +31,9 @@ def identity_from(settings: Settings, res: Resources, commands: Pipeline) -> Ide
         res.events, commands,
         Vault(res.pool, Hasher(time_cost=settings.argon2_time_cost,
                                memory_kib=settings.argon2_memory_kib,
-                               parallelism=settings.argon2_parallelism)),
+                               parallelism=settings.argon2_parallelism,
+                               workers=settings.argon2_workers,
+                               queue=settings.argon2_queue)),
         Signer(settings.token_private_key),
         Sessions(Verifier(public, previous=previous_keys(settings)), res.events), public,
         WeChatOAuth(settings.wechat_api_base, settings.wechat_appid, settings.wechat_secret,
@@ -51,7 +53,7 @@ async def build(res: Resources) -> Wiring:
     await tables.create_tables(res.pool)
     identity = identity_from(res.settings, res, await command_pipeline(res, "identity"))
     return Wiring(host=SERVICE.host(res, identity.endpoints()), app=identity,
-                  cleanup=[identity.wechat.close])
+                  cleanup=[identity.wechat.close, identity.vault.close])
 
 
 SERVICE = Service(

@@ -33,6 +33,9 @@ class Vault:
         self.pool = pool
         self.hasher = hasher
 
+    async def close(self) -> None:
+        self.hasher.close()
+
     async def keep(self, command_key: str, member_id: str, kind: Kind, secret: str, *,
                    question: str = "") -> str:
         """Hash and store ``secret``; the reference the command's event names."""
