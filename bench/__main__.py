@@ -24,7 +24,7 @@ from nats.aio.client import Client as NATS
 from nats.js.api import AckPolicy, ConsumerConfig
 from rich.console import Console
 
-from bench import grant, lag, replay, transfer
+from bench import gateway, grant, lag, replay, transfer
 from bench.check import bench_check, bench_scale, timed
 from cli.run import start_services, stop_services
 from contracts.base import Event
@@ -106,12 +106,13 @@ class Size(msgspec.Struct, frozen=True):
     file_mb: int
     big_mb: int
     trials: int
+    gateway_calls: int  # Cloud Share reads on each path of the gateway row
 
 
 FULL = Size(ops=20_000, log_members=50_000, scale_members=100_000, lag_rate=3000,
-            lag_seconds=10, file_mb=256, big_mb=1024, trials=3)
+            lag_seconds=10, file_mb=256, big_mb=1024, trials=3, gateway_calls=5_000)
 QUICK = Size(ops=2_000, log_members=2_000, scale_members=10_000, lag_rate=1000,
-             lag_seconds=3, file_mb=32, big_mb=64, trials=1)
+             lag_seconds=3, file_mb=32, big_mb=64, trials=1, gateway_calls=500)
 
 
 class Row(msgspec.Struct, frozen=True):
@@ -169,6 +170,10 @@ async def _bus_rows(nc: NATS, pool: asyncpg.Pool, settings: Settings, size: Size
                     _rate(grants),
                     "raw JetStream publish with OCC, 16 in flight", _rate(raw_pub),
                     f"{grants / raw_pub:.2f}x", "≥ 0.2x", grants / raw_pub >= 0.2))
+    say("Cloud Share through the gateway as a process (HTTP) and over NATS, 16 in flight")
+    rows.append(_gateway_row(await gateway.measure(
+        nc, pool, settings, grant.service_env(settings), size.log_members,
+        size.gateway_calls, events)))
     say(f"projector lag: {size.lag_rate:,.0f} events/s for {size.lag_seconds:.0f} s")
     lag_ = await lag.measure(nc, pool, size.lag_rate, size.lag_seconds)
     rows.append(Row(f"sharing projector under a mixed load (lag p50 {lag_.p50_ms:.0f} ms, "
@@ -177,6 +182,20 @@ async def _bus_rows(nc: NATS, pool: asyncpg.Pool, settings: Settings, size: Size
                     f"{lag_.applied / lag_.offered:.2f}x", "keeps up; p99 lag printed",
                     lag_.applied >= 0.97 * lag_.offered))
     return rows
+
+
+def _gateway_row(o: gateway.Overhead) -> Row:
+    def ms(us: float) -> str:
+        return f"{us / 1000:.1f} ms"
+    return Row(f"`sharing.cloud_shares` through the gateway: uvicorn over TCP, httpx keeping "
+               f"connections alive, 16 in flight (p50 {ms(o.gateway.p50_us)}, "
+               f"p99 {ms(o.gateway.p99_us)})", _rate(o.gateway.rate),
+               f"the same request over NATS, 16 in flight (p50 {ms(o.nats.p50_us)}, "
+               f"p99 {ms(o.nats.p99_us)})", _rate(o.nats.rate),
+               f"{o.gateway.rate / o.nats.rate:.2f}x; p50 "
+               f"{o.gateway.p50_us / o.nats.p50_us:.2f}x",
+               f"— (aiohttp as the client: {_rate(o.aiohttp.rate)}, p50 "
+               f"{ms(o.aiohttp.p50_us)})", None)
 
 
 async def _access_rows(nc: NATS, pool: asyncpg.Pool, size: Size,

@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,7 +28,16 @@ CLIENTS = 64
 
 async def measure(nc: NATS, pool: asyncpg.Pool, settings: Settings, env: dict[str, str],
                   members: int, count: int, seq: int) -> float:
-    """Grant commands/s. ``token``: the log's end, where the replay left the schema."""
+    """Grant commands/s. ``seq``: the log's end, where the replay left the schema."""
+    async with sharing_process(pool, settings, env, seq):
+        return await _grants(nc, settings, members, count, seq)
+
+
+@asynccontextmanager
+async def sharing_process(pool: asyncpg.Pool, settings: Settings, env: dict[str, str],
+                          seq: int) -> AsyncIterator[None]:
+    """`python -m services.sharing` over the read model the replay left in its schema
+    (the log's end at ``seq``), once it answers and its projector leads."""
     async with pool.acquire() as conn:
         # The log's FriendRemoved events were written without the revokes the unfriend
         # policy would have made; the policy starts after them.
@@ -36,7 +47,7 @@ async def measure(nc: NATS, pool: asyncpg.Pool, settings: Settings, env: dict[st
     try:
         await wait_for_services(settings, ["sharing"])
         await _leading(settings, "proj_sharing_access")
-        return await _grants(nc, settings, members, count, seq)
+        yield
     finally:
         service.terminate()
         await asyncio.to_thread(service.wait, 30)

@@ -122,6 +122,7 @@ class VersionDeleted(StorageEvent, frozen=True, kw_only=True):
     by: str
     at: datetime
     freed: int = 0
+    key: str = ""  # the object the version used (older events: unknown)
 
 
 class DownloadIssued(StorageEvent, frozen=True, kw_only=True):
@@ -380,7 +381,6 @@ class StorageClient(ServiceClient):
     versions = Operation(VersionsRequest, VersionList, errors=(InvalidToken, NoAccess))
     download = Operation(DownloadRequest, DownloadTicket, errors=(
         InvalidToken, NoAccess, NoSuchVersion, DownloadExpired, StorageUnavailable))
-    delete_version = Operation(DeleteVersion, Deleted, errors=(
-        InvalidToken, NoSuchVersion, StorageUnavailable))
+    delete_version = Operation(DeleteVersion, Deleted, errors=(InvalidToken, NoSuchVersion))
     set_quota = Operation(SetQuota, QuotaSet, errors=(InvalidToken,),
                           audience=frozenset({"operators"}))

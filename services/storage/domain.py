@@ -236,7 +236,7 @@ def decide_delete(drive: Drive, version_id: str, *, by: str, at: datetime
         raise NoSuchVersion("no such version in your drive")
     orphan = version.key if drive.blobs[version.key].refs == {version_id} else None
     return VersionDeleted(owner_id=drive.owner_id, version_id=version_id, by=by, at=at,
-                          freed=freed_by(drive, version_id)), orphan
+                          freed=freed_by(drive, version_id), key=version.key), orphan
 
 
 def freed_by(drive: Drive, version_id: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import uuid
 from collections.abc import Awaitable, Callable
@@ -36,6 +37,7 @@ from contracts.storage import (
     SetYear,
     StorageClient,
     StorageEvent,
+    StorageUnavailable,
     UploadAborted,
     Uploaded,
     UploadIncomplete,
@@ -59,6 +61,7 @@ from services.storage.objects import ObjectStore, staging_key
 
 _decoder = msgspec.json.Decoder(AnyStorageEvent)
 R = TypeVar("R")
+log = logging.getLogger("ledgershare.storage")
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -398,24 +401,33 @@ class Storage:
     # ---- owner and operator -------------------------------------------------------------
 
     async def delete_version(self, req: DeleteVersion, call: Call) -> Deleted:
+        """Delete a version (the log decides), then its bytes if no version uses them.
+        The bytes going is not part of the answer: with S3 unreachable the version is
+        deleted all the same and its object is removed by a repeat of the command (or
+        stays, unreferenced, until then: logged)."""
         owner = await self._member(req.session, call)
-        orphans: list[str] = []
 
         def decide(drive: Drive) -> list[Outgoing]:
-            deleted, orphan = domain.decide_delete(drive, req.version_id, by=owner,
-                                                   at=call.received_at)
-            orphans[:] = [orphan] if orphan else []
+            deleted, _ = domain.decide_delete(drive, req.version_id, by=owner,
+                                              at=call.received_at)
             return [Outgoing(subject=drive_subject(owner, deleted), event=deleted)]
 
         async def body(cmd: Command) -> Deleted:
             step = await self._on_drive(cmd, owner, decide)
-            for key in orphans:
-                await self._discard(owner, key)
             deleted = step.events[0]
             assert isinstance(deleted, VersionDeleted)
+            if deleted.key:
+                await self._discard_later(owner, deleted.key)
             return Deleted(freed=deleted.freed, seq=step.seq)
 
         return await self._run("delete_version", req, call, owner, body)
+
+    async def _discard_later(self, owner: str, key: str) -> None:
+        try:
+            await self._discard(owner, key)
+        except StorageUnavailable as err:
+            log.warning("a deleted version's object %s stays until the delete is repeated: %s",
+                        key, err.message)
 
     async def set_quota(self, req: SetQuota, call: Call) -> QuotaSet:
         def decide(drive: Drive) -> list[Outgoing]:

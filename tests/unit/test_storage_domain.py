@@ -250,7 +250,7 @@ def test_given_a_version_alone_on_its_bytes_when_deleting_then_they_are_freed() 
     drive = domain.fold([uploaded("v1", size=3 * MB)])
     event, orphan = domain.decide_delete(drive, "v1", by=OWNER, at=NOW + HOUR)
     assert event == VersionDeleted(owner_id=OWNER, version_id="v1", by=OWNER, at=NOW + HOUR,
-                                   freed=3 * MB)
+                                   freed=3 * MB, key=f"uploads/{OWNER}/v1")
     assert orphan == f"uploads/{OWNER}/v1"
     assert domain.evolve(drive, event).used(NOW) == 0
 
