@@ -1,0 +1,1 @@
+"""NATS server configuration of production, and the generator of its accounts."""
