@@ -141,7 +141,8 @@ async def pair(nc: NATS, tmp: Path) -> tuple[Person, Person]:
     owner = await Person(nc, "owner", "Owner").join()
     sharee = await Person(nc, "sharee", "Sharee").join()
     await owner.befriend(sharee)
-    await Uploader.of(owner).put(b"owner's first version" * 100, tmp)
+    # uploaded as a Person, so that the grant waits for sharing to see the backup
+    await owner.upload(write(tmp / "first.bak", b"owner's first version" * 100))
     await sharee.unlock_drive()
     await owner.grant(sharee)
     return owner, sharee
