@@ -1,4 +1,10 @@
-"""`ledgershare run`: the stack, every service, a look at it working, until Ctrl-C."""
+"""`ledgershare run`: the stack, every service, a look at it working, until Ctrl-C.
+
+Ctrl-C, SIGTERM (what `timeout`, systemd or a container runtime send) and SIGHUP (its
+terminal closed) all stop it the same way: the services and the gateway, then the stack
+if it started it. What it starts also ends with it if it is killed outright: each child
+gets its stop signal from the kernel when the runner ends (`deploy.children`).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import Any
 
 import httpx
 import nats
@@ -17,50 +26,144 @@ from rich.console import Console
 from cli.demo import demo
 from cli.operate import ask_all
 from cli.stackcmds import local_stack, status_table
-from deploy.stack import PartStatus
+from deploy.children import die_with_parent
+from deploy.stack import PartStatus, StackError
 from runtime.eventstore import EventStore
 from runtime.settings import Settings, load_settings
 from services.registry import SERVICES, names
 
+Handler = Callable[[int, FrameType | None], Any] | int | None  # what signal.signal takes
+
+
+class Stopped(KeyboardInterrupt):
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP), raised where Ctrl-C raises
+    KeyboardInterrupt: one way to stop."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class StopSignals:
+    """While armed, SIGINT, SIGTERM and SIGHUP raise `Stopped` in the main thread, and raise
+    it again every AGAIN_S, unless one is on its way up, until disarmed: Python runs a
+    signal handler wherever the main thread is, and an exception raised in a weakref
+    callback or a ``__del__`` is printed and dropped (seen: asyncio's WeakSet of tasks
+    swallowed a SIGHUP's). Disarmed (the runner is stopping what it started), they are
+    ignored, so the cleanup runs to its end."""
+
+    caught = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    AGAIN_S = 0.25
+
+    def __init__(self) -> None:
+        self.armed = True
+        self.pending = 0  # the first stop signal received
+        self._before: dict[int, Handler] = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in (*self.caught, signal.SIGALRM):
+            # One ignored when it started stays ignored: under nohup, a closed terminal
+            # does not stop it.
+            if signal.getsignal(sig) != signal.SIG_IGN:
+                self._before[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, err: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.disarm()
+        for sig, handler in self._before.items():
+            if handler is not None:  # None: not set from Python, nothing to put back
+                signal.signal(sig, handler)
+
+    def disarm(self) -> None:
+        self.armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+    def _handle(self, signum: int, _frame: FrameType | None) -> None:
+        if signum == signal.SIGHUP:
+            _without_terminal()
+        if signum != signal.SIGALRM:
+            self.pending = self.pending or signum
+        if not (self.armed and self.pending):
+            return
+        signal.setitimer(signal.ITIMER_REAL, self.AGAIN_S)
+        # In an except or finally block, or an __exit__, of one on its way up: not again.
+        if not isinstance(sys.exc_info()[1], Stopped):
+            raise Stopped(self.pending)
+
+
+def _without_terminal() -> None:
+    # The terminal is gone: writing to it fails (EIO), and the cleanup must not fail.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for fd in (1, 2):
+        os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+STOP_WITHIN_S = 12.0  # a service drains for up to 10 s (ServiceHost.stop)
+
 
 def run(console: Console) -> int:
+    with StopSignals() as signals:
+        try:
+            return _run(console, signals)
+        except Stopped as stop:
+            return 128 + stop.signum
+
+
+def _run(console: Console, signals: StopSignals) -> int:
     stack = local_stack()
     started_stack = not stack.running()
-    if started_stack:
-        console.rule("starting the local stack")
-        stack.up(progress=console.print)
-    else:
-        console.print("the local stack was already running; it will be left running")
-    settings = load_settings()
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs = start_services(settings, console)
+        if started_stack:
+            console.rule("starting the local stack")
+            try:
+                stack.up(progress=console.print, tied=True)
+            except StackError:
+                started_stack = False  # nothing of ours runs (maybe someone else's stack)
+                raise
+        else:
+            console.print("the local stack was already running; it will be left running")
+        settings = load_settings()
+        start_services(settings, console, procs)
         asyncio.run(show(settings, console, stack.status()))
         demo(console)
         wait_for_interrupt(console, settings)
     finally:
+        signals.disarm()  # another signal must not cut the cleanup short
         stop_services(procs, console)
         if started_stack:
             stack.down(progress=console.print)
     return 0
 
 
-def start_services(settings: Settings, console: Console) -> list[subprocess.Popen[bytes]]:
-    """Launch each service with its log under <home>/logs, then wait until it answers."""
-    procs = []
+def start_child(argv: list[str], log_path: str) -> subprocess.Popen[bytes]:
+    """A child in a session of its own (Ctrl-C in the terminal reaches the runner only, which
+    stops the children in order) that gets SIGTERM when the runner ends, however it ends."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                preexec_fn=die_with_parent(signal.SIGTERM))
+
+
+def start_services(settings: Settings, console: Console,
+                   procs: list[subprocess.Popen[bytes]] | None = None,
+                   ) -> list[subprocess.Popen[bytes]]:
+    """Launch each service with its log under <home>/logs, then wait until it answers; each
+    process goes into ``procs`` (returned) as soon as it exists, so that whoever stops them
+    has every one even if starting fails half-way."""
+    procs = [] if procs is None else procs
     logs = os.path.join(settings.home, "logs")
     os.makedirs(logs, exist_ok=True)
     for service in SERVICES:
-        with open(os.path.join(logs, f"{service.name}.log"), "ab") as log:
-            procs.append(subprocess.Popen([sys.executable, "-m", service.module],
-                                          stdout=log, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+        procs.append(start_child([sys.executable, "-m", service.module],
+                                 os.path.join(logs, f"{service.name}.log")))
     asyncio.run(wait_for_services(settings, names()))
     for name in names():
         console.print(f"service {name:<9} answering on NATS")
-    with open(os.path.join(logs, "gateway.log"), "ab") as log:
-        procs.append(subprocess.Popen([sys.executable, "-m", "gateway"], stdout=log,
-                                      stderr=subprocess.STDOUT, start_new_session=True))
+    procs.append(start_child([sys.executable, "-m", "gateway"],
+                             os.path.join(logs, "gateway.log")))
     served = wait_for_gateway(settings)
     console.print(f"gateway   answering on HTTP: desktop API {api_url(settings)} "
                   f"({served} operations; {api_url(settings)}/openapi.json)")
@@ -159,11 +262,13 @@ def wait_for_interrupt(console: Console, settings: Settings) -> None:
 
 
 def stop_services(procs: list[subprocess.Popen[bytes]], console: Console) -> None:
+    """SIGTERM to each (they drain and close), SIGKILL to any still there after a while."""
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_WITHIN_S
     for proc in procs:
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

@@ -20,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from deploy.children import die_with_parent
 from deploy.parts import (
     LOOPBACK,
     Part,
@@ -103,8 +104,11 @@ class Stack:
         """Parts whose recorded process is still alive."""
         return {name: pid for name, pid in self.pids().items() if _alive(pid)}
 
-    def up(self, *, detach: bool = True, progress: Any = print) -> None:
-        """Start every part and wait until each answers; refuse twins and taken ports."""
+    def up(self, *, detach: bool = True, progress: Any = print, tied: bool = False) -> None:
+        """Start every part and wait until each answers; refuse twins and taken ports.
+
+        ``tied``: each part also gets its stop signal from the kernel when this process
+        ends, however it ends (`ledgershare run`; a stack of `ledgershare up` outlives it)."""
         alive = self.running()
         if alive:
             raise StackError(_already_running(alive))
@@ -114,7 +118,7 @@ class Stack:
         pids: dict[str, int] = {}
         try:
             for part in self.parts:
-                pids[part.name] = self._start(part, detach)
+                pids[part.name] = self._start(part, detach, tied)
                 self._write_state(pids)
                 self._wait_ready(part, pids[part.name])
                 progress(f"{part.name:<9} ready  {self._endpoint(part.name)}")
@@ -172,12 +176,13 @@ class Stack:
                     f"stop what holds it or choose another port (LEDGERSHARE_* settings)"
                 )
 
-    def _start(self, part: Part, detach: bool) -> int:
+    def _start(self, part: Part, detach: bool, tied: bool = False) -> int:
         part.prepare()
         log = (self.logs / f"{part.name}.log").open("ab")
         proc = subprocess.Popen(
             part.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=detach, user=part.user, env={**os.environ, **part.env},
+            preexec_fn=die_with_parent(part.stop_signal) if tied else None,
         )
         log.close()
         self._procs[proc.pid] = proc

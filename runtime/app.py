@@ -26,6 +26,7 @@ from runtime.service import Endpoint, ServiceHost
 from runtime.settings import Settings, load_settings
 
 log = logging.getLogger("ledgershare.app")
+DRAIN_S = 2.0
 
 
 @dataclass
@@ -156,8 +157,18 @@ async def serve(service: Service, settings: Settings) -> None:
     await _until_signalled()
     log.info("%s stopping", wiring.host.name)
     await wiring.stop(tasks)
-    await nc.drain()
+    await _close(nc)
     await pool.close()
+
+
+async def _close(nc: NATS) -> None:
+    # Requests in flight were answered already (ServiceHost.stop); a drain only flushes.
+    # It needs the server: with NATS going away at the same moment (a runner killed, its
+    # stack with it) nats-py would wait out its drain timeout for nothing.
+    if nc.is_connected:
+        with contextlib.suppress(TimeoutError, nats.errors.Error):
+            await asyncio.wait_for(nc.drain(), DRAIN_S)
+    await nc.close()
 
 
 async def _until_signalled() -> None:

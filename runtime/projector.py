@@ -7,6 +7,13 @@ acknowledged only after commit. An event that cannot be decoded or applied is pa
 no append wrote (a foreign one: see `runtime.eventstore.foreign_reason`). One instance per
 projection works at a time (a PostgreSQL advisory lock); others stand by and take over if
 it dies.
+
+A checkpoint counts in one stream: the stream's creation time is kept with it, so a read
+model built from another stream (a new NATS server, a re-created stream) refuses to answer
+instead of answering from the wrong history. A leader stops leading the moment its lock's
+connection is gone (a PostgreSQL restart ends the lock with the session), and a cursor that
+someone else also pulls from is noticed by the gaps in its delivery sequence: either would
+otherwise split the events between two instances, each applying only its share.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import json
 import logging
 import time
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 import asyncpg
@@ -112,12 +120,20 @@ class ProjectionLag(Exception):
     """The projection did not reach a consistency token in time."""
 
 
+class StaleReadModel(ProjectionLag):
+    """The read model's checkpoint counts in another stream than the one the log is now (a
+    new NATS server or a re-created stream): it answers nothing until it is rebuilt."""
+
+
 async def setup_bookkeeping(conn: asyncpg.Connection, schema: str) -> None:
     """The checkpoint and dead-letter tables every projection schema has."""
     await conn.execute(f"""
         CREATE SCHEMA IF NOT EXISTS {schema};
         CREATE TABLE IF NOT EXISTS {schema}.checkpoints (
-            projection text PRIMARY KEY, last_seq bigint NOT NULL DEFAULT 0);
+            projection text PRIMARY KEY, last_seq bigint NOT NULL DEFAULT 0,
+            stream_created timestamptz);
+        -- The creation time of the stream last_seq counts in (NULL: not known yet).
+        ALTER TABLE {schema}.checkpoints ADD COLUMN IF NOT EXISTS stream_created timestamptz;
         CREATE TABLE IF NOT EXISTS {schema}.dead_letters (
             projection text NOT NULL, stream_seq bigint NOT NULL, subject text NOT NULL,
             event_type text NOT NULL, reason text NOT NULL, payload bytea NOT NULL,
@@ -160,16 +176,25 @@ class Projector:
         self._wanted = subject_matcher(projection.subjects)
         self._batched = projection if isinstance(projection, BatchProjection) else None
         self._caught_up = Coalesced(self._ask_caught_up)
+        self.refused = ""  # why the read model must not answer now ("" when it may)
+        self._stream_created: datetime | None = None  # of the stream positions count in
+        self._reconnects = 0  # NATS reconnections when _stream_created was learnt
+        self._next_delivery = 1  # the consumer sequence the cursor delivers next
 
     async def start(self) -> None:
         """Create tables and consumer, then run in the background."""
-        async with self.pool.acquire() as conn:
+        async with self.pool.acquire() as conn, conn.transaction():
+            # CREATE ... IF NOT EXISTS is not safe against a twin doing the same at the
+            # same moment (instances started together on a new database): one at a time.
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))",
+                               f"setup:{self.schema}")
             await setup_bookkeeping(conn, self.schema)
             await self.projection.setup(conn, self.schema)
             await conn.execute(
                 f"INSERT INTO {self.schema}.checkpoints (projection) VALUES ($1) "
                 "ON CONFLICT DO NOTHING", self.projection.name)
-            self.position = await self._read_checkpoint(conn)
+        # The position is learnt on the first question, once the stream it counts in is
+        # known to be the one the checkpoint was written for.
         self._task = asyncio.create_task(self._run(), name=f"projector:{self.consumer}")
 
     async def _reset_consumer(self, checkpoint: int) -> None:
@@ -188,6 +213,7 @@ class Projector:
             ack_wait=300,
             max_ack_pending=self.batch * 4,
         ))
+        self._next_delivery = 1
 
     async def stop(self) -> None:
         """Finish the batch in hand, then stop (the durable consumer stays)."""
@@ -203,6 +229,10 @@ class Projector:
         while not self._stopping.is_set():
             try:
                 await self._lead()
+            except StaleReadModel as err:
+                log.error("projector %s refuses to serve: %s", self.consumer, err,
+                          extra={"projector": self.consumer})
+                await self._sleep(2.0)
             except Exception as err:
                 # Nothing unacknowledged is lost: the next leadership restarts the cursor
                 # from the committed checkpoint.
@@ -218,7 +248,7 @@ class Projector:
             try:
                 started = time.monotonic()
                 async with self.pool.acquire() as conn:
-                    self.position = await self._read_checkpoint(conn)
+                    self.position = await self._own_stream(conn)
                     self._analyzed_at = self.position
                     if self.mirror is not None:
                         await self.mirror.reload(conn, self.schema)
@@ -229,14 +259,85 @@ class Projector:
                 self._leading.set()
                 self._clear_to = 0  # proven only relative to the old position
                 await self._reset_consumer(self.position)
-                await self._consume()
+                await self._consume(lock_conn, self._stream_created)
             finally:
                 self.active = False
                 self._leading.clear()
                 with contextlib.suppress(*TRANSIENT):
                     await lock_conn.execute("SELECT pg_advisory_unlock_all()")
 
-    async def _consume(self) -> None:
+    async def _own_stream(self, conn: asyncpg.Connection) -> int:
+        """The checkpoint, once it is known to count in the stream as it is now; a
+        checkpoint of no known stream is adopted if the stream reaches it."""
+        created, end = await self._stream_now()
+        last, built_from = await self._checkpoint_row(conn)
+        if built_from is None and last <= end:
+            await conn.execute(f"UPDATE {self.schema}.checkpoints SET stream_created = $2 "
+                               "WHERE projection = $1", self.projection.name, created)
+        elif built_from != created:
+            self.refused = self._foreign(built_from, last, end)
+            raise StaleReadModel(self.refused)
+        self.refused = ""
+        return last
+
+    def _foreign(self, built_from: datetime | None, last: int, end: int | None = None) -> str:
+        then = f"created {built_from}" if built_from else "of unknown creation time"
+        now = f"created {self._stream_created}" + (f", last sequence {end}" if end else "")
+        return (f"{self.schema} was built up to sequence {last} from a stream {self.stream} "
+                f"{then}, not from the one there is now ({now}); rebuild it from the log "
+                "(ledgershare replay <service> --swap)")
+
+    async def _checkpoint_row(self, conn: asyncpg.Connection) -> tuple[int, datetime | None]:
+        row = await conn.fetchrow(f"SELECT last_seq, stream_created FROM {self.schema}"
+                                  ".checkpoints WHERE projection = $1", self.projection.name)
+        return (int(row["last_seq"]), row["stream_created"]) if row else (0, None)
+
+    async def _stream_now(self) -> tuple[datetime, int]:
+        """The stream's creation time (what a sequence counts in) and last sequence."""
+        reconnects = self.nc.stats["reconnects"]
+        try:
+            info = await self.js.stream_info(self.stream)
+        except NotFoundError:
+            raise ProjectionLag(f"there is no stream {self.stream}") from None
+        assert info.created is not None, "nats-server reports when a stream was created"
+        if self._stream_created not in (None, info.created):
+            self._forget()
+        self._stream_created, self._reconnects = info.created, reconnects
+        return info.created, int(info.state.last_seq)
+
+    def _forget(self) -> None:
+        # Positions of another stream say nothing about this one.
+        self.position = self._clear_to = 0
+
+    def _still_leading(self, lock_conn: asyncpg.Connection) -> None:
+        # The advisory lock lives as long as its session: a connection gone (a PostgreSQL
+        # restart) means another instance may lead already. Stop pulling before it starts.
+        try:
+            gone = lock_conn.is_closed()
+        except asyncpg.InterfaceError:  # the pool took it back when it closed
+            gone = True
+        if gone:
+            raise CursorMoved("the connection holding the lead is gone")
+
+    async def _same_stream(self, led: datetime | None) -> None:
+        # After a reconnection NATS may be another server holding another stream.
+        if self._reconnects != self.nc.stats["reconnects"]:
+            await self._stream_now()
+        if self._stream_created != led:
+            raise CursorMoved(f"the stream {self.stream} is not the one this lead began in")
+
+    def _check_deliveries(self, msgs: list[Msg]) -> None:
+        """Every delivery of the cursor comes here: one missing went to someone else
+        pulling from the same consumer (a leader that does not know it lost the lead),
+        and skipping it would lose its event."""
+        for msg in msgs:
+            sequence = consumer_sequence(msg.reply)
+            if sequence > self._next_delivery:
+                raise CursorMoved(f"deliveries {self._next_delivery}..{sequence - 1} of "
+                                  f"{self.consumer} went to another puller")
+            self._next_delivery = max(self._next_delivery, sequence + 1)
+
+    async def _consume(self, lock_conn: asyncpg.Connection, led: datetime | None) -> None:
         # Two batches overlap: the next is decoded and prepared while the one before it
         # waits on PostgreSQL. They still commit, acknowledge and advance strictly in order.
         puller = Puller(self.nc, self.stream, self.consumer, self.batch)
@@ -244,7 +345,10 @@ class Projector:
         writing: asyncio.Task[None] | None = None
         try:
             while not self._stopping.is_set():
+                self._still_leading(lock_conn)
+                await self._same_stream(led)
                 msgs = await puller.next_batch(wait=0.25)
+                self._check_deliveries(msgs)
                 batch = self._prepare(msgs) if msgs else None
                 if writing is not None:
                     await writing
@@ -421,11 +525,24 @@ class Projector:
         return await self._caught_up()
 
     async def _ask_caught_up(self) -> bool:
+        await self.check_serving()
         if not self.active:
             await self._refresh_position()
         return await self._next_on(self.filter, self.position + 1) is None
 
+    async def check_serving(self) -> None:
+        """Raise StaleReadModel while the read model must not answer (built from another
+        stream). It costs nothing but after a reconnection to NATS, when it asks which
+        stream there is now: a position counts in one stream only."""
+        if self._stream_created is None or self._reconnects != self.nc.stats["reconnects"]:
+            await self._stream_now()
+        if self.refused and not self.active:
+            await self._refresh_position()  # an operator may have rebuilt it meanwhile
+        if self.refused:
+            raise StaleReadModel(self.refused)
+
     async def _reached(self, seq: int, *, ask: bool) -> bool:
+        await self.check_serving()
         if seq <= max(self.position, self._clear_to):
             return True
         if not ask:
@@ -441,9 +558,20 @@ class Projector:
         return True
 
     async def _refresh_position(self) -> None:
-        # A standby instance learns the leader's progress from the shared checkpoint.
+        # A standby instance learns the leader's progress from the shared checkpoint, if
+        # it counts in the stream as it is now (a leader adopts one of no known stream).
         async with self.pool.acquire() as conn:
-            self.position = max(self.position, await self._read_checkpoint(conn))
+            last, built_from = await self._checkpoint_row(conn)
+        if self.active:
+            return  # it took the lead meanwhile: its own position is the truth
+        if built_from not in (None, self._stream_created):
+            self.refused = self._foreign(built_from, last)
+            return
+        self.refused = ""
+        known = last if built_from is not None else 0
+        if known < self.position:
+            self._clear_to = 0  # the checkpoint moved back (a swapped-in rebuild)
+        self.position = known
 
     async def _relevant_before(self, start: int, seq: int) -> bool:
         """Whether the log holds an event for this projection in [start, token]. Asking
@@ -491,6 +619,13 @@ def to_stored(msg: Msg) -> StoredEvent:
         data=msg.data,
         headers=headers,
     )
+
+
+def consumer_sequence(reply: str) -> int:
+    """The consumer's delivery sequence in a JetStream ack subject (see `stream_sequence`):
+    one more for each message the consumer delivers, whoever pulled it."""
+    tokens = reply.split(".")
+    return int(tokens[6] if len(tokens) == 9 else tokens[8])
 
 
 def stream_sequence(reply: str) -> int:

@@ -19,6 +19,14 @@ from nats.aio.subscription import Subscription
 EXPIRES_S = 1.0
 
 
+class ConsumerGone(Exception):
+    """The consumer was deleted (another instance took the lead and restarted it) or does
+    not exist (a new server): whatever this puller would read now is not its cursor's."""
+
+
+_DELETED = "Consumer Deleted"
+
+
 class Puller:
     """Reads batches of a durable pull consumer with low latency."""
 
@@ -62,6 +70,8 @@ class Puller:
         if status is None and msg.reply:
             self.outstanding -= 1
             return [msg]
+        if status == "503" or (status == "409" and headers.get("Description") == _DELETED):
+            raise ConsumerGone(f"{self.subject}: {status} {headers.get('Description', '')}")
         if status is not None and status != "100":
             # 408 expired / 409 gone: that request is over, with what it had left unsent.
             left = headers.get("Nats-Pending-Messages")

@@ -92,7 +92,8 @@ async def swap(pool: asyncpg.Pool, live: str, rebuilt: str, tables: tuple[str, .
             await conn.execute(f"INSERT INTO {live}.{table} SELECT * FROM {rebuilt}.{table}")
         # Only the rebuilt projections move; policies sharing the schema keep their place.
         await conn.execute(
-            f"UPDATE {live}.checkpoints l SET last_seq = r.last_seq "
+            f"UPDATE {live}.checkpoints l SET last_seq = r.last_seq, "
+            f"stream_created = r.stream_created "
             f"FROM {rebuilt}.checkpoints r WHERE l.projection = r.projection")
         await conn.execute(f"DROP SCHEMA {rebuilt} CASCADE")
     return old

@@ -268,8 +268,11 @@ def translate(err: Exception) -> LedgerError | None:
         return Conflict("someone else changed the same thing at the same time; try again")
     if isinstance(err, ProjectionLag):
         return Unavailable(f"the read model is behind: {err}; try again")
+    # OperatorInterventionError: PostgreSQL shutting down or starting up (a restart), or
+    # ending this session; the next try finds it back.
     if isinstance(err, NatsTimeout | TimeoutError | NoRespondersError
-                  | asyncpg.PostgresConnectionError | OSError):
+                  | asyncpg.PostgresConnectionError | asyncpg.OperatorInterventionError
+                  | OSError):
         return Unavailable(f"a part of the system did not answer in time ({type(err).__name__})")
     return None
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import unicodedata
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 import msgspec
 
-from contracts.identity import InvalidToken, account_key
+from contracts.errors import Unavailable
+from contracts.identity import CONTEXT as IDENTITY
+from contracts.identity import InvalidToken, MemberRegistered, account_key
 from contracts.social import (
     AddFriend,
     AnySocialEvent,
@@ -25,6 +28,7 @@ from contracts.social import (
     friendship_subjects,
     pair_id,
 )
+from contracts.subjects import event_subject
 from runtime.commands import Command, Fold, Pipeline
 from runtime.eventstore import EventStore, Outgoing
 from runtime.projector import Projector
@@ -33,6 +37,7 @@ from runtime.tokens import Sessions
 from services.social import domain, tables
 from services.social.domain import Friendship
 
+log = logging.getLogger("ledgershare.social")
 _decoder = msgspec.json.Decoder(AnySocialEvent)
 FRIENDSHIP: Fold[Friendship, SocialEvent] = Fold(_decoder, domain.evolve, Friendship())
 
@@ -61,14 +66,25 @@ class Social:
         """The session's member (checked as every service checks a session), once social's
         directory has reached ``seq`` and holds them."""
         member_id = await self.sessions.member(session, now=call.received_at)
+        await self.projector.check_serving()
         if seq:
             await self.projector.wait_until(seq)
         if await tables.member(self.pool, self.schema, member_id) is None:
             # Registered a moment ago: catch up with the log once before refusing.
             await self.projector.wait_until(await self.events.last_sequence())
             if await tables.member(self.pool, self.schema, member_id) is None:
-                raise InvalidToken("the token is no longer valid; log in again")
+                await self._not_in_directory(member_id)
         return member_id
+
+    async def _not_in_directory(self, member_id: str) -> NoReturn:
+        # A genuine session names a member the log registered. Only the log can say that
+        # member is not there (a session signed for another log); a directory that lacks
+        # them has lost its way, and a member must not be sent back to log in for that.
+        registered = event_subject(IDENTITY, "member", member_id, MemberRegistered.__name__)
+        if await self.events.last_event_on(registered) is None:
+            raise InvalidToken("the token is no longer valid; log in again")
+        log.error("social's directory lacks member %s, whom the log registered", member_id)
+        raise Unavailable("social's member directory is not up to date; try again")
 
     async def _change(self, operation: str, req: AddFriend | RemoveFriend, call: Call,
                       me: str, friend: asyncpg.Record,
