@@ -489,12 +489,15 @@ class IdentityClient(ServiceClient):
     context = CONTEXT
     register = Operation(Register, Registered, errors=(*PASSWORD, AccountTaken),
                          throttled=True)
-    bind = Operation(Bind, Done, errors=(*PASSWORD, InvalidCredentials, AccountTaken,
-                                         OpenidTaken, AlreadyBound, InvalidToken),
+    # bind authenticates an existing account (a malformed one, or a short password, is
+    # invalid_credentials, as at login); it claims no account name.
+    bind = Operation(Bind, Done, errors=(InvalidNickname, InvalidCredentials, OpenidTaken,
+                                         AlreadyBound, InvalidToken),
                      throttled=True)
     unbind = Operation(Unbind, Done, errors=(*SESSION, NotBound))
     logout = Operation(Logout, Done, errors=SESSION)
-    login = Operation(Login, Session, errors=(InvalidAccount, InvalidCredentials),
+    # A malformed account answers like an unknown one: no answer tells which exist.
+    login = Operation(Login, Session, errors=(InvalidCredentials,),
                       throttled=True)
     login_wechat = Operation(LoginWechat, WechatLogin, errors=(
         WechatCodeRefused, SnapshotUser, WechatUnavailable), audience=frozenset({"wechat"}),

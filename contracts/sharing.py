@@ -206,7 +206,8 @@ class SharingClient(ServiceClient):
 
     context = CONTEXT
     grant = Operation(Grant, Changed, errors=(InvalidToken, NoBackup, NotAFriend))
-    revoke = Operation(Revoke, Changed, errors=(InvalidToken, NotAFriend, NotShared))
+    # Anyone the set is not shared with, friend or not, is not_shared.
+    revoke = Operation(Revoke, Changed, errors=(InvalidToken, NotShared))
     check = Operation(Check, Verdict, audience=frozenset({"services"}))
     shares = Operation(ShareListRequest, ShareList, errors=(InvalidToken,))
     cloud_shares = Operation(CloudSharesRequest, CloudShares, errors=(InvalidToken,))

@@ -366,21 +366,24 @@ class QuotaSet(CommandReply, frozen=True, kw_only=True):
     used: int
 
 
-UPLOAD = (InvalidToken, NoAccess, QuotaExceeded, StorageUnavailable)
+UPLOAD = (InvalidToken, NoAccess, StorageUnavailable)
 
 
 class StorageClient(ServiceClient):
     """The storage service's operations."""
 
     context = CONTEXT
+    # An unknown base_version is kept and shows as conflict_with; the room is charged
+    # when an upload begins, so completing it never checks the quota again.
     begin_upload = Operation(BeginUpload, UploadPlan, errors=(
-        *UPLOAD, NoSuchVersion, NoSuchUpload, UploadExpired))
+        *UPLOAD, QuotaExceeded, NoSuchUpload, UploadExpired))
     complete_upload = Operation(CompleteUpload, Uploaded, errors=(
         *UPLOAD, NoSuchUpload, UploadIncomplete, ChecksumMismatch, UploadExpired))
     drive = Operation(DriveRequest, DriveListing, errors=(InvalidToken,))
     versions = Operation(VersionsRequest, VersionList, errors=(InvalidToken, NoAccess))
+    # A link is presigned locally: S3 being down shows only when the link is used.
     download = Operation(DownloadRequest, DownloadTicket, errors=(
-        InvalidToken, NoAccess, NoSuchVersion, DownloadExpired, StorageUnavailable))
+        InvalidToken, NoAccess, NoSuchVersion, DownloadExpired))
     delete_version = Operation(DeleteVersion, Deleted, errors=(InvalidToken, NoSuchVersion))
     set_quota = Operation(SetQuota, QuotaSet, errors=(InvalidToken,),
                           audience=frozenset({"operators"}))
