@@ -58,13 +58,21 @@ def create_app(nc: NATS, settings: Settings, clients: list[type[ServiceClient]],
         return Response(document, media_type="application/json")
 
     async def health(_request: HttpRequest) -> Response:
+        """Alive: the process serves HTTP (a NATS outage is no reason to restart it)."""
         return JSONResponse({"nats": nc.is_connected})
+
+    async def ready(_request: HttpRequest) -> Response:
+        """Ready for traffic: 503 while the bus is not reachable, so a load balancer
+        sends members to a gateway that can answer them."""
+        return JSONResponse({"nats": nc.is_connected},
+                            status_code=200 if nc.is_connected else 503)
 
     pages = Pages(nc, settings, limiter)
     app = Starlette(routes=[
         Route(f"{PREFIX}/openapi.json", spec, methods=["GET"]),
         Route(f"{PREFIX}/{{context}}/{{operation}}", api.call, methods=["POST"]),
         Route("/healthz", health, methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
         *pages.routes(),
     ], lifespan=lifespan)
     app.add_middleware(SecurityHeaders)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import nats
 import pytest
 from nats.aio.client import Client as NATS
 
@@ -163,3 +164,15 @@ async def test_with_a_service_down_the_client_learns_nothing_of_the_inside(
     assert answer.headers["retry-after"] == "1"
     message = answer.json()["message"]
     assert "identity" not in message and "nats" not in message.lower() and "." not in message
+
+
+async def test_a_gateway_without_its_bus_is_alive_but_not_ready(all_services: Settings,
+                                                                 nc: NATS) -> None:
+    own = await nats.connect(all_services.nats_servers)
+    app = create_app(own, all_services, [s.client for s in SERVICES])
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://gateway.test") as client:
+        assert (await client.get("/readyz")).status_code == 200
+        await own.close()
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.get("/healthz")).status_code == 200

@@ -124,7 +124,8 @@ def test_each_gateway_runs_under_its_audiences_user_behind_the_ingress(user: str
     (main,) = pod(d)["containers"]
     assert main["command"] == ["python", "-m", "gateway"]
     assert env_of(main)["LEDGERSHARE_NATS_URL"]["value"].startswith(f"tls://{user}:$(")
-    assert main["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
     (ingress,) = of_kind("Ingress")
     routes = {p["path"]: p["backend"]["service"]["name"]
               for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]}
