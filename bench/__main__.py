@@ -25,6 +25,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from rich.console import Console
 
 from bench import gateway, grant, lag, replay, transfer
+from bench import sync as sync_bench
 from bench.check import bench_check, bench_scale, timed
 from cli.run import start_services, stop_services
 from contracts.base import Event
@@ -162,6 +163,9 @@ async def _bus_rows(nc: NATS, pool: asyncpg.Pool, settings: Settings, size: Size
     rows.append(Row("projector catch-up (1 table)", _rate(project),
                     "raw pull fetch, no processing", _rate(raw_fetch),
                     f"{project / raw_fetch:.2f}x", "—", None))
+    say("sync leases: take + renew + release round trips, 16 devices")
+    rows.append(_lease_row(await sync_bench.measure(
+        nc, settings, grant.service_env(settings), size.ops // 3), raw_pub))
     rows += await _access_rows(nc, pool, size, say)
     say("grant commands: the sharing service as a process, 64 clients on their own sets")
     grants = await grant.measure(nc, pool, settings, grant.service_env(settings),
@@ -182,6 +186,15 @@ async def _bus_rows(nc: NATS, pool: asyncpg.Pool, settings: Settings, size: Size
                     f"{lag_.applied / lag_.offered:.2f}x", "keeps up; p99 lag printed",
                     lag_.applied >= 0.97 * lag_.offered))
     return rows
+
+
+def _lease_row(r: sync_bench.RoundTrips, raw_pub: float) -> Row:
+    # Three commands per round trip: the ratio compares commands with raw publishes.
+    return Row(f"sync lease take + renew + release round trip, 16 devices on their own "
+               f"set-years, service in its own process (p50 {r.p50_ms:.1f} ms, "
+               f"p99 {r.p99_ms:.1f} ms)", _rate(r.rate, " round trips/s"),
+               "raw JetStream publish with OCC, 16 in flight", _rate(raw_pub),
+               f"{3 * r.rate / raw_pub:.2f}x (commands)", "—", None)
 
 
 def _gateway_row(o: gateway.Overhead) -> Row:
@@ -310,7 +323,8 @@ def main() -> None:
                           only=("nats", "postgres"))
         bus.up(detach=False, progress=say)
         try:
-            settings = load_settings({**os.environ, "LEDGERSHARE_HOME": f"{home}/bus"})
+            settings = load_settings({**os.environ, "LEDGERSHARE_HOME": f"{home}/bus"},
+                                     user="admin")  # in-process: every right
             rows = asyncio.run(measure_bus(settings, size, say)) + rows
         finally:
             bus.down(progress=say)

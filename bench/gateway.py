@@ -213,7 +213,8 @@ def main() -> None:
                           only=("nats", "postgres"))
         bus.up(detach=False, progress=say)
         try:
-            settings = load_settings({**os.environ, "LEDGERSHARE_HOME": home})
+            settings = load_settings({**os.environ, "LEDGERSHARE_HOME": home},
+                                     user="admin")  # in-process: every right
             print(summary(asyncio.run(alone(settings, given.members, given.calls, say))))
         finally:
             bus.down(progress=say)

@@ -100,5 +100,8 @@ async def _grants(nc: NATS, settings: Settings, members: int, count: int,
 
 
 def service_env(settings: Settings) -> dict[str, str]:
-    """The environment a service process needs to find this stack."""
-    return {**os.environ, "LEDGERSHARE_HOME": settings.home, "LEDGERSHARE_LOG_LEVEL": "INFO"}
+    """The environment a service process needs to find this stack, connecting as the
+    bench itself does (the local superuser: what it measures shares its connections)."""
+    return {**os.environ, "LEDGERSHARE_HOME": settings.home, "LEDGERSHARE_LOG_LEVEL": "INFO",
+            "LEDGERSHARE_NATS_URL": settings.nats_url, "LEDGERSHARE_PG_DSN": settings.pg_dsn,
+            "LEDGERSHARE_NATS_INBOX_PREFIX": settings.nats_inbox_prefix}

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import getpass
 import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -47,7 +48,7 @@ from contracts.http import (
     gateway_http,
 )
 from contracts.transfer import download, sha256_file, upload
-from runtime.settings import Settings
+from runtime.settings import Settings, as_stack_user
 
 Handler = Callable[["Client", argparse.Namespace], Awaitable[Any]]
 
@@ -63,6 +64,13 @@ def secret(value: str | None, prompt: str, env: str) -> str:
     if os.environ.get(env):
         return os.environ[env]
     return getpass.getpass(f"{prompt}: ")
+
+
+def confirm(question: str) -> bool:
+    """A yes from the terminal (no terminal: no)."""
+    if not sys.stdin.isatty():
+        return False
+    return input(f"{question} [y/N] ").strip().lower() in {"y", "yes"}
 
 
 @dataclass(frozen=True)
@@ -143,6 +151,21 @@ async def member_logout(c: Client, a: argparse.Namespace) -> None:
     c.saved = Saved(seq=max(c.saved.seq, reply.seq))
     c.seen(0)
     c.show(reply, f"logged out {me.account}: that session no longer works anywhere")
+
+
+async def member_delete(c: Client, a: argparse.Namespace) -> None:
+    """Erase the logged-in member (after a confirmation unless --yes)."""
+    me = c.me()
+    if not a.yes and not confirm(f"delete {me.account} for good, with every backup, share "
+                                 "and friend?"):
+        raise SystemExit("nothing deleted")
+    reply = await c.identity.delete_member(idc.DeleteMember(
+        command_id=new_id(), session=me.session,
+        password=secret(a.password, "password", "LEDGERSHARE_PASSWORD")))
+    c.saved = Saved(seq=max(c.saved.seq, reply.seq))
+    c.seen(0)
+    c.show(reply, f"deleted {me.account}: its backups, shares and friendships go now, and "
+                  "its name is free")
 
 
 async def member_bind(c: Client, a: argparse.Namespace) -> None:
@@ -441,7 +464,10 @@ async def connect(settings: Settings) -> NATS:
 
 async def run(handler: Handler, args: argparse.Namespace, settings: Settings,
               console: Console) -> int:
-    """Connect, run one client command, disconnect."""
+    """Connect, run one client command, disconnect. On the local stack it connects as a
+    gateway does: as ``desktop``, or as ``wechat`` to drive the WeChat login of ``member
+    bind`` (only WeChat's edge may call it); never as the operator."""
+    settings = as_stack_user(settings, "wechat" if handler is member_bind else "desktop")
     if handler.__name__ not in NO_SESSION_NEEDED:
         saved_session.require(saved_session.load(settings.home))
     async with contexts(settings) as clients:

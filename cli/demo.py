@@ -3,7 +3,7 @@
 A and B register and bind, B becomes A's friend, A uploads set "123" year 2018 period 1,
 shares it with B, B sets the cloud-drive password, lists cloud shares, downloads 2018,
 uploads it back closed to period 4, A sees that version in A's backups, A revokes, and
-B's next download is refused.
+B's next download is refused. Then cloud sync (`cli/syncdemo.py`): two machines of A.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli import wechat
+from cli.syncdemo import SyncWalk
 from contracts.errors import LedgerError
 from contracts.identity import (
     Bind,
@@ -281,12 +282,13 @@ class Walkthrough:
 
 async def walk(settings: Settings, console: Console) -> int:
     """Run the walkthrough against the running services; returns the number of steps."""
-    nc = await nats.connect(settings.nats_servers)
+    nc = await nats.connect(settings.nats_servers, inbox_prefix=settings.nats_inbox_prefix)
     try:
         with tempfile.TemporaryDirectory() as folder:
             tag = new_id()[:4].translate(str.maketrans("abcdef", "012345"))
             walkthrough = Walkthrough(nc, console, tag, Path(folder), settings)
             await walkthrough.run()
+            await SyncWalk(walkthrough).run()
             return walkthrough.steps
     finally:
         await nc.close()
@@ -294,5 +296,6 @@ async def walk(settings: Settings, console: Console) -> int:
 
 def demo(console: Console) -> int:
     console.rule("the guide's walkthrough")
-    asyncio.run(walk(load_settings(), console))
+    # As the WeChat gateway, whose audience is every member operation and WeChat's login.
+    asyncio.run(walk(load_settings(user="wechat"), console))
     return 0

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli import client
+from cli import sync as sync_cli
 from contracts.errors import BadRequest, LedgerError
 from contracts.http import gateway_base
 from runtime.settings import Settings, load_settings
@@ -50,7 +51,7 @@ def parser() -> Parser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--gateway", metavar="URL", type=gateway_url,
                    help="send the member commands (member, friend, drive, backup, share, "
-                        "cloudshare) through the gateway's desktop API at URL, e.g. "
+                        "cloudshare, device, sync) through the gateway's desktop API at URL, e.g. "
                         "http://127.0.0.1:8080, instead of over NATS (default: "
                         "$LEDGERSHARE_GATEWAY_URL); commands that need the bus (status, "
                         "run, demo, events, replay, services, member bind) then refuse")
@@ -59,6 +60,7 @@ def parser() -> Parser:
     _member_commands(sub)
     _drive_commands(sub)
     _share_commands(sub)
+    sync_cli.commands(sub, Parser)
     _operator_commands(sub)
     _json_everywhere(p)
     return p
@@ -107,6 +109,10 @@ def _member_commands(sub: Any) -> None:
     lg.add_argument("account")
     lg.add_argument("--password")
     m.add_parser("logout", help="end the kept session, everywhere at once")
+    dl = m.add_parser("delete", help="delete your account for good: backups, shares, "
+                      "friends, names (the password once more, as proof)")
+    dl.add_argument("--password")
+    dl.add_argument("--yes", action="store_true", help="do not ask to confirm")
     m.add_parser("me", help="member info")
     f = _group(sub, "friend", "add, list, remove friends")
     fa = f.add_parser("add", help="add a friend by account and nickname")
@@ -196,12 +202,19 @@ def _operator_commands(sub: Any) -> None:
     rp.add_argument("--timeout", type=float, default=3600.0,
                     help="seconds to wait for the service to finish (default 3600)")
     sub.add_parser("services", help="running service instances ($SRV.PING/STATS)")
+    lg = _group(sub, "log", "the event log as a whole")
+    rw = lg.add_parser("rewrite", help="copy the log into a new stream without the secrets, "
+                       "base64 claim subjects and plain personal data older events hold")
+    rw.add_argument("--into", required=True, metavar="NEWSTREAM", help="the new stream")
+    rw.add_argument("--no-switch", action="store_true",
+                    help="copy only (a trial); the old stream keeps the log's subjects")
 
 
 CLIENT: dict[tuple[str, ...], client.Handler] = {
     ("member", "register"): client.member_register, ("member", "login"): client.member_login,
     ("member", "bind"): client.member_bind, ("member", "me"): client.member_me,
     ("member", "logout"): client.member_logout,
+    ("member", "delete"): client.member_delete,
     ("friend", "add"): client.friend_add, ("friend", "list"): client.friend_list,
     ("friend", "remove"): client.friend_remove,
     ("drive", "password", "set"): client.drive_set,
@@ -217,6 +230,7 @@ CLIENT: dict[tuple[str, ...], client.Handler] = {
     ("cloudshare", "download"): client.cloudshare_download,
     ("cloudshare", "upload"): client.cloudshare_upload,
 }
+CLIENT.update(sync_cli.CLIENT)
 
 
 # What reaches the system only over the bus, and why the gateway cannot stand in for it.
@@ -225,6 +239,7 @@ BUS_ONLY: dict[tuple[str, ...], str] = {
     ("events",): "it reads the event log on the bus",
     ("replay",): "it is an operators' operation on the bus",
     ("services",): "it asks every instance on the bus",
+    ("log",): "it copies the event log on the bus",
     ("status",): "it asks the stack's NATS and PostgreSQL",
     ("run",): "it starts the system and walks through it on the bus",
     ("demo",): "it walks through the guide on the bus",
@@ -296,6 +311,9 @@ async def operator(args: argparse.Namespace, console: Console) -> int:
                 return await operate.replay(nc, console, args)
             case "services", _:
                 await operate.services(nc, console, args)
+            case "log", "rewrite":
+                from cli import rewrite
+                return await rewrite.command(nc, console, args, settings)
         return 0
     finally:
         await nc.close()

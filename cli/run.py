@@ -27,9 +27,9 @@ from cli.demo import demo
 from cli.operate import ask_all
 from cli.stackcmds import local_stack, status_table
 from deploy.children import die_with_parent
-from deploy.stack import PartStatus, StackError
+from deploy.stack import PartStatus, StackError, public
 from runtime.eventstore import EventStore
-from runtime.settings import Settings, load_settings
+from runtime.settings import STACK_USER, Settings, load_settings
 from services.registry import SERVICES, names
 
 Handler = Callable[[int, FrameType | None], Any] | int | None  # what signal.signal takes
@@ -138,13 +138,18 @@ def _run(console: Console, signals: StopSignals) -> int:
     return 0
 
 
-def start_child(argv: list[str], log_path: str) -> subprocess.Popen[bytes]:
+def start_child(argv: list[str], log_path: str,
+                env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """A child in a session of its own (Ctrl-C in the terminal reaches the runner only, which
     stops the children in order) that gets SIGTERM when the runner ends, however it ends."""
-    with open(log_path, "ab") as log:
+    with open(log_path, "ab", opener=_private) as log:
         return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
-                                preexec_fn=die_with_parent(signal.SIGTERM))
+                                preexec_fn=die_with_parent(signal.SIGTERM), env=env)
+
+
+def _private(path: str, flags: int) -> int:
+    return os.open(path, flags, 0o600)
 
 
 def start_services(settings: Settings, console: Console,
@@ -155,7 +160,10 @@ def start_services(settings: Settings, console: Console,
     has every one even if starting fails half-way."""
     procs = [] if procs is None else procs
     logs = os.path.join(settings.home, "logs")
-    os.makedirs(logs, exist_ok=True)
+    os.makedirs(logs, mode=0o700, exist_ok=True)
+    # On the local stack each service connects as itself (`runtime.app.main` reads its own
+    # section of stack.json), the gateway as the WeChat gateway: one process serves both
+    # the desktop API and the Member Center, and that audience covers both.
     for service in SERVICES:
         procs.append(start_child([sys.executable, "-m", service.module],
                                  os.path.join(logs, f"{service.name}.log")))
@@ -163,7 +171,8 @@ def start_services(settings: Settings, console: Console,
     for name in names():
         console.print(f"service {name:<9} answering on NATS")
     procs.append(start_child([sys.executable, "-m", "gateway"],
-                             os.path.join(logs, "gateway.log")))
+                             os.path.join(logs, "gateway.log"),
+                             env={**os.environ, STACK_USER: "wechat"}))
     served = wait_for_gateway(settings)
     console.print(f"gateway   answering on HTTP: desktop API {api_url(settings)} "
                   f"({served} operations; {api_url(settings)}/openapi.json)")
@@ -207,7 +216,7 @@ def wait_for_gateway(settings: Settings, within: float = 30.0) -> int:
 async def wait_for_services(settings: Settings, expected: list[str],
                             within: float = 30.0) -> None:
     """Return once every named service answers ``$SRV.PING.<name>``."""
-    nc = await nats.connect(settings.nats_servers)
+    nc = await nats.connect(settings.nats_servers, inbox_prefix=settings.nats_inbox_prefix)
     try:
         deadline = time.monotonic() + within
         for name in expected:
@@ -226,7 +235,7 @@ async def wait_for_services(settings: Settings, expected: list[str],
 async def show(settings: Settings, console: Console, parts: list[PartStatus]) -> None:
     """Print the stack, the event log and the running services."""
     console.print(status_table(parts))
-    nc = await nats.connect(settings.nats_servers)
+    nc = await nats.connect(settings.nats_servers, inbox_prefix=settings.nats_inbox_prefix)
     try:
         events = EventStore(nc, settings.stream)
         await events.ensure_stream(replicas=settings.stream_replicas,
@@ -246,8 +255,10 @@ async def discover(nc: NATS) -> list[str]:
 
 def wait_for_interrupt(console: Console, settings: Settings) -> None:
     console.rule("ledgershare is running")
-    console.print(f"NATS        {settings.nats_url}")
-    console.print(f"PostgreSQL  {settings.pg_dsn}")
+    console.print(f"NATS        {public(settings.nats_url)}")
+    console.print(f"PostgreSQL  {public(settings.pg_dsn)}")
+    console.print("credentials `ledgershare status --json` (the operator's), "
+                  f"{settings.home}/stack.json (everyone's; only you can read it)")
     console.print(f"S3          {settings.s3_endpoint} (bucket {settings.s3_bucket})")
     console.print(f"desktop API {api_url(settings)}")
     console.print(f"Member Center {member_center_url(settings)} (WeChat is the local stand-in "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import msgspec
 
 HDR_EVENT_TYPE = "Ledger-Event-Type"
@@ -18,6 +20,10 @@ MAX_REQUEST_BYTES = 256 * 1024
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type"):
     """Base of every event; each context tags its own union (the tag is the class name)."""
+
+    # (field, field naming whose it is): the personal data the event store seals with
+    # that member's key (runtime/personal.py), so erasing the member makes it unreadable.
+    personal: ClassVar[tuple[tuple[str, str], ...]] = ()
 
 
 class Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -31,6 +31,7 @@ from contracts.operations import Operation, Rep, Req
 from contracts.sharing import SharingClient
 from contracts.social import SocialClient
 from contracts.storage import StorageClient
+from contracts.sync import SyncClient
 
 API_PREFIX = "/api/v1"
 HDR_HTTP_CORRELATION = "X-Correlation-Id"  # the caller's correlation id, as the gateway reads it
@@ -137,3 +138,7 @@ class StorageOverHttp(OverHttp, StorageClient):
 
 class SharingOverHttp(OverHttp, SharingClient):
     """sharing's operations through the gateway."""
+
+
+class SyncOverHttp(OverHttp, SyncClient):
+    """sync's operations through the gateway."""

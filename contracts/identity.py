@@ -2,14 +2,18 @@
 
 Subjects:
   evt.identity.member.<member_id>.<Event>     one member's history
-  evt.identity.account.<b64 account>.AccountClaimed   uniqueness claim (expected seq 0)
-  evt.identity.openid.<b64 openid>.OpenidClaimed|OpenidReleased
+  evt.identity.account.<claim>.AccountClaimed|AccountReleased   uniqueness claim
+  evt.identity.openid.<claim>.OpenidClaimed|OpenidReleased
+    <claim> is a keyed hash of the name (`ClaimSubjects`), never the name: subjects are
+    not encrypted, and are not erased. Older logs have the name's base64 ("b…") there.
   evt.identity.session.<session id>.SessionEnded   a session logged out
 Requests: identity.<operation>.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import unicodedata
 from datetime import datetime
@@ -28,7 +32,7 @@ from contracts.errors import (
     Unavailable,
 )
 from contracts.operations import Operation
-from contracts.subjects import aggregate_subjects, encode_id, event_subject
+from contracts.subjects import aggregate_subjects, encode_id, event_subject, every_instance
 from contracts.text import plain_text
 
 CONTEXT = "identity"
@@ -54,6 +58,8 @@ class IdentityEvent(Event, frozen=True, kw_only=True):
 class AccountClaimed(IdentityEvent, frozen=True, kw_only=True):
     """An account name (case-insensitive) now belongs to a member (appended at sequence 0)."""
 
+    personal = (("account", "member_id"),)
+
     account: str
     member_id: str
 
@@ -61,6 +67,8 @@ class AccountClaimed(IdentityEvent, frozen=True, kw_only=True):
 class MemberRegistered(IdentityEvent, frozen=True, kw_only=True):
     """A member joined: account, nickname, and the id of their login-password credential
     (its hash stays in identity's own store, never in the log)."""
+
+    personal = (("account", "member_id"), ("nickname", "member_id"))
 
     member_id: str
     account: str
@@ -70,8 +78,28 @@ class MemberRegistered(IdentityEvent, frozen=True, kw_only=True):
     password_hash: str = ""  # only in events from before the credential store
 
 
+class AccountReleased(IdentityEvent, frozen=True, kw_only=True):
+    """An account name is free again (its member was erased)."""
+
+    personal = (("account", "member_id"),)
+
+    account: str
+    member_id: str
+
+
+class MemberErased(IdentityEvent, frozen=True, kw_only=True):
+    """A member deleted their account: their personal data in the log is unreadable from
+    now on (their key is destroyed), their names are released, their drive emptied and
+    their shares ended. Nothing else about them remains."""
+
+    member_id: str
+    at: datetime
+
+
 class NicknameChanged(IdentityEvent, frozen=True, kw_only=True):
     """A member's nickname changed (friend lookups use the new one)."""
+
+    personal = (("nickname", "member_id"),)
 
     member_id: str
     nickname: str
@@ -92,12 +120,16 @@ class PasswordChanged(IdentityEvent, frozen=True, kw_only=True):
 class OpenidClaimed(IdentityEvent, frozen=True, kw_only=True):
     """A WeChat openid now belongs to a member."""
 
+    personal = (("openid", "member_id"),)
+
     openid: str
     member_id: str
 
 
 class OpenidReleased(IdentityEvent, frozen=True, kw_only=True):
     """A WeChat openid is free again (after an unbind)."""
+
+    personal = (("openid", "member_id"),)
 
     openid: str
     member_id: str
@@ -106,6 +138,8 @@ class OpenidReleased(IdentityEvent, frozen=True, kw_only=True):
 class MemberBound(IdentityEvent, frozen=True, kw_only=True):
     """A member bound their account to a WeChat user (step 1 of the guide)."""
 
+    personal = (("openid", "member_id"),)
+
     member_id: str
     openid: str
     at: datetime
@@ -113,6 +147,8 @@ class MemberBound(IdentityEvent, frozen=True, kw_only=True):
 
 class MemberUnbound(IdentityEvent, frozen=True, kw_only=True):
     """A member removed their WeChat binding; the sessions obtained through WeChat end."""
+
+    personal = (("openid", "member_id"),)
 
     member_id: str
     openid: str
@@ -124,6 +160,8 @@ class DrivePasswordSet(IdentityEvent, frozen=True, kw_only=True):
     """The cloud-drive password and the security question with its answer were set (first
     use): the ids of the two credentials; the question and hashes stay in identity's
     store."""
+
+    personal = (("question", "member_id"),)
 
     member_id: str
     at: datetime
@@ -172,8 +210,9 @@ class DriveUnlocked(IdentityEvent, frozen=True, kw_only=True):
 
 
 AnyIdentityEvent = (
-    AccountClaimed | MemberRegistered | NicknameChanged | PasswordChanged | OpenidClaimed
-    | OpenidReleased | MemberBound | MemberUnbound | DrivePasswordSet | DrivePasswordChanged
+    AccountClaimed | AccountReleased | MemberErased | MemberRegistered | NicknameChanged
+    | PasswordChanged | OpenidClaimed | OpenidReleased | MemberBound | MemberUnbound
+    | DrivePasswordSet | DrivePasswordChanged
     | DriveUnlockFailed | DriveUnlocked | SessionEnded
 )
 
@@ -215,19 +254,60 @@ def account_key(account: str) -> str:
     return unicodedata.normalize("NFKC", account).casefold()
 
 
-def account_subjects(account: str) -> str:
+def erasures(member_id: str) -> str:
+    """The subject of a member's MemberErased event."""
+    return event_subject(CONTEXT, "member", member_id, "MemberErased")
+
+
+ERASURES = every_instance(CONTEXT, "member", "MemberErased")  # every member's
+
+
+class ClaimSubjects:
+    """Where account and openid claims live: a keyed hash (HMAC-SHA256 with identity's
+    ``subject_key``) of the name, so the log's subjects name nobody and a guessed account
+    cannot be confirmed from them without the key. Claims an older log made under the
+    name's base64 are read there too (`legacy_*`), until an operator rewrites the log."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("the claim subject key must have at least 16 bytes")
+        self._key = key
+
+    def _token(self, kind: str, name: str) -> str:
+        mac = hmac.new(self._key, f"{kind}\x1f{name}".encode(), hashlib.sha256)
+        return "k" + mac.hexdigest()[:40]
+
+    def account_subjects(self, account: str) -> str:
+        return aggregate_subjects(CONTEXT, "account", self._token("account", account_key(account)))
+
+    def account_subject(self, account: str, event: IdentityEvent) -> str:
+        return event_subject(CONTEXT, "account", self._token("account", account_key(account)),
+                             type(event).__name__)
+
+    def openid_subjects(self, openid: str) -> str:
+        return aggregate_subjects(CONTEXT, "openid", self._token("openid", openid))
+
+    def openid_subject(self, openid: str, event: IdentityEvent) -> str:
+        return event_subject(CONTEXT, "openid", self._token("openid", openid),
+                             type(event).__name__)
+
+
+def legacy_account_subjects(account: str) -> str:
+    """Where a log from before keyed claims has an account's claim."""
     return aggregate_subjects(CONTEXT, "account", encode_id(account_key(account)))
 
 
-def account_subject(account: str) -> str:
-    return event_subject(CONTEXT, "account", encode_id(account_key(account)), "AccountClaimed")
+def legacy_account_subject(account: str, event: IdentityEvent) -> str:
+    return event_subject(CONTEXT, "account", encode_id(account_key(account)),
+                         type(event).__name__)
 
 
-def openid_subjects(openid: str) -> str:
+def legacy_openid_subjects(openid: str) -> str:
+    """Where a log from before keyed claims has an openid's claim."""
     return aggregate_subjects(CONTEXT, "openid", encode_id(openid))
 
 
-def openid_subject(openid: str, event: IdentityEvent) -> str:
+def legacy_openid_subject(openid: str, event: IdentityEvent) -> str:
     return event_subject(CONTEXT, "openid", encode_id(openid), type(event).__name__)
 
 
@@ -370,6 +450,14 @@ class Logout(Request, frozen=True, kw_only=True):
     session: str
 
 
+class DeleteMember(Request, frozen=True, kw_only=True):
+    """Delete this member for good (the login password again, as proof)."""
+
+    command_id: CommandId
+    session: str
+    password: Secret
+
+
 class Done(CommandReply, frozen=True, kw_only=True):
     """A command that has nothing to report but its log position (seq)."""
 
@@ -496,6 +584,8 @@ class IdentityClient(ServiceClient):
                      throttled=True)
     unbind = Operation(Unbind, Done, errors=(*SESSION, NotBound))
     logout = Operation(Logout, Done, errors=SESSION)
+    delete_member = Operation(DeleteMember, Done, errors=(*SESSION, InvalidCredentials),
+                              throttled=True)
     # A malformed account answers like an unknown one: no answer tells which exist.
     login = Operation(Login, Session, errors=(InvalidCredentials,),
                       throttled=True)

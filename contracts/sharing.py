@@ -37,6 +37,8 @@ class SharingEvent(Event, frozen=True, kw_only=True):
 class ShareGranted(SharingEvent, frozen=True, kw_only=True):
     """``owner_id`` shares ``set_id`` with ``friend_id`` (replacing any earlier grant)."""
 
+    personal = (("set_name", "owner_id"),)
+
     share_id: str
     owner_id: str
     set_id: str

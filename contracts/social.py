@@ -32,6 +32,8 @@ class SocialEvent(Event, frozen=True, kw_only=True):
 class FriendAdded(SocialEvent, frozen=True, kw_only=True):
     """``member_id`` added ``friend_id``; friendship is mutual from then on."""
 
+    personal = (("friend_nickname", "friend_id"),)
+
     friendship_id: str
     member_id: str
     friend_id: str

@@ -61,6 +61,8 @@ class UploadReserved(StorageEvent, frozen=True, kw_only=True):
     Events from before immutable blobs may have ``charged`` 0 and the key of a stored blob.
     """
 
+    personal = (("set_name", "owner_id"), ("remark", "uploader_id"))
+
     owner_id: str
     upload_id: str
     uploader_id: str
@@ -86,6 +88,8 @@ class BackupUploaded(StorageEvent, frozen=True, kw_only=True):
     ``key`` holds exactly the verified bytes: the upload's own copy, or a stored blob of
     the same content it reuses; no URL was ever issued to write it.
     """
+
+    personal = (("set_name", "owner_id"), ("remark", "uploader_id"))
 
     owner_id: str
     version_id: str

@@ -69,6 +69,11 @@ def context_subjects(context: str, aggregate: str | None = None) -> str:
     return f"{EVENT_ROOT}.{token(context)}.{token(aggregate)}.*.*"
 
 
+def every_instance(context: str, aggregate: str, event_type: str) -> str:
+    """Filter matching one event type of every instance of one aggregate type."""
+    return f"{EVENT_ROOT}.{token(context)}.{token(aggregate)}.*.{token(event_type)}"
+
+
 def all_events() -> str:
     """Filter matching the whole log."""
     return f"{EVENT_ROOT}.>"

@@ -5,8 +5,9 @@ service starts (services and gateways may use them but create none).
     LEDGERSHARE_NATS_INBOX_PREFIX=_INBOX_operator LEDGERSHARE_STREAM_REPLICAS=3 \\
     python -m deploy.bootstrap
 
-It makes the event log (``EVENTS``), the command journal (``COMMANDS``) and the gateways'
-rate-limit bucket (``LIMITS``) with the design's settings and the replicas asked for.
+It makes the event log (``EVENTS``), the command journal (``COMMANDS``), the gateways'
+rate-limit bucket (``LIMITS``) and the members' data keys (``PERSONAL``) with the design's
+settings and the replicas asked for.
 Run again, it changes nothing: an existing stream is checked, and one whose settings
 would break the log's guarantees is reported, never altered.
 """
@@ -22,6 +23,7 @@ from nats.aio.client import Client as NATS
 from gateway.limits import limiter_for
 from runtime.eventstore import EventStore, EventStoreError
 from runtime.journal import Journal
+from runtime.personal import Keyring
 from runtime.settings import Settings, load_settings
 
 
@@ -32,6 +34,7 @@ async def create_streams(nc: NATS, settings: Settings) -> None:
         replicas=replicas, duplicate_window_s=settings.duplicate_window_s)
     await Journal(nc).ensure(replicas=replicas)
     await limiter_for(nc, settings).ensure()
+    await Keyring(nc, replicas=replicas).ensure()
 
 
 async def bootstrap(settings: Settings) -> None:
@@ -52,7 +55,7 @@ def main() -> int:
     except EventStoreError as err:
         print(err, file=sys.stderr)
         return 1
-    print(f"streams ready: {settings.stream}, COMMANDS and the LIMITS bucket, "
+    print(f"streams ready: {settings.stream}, COMMANDS, the LIMITS and PERSONAL buckets, "
           f"{settings.stream_replicas} replica(s) each")
     return 0
 

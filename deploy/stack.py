@@ -1,8 +1,10 @@
 """The local stack: start, probe, report and stop NATS, PostgreSQL and S3 as child processes.
 
-State lives in ``<home>/stack.json``: the endpoints (read by `runtime.settings`) and the
-pid of each part, so a second `up` finds the first and `down` can stop it from another
-shell.
+State lives in ``<home>/stack.json`` (0600): the endpoints (read by `runtime.settings`:
+the operator's, by default), each user's credentials (`deploy.credentials`: a service's,
+a gateway's, the operator's, ``admin``'s) and the pid of each part, so a second `up`
+finds the first and `down` can stop it from another shell. The secrets themselves are
+made once, at the first `up`, in ``<home>/keys/stack-secrets.json`` (0600).
 """
 
 from __future__ import annotations
@@ -21,8 +23,16 @@ from typing import Any
 import msgspec
 
 from deploy.children import die_with_parent
-from deploy.parts import (
+from deploy.credentials import (
     LOOPBACK,
+    Secrets,
+    ensure_secrets,
+    load_secrets,
+    users_settings,
+    write_private,
+)
+from deploy.nats.permissions import ADMIN, OPERATOR
+from deploy.parts import (
     Part,
     StackPorts,
     nats_part,
@@ -30,6 +40,7 @@ from deploy.parts import (
     s3_part,
     wechat_part,
 )
+from deploy.pgcluster import run_as
 from deploy.wechat import DEFAULT_APPID, DEFAULT_SECRET
 from runtime.settings import Settings, key_file
 from runtime.tokens import new_private_key, public_key_of
@@ -54,43 +65,68 @@ class PartStatus(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Stack:
-    """The three servers under one home folder."""
+    """The three servers under one home folder.
+
+    ``settings`` are the superuser's (``admin`` on NATS, ``postgres`` on PostgreSQL), as
+    tests and repairs need; what each process of the system connects with is in
+    `users`. ``streams``: the operator creates the streams once NATS answers, as in
+    production (tests that make their own streams turn it off)."""
 
     def __init__(self, settings: Settings, ports: StackPorts, *, fast: bool = False,
-                 only: tuple[str, ...] = ("nats", "postgres", "s3", "wechat")) -> None:
-        self.settings = settings
+                 only: tuple[str, ...] = ("nats", "postgres", "s3", "wechat"),
+                 streams: bool = True) -> None:
         self.ports = ports
         self.home = Path(settings.home).resolve()
         self.data = self.home / "data"
         self.logs = self.home / "logs"
-        every = [
-            nats_part(settings, ports, self.data),
-            postgres_part(settings, ports, self.data, fast),
-            s3_part(settings, ports, self.data),
-            wechat_part(settings, ports, self.home),
-        ]
-        self.parts = [p for p in every if p.name in only]
+        self._base, self._fast, self._only, self._streams = settings, fast, only, streams
+        self._configure(load_secrets(self.home))
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def _configure(self, found: Secrets | None) -> None:
+        """The superuser's settings and the parts, with the stack's secrets (none yet
+        before its first `up`: then nothing connects)."""
+        self.secrets = found
+        self.settings = self._base if found is None else self._base.with_overrides(
+            **self.users()[ADMIN], s3_access_key=found.s3_access_key,
+            s3_secret_key=found.s3_secret_key)
+        s, ports, data = self.settings, self.ports, self.data
+        every = [
+            nats_part(s, ports, data, found, self._streams),
+            postgres_part(s, ports, data, self._fast, found),
+            s3_part(s, ports, data, found),
+            wechat_part(s, ports, self.home),
+        ]
+        self.parts = [p for p in every if p.name in self._only]
 
     @classmethod
     def local(cls, base: Settings, ports: StackPorts, *, fast: bool = False,
-              only: tuple[str, ...] = ("nats", "postgres", "s3", "wechat")) -> Stack:
+              only: tuple[str, ...] = ("nats", "postgres", "s3", "wechat"),
+              streams: bool = True) -> Stack:
         """A stack whose settings point at the given ports on 127.0.0.1."""
-        return cls(settings_for(base, ports), ports, fast=fast, only=only)
+        return cls(settings_for(base, ports), ports, fast=fast, only=only, streams=streams)
 
     @property
     def state_file(self) -> Path:
         return self.home / "stack.json"
 
+    def users(self) -> dict[str, dict[str, str]]:
+        """Each user's connection settings (none before the first `up`)."""
+        if self.secrets is None:
+            return {}
+        return users_settings(self.secrets, self.ports.nats, self.ports.pg)
+
     def endpoints(self) -> dict[str, str]:
-        """Where each part answers (the fields settings read from stack.json)."""
+        """Where each part answers, with the operator's credentials: the fields settings
+        read from stack.json by default, and what `status --json` prints."""
         s = self.settings
         return {
-            "nats_url": s.nats_url, "pg_dsn": s.pg_dsn, "s3_endpoint": s.s3_endpoint,
+            "nats_url": s.nats_url, "nats_inbox_prefix": s.nats_inbox_prefix,
+            "pg_dsn": s.pg_dsn, "s3_endpoint": s.s3_endpoint,
             "s3_bucket": s.s3_bucket, "s3_access_key": s.s3_access_key,
             "s3_secret_key": s.s3_secret_key, "wechat_appid": s.wechat_appid,
             "wechat_secret": s.wechat_secret, "wechat_api_base": s.wechat_api_base,
-            "wechat_open_base": s.wechat_open_base,
+            "wechat_open_base": s.wechat_open_base, **self.users().get(OPERATOR, {}),
         }
 
     def pids(self) -> dict[str, int]:
@@ -113,14 +149,19 @@ class Stack:
         if alive:
             raise StackError(_already_running(alive))
         self._check_ports()
-        self.logs.mkdir(parents=True, exist_ok=True)
+        # 0700 from creation (umask only removes bits); folders that exist keep their mode.
+        for folder in (self.home, self.logs, self.data):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         ensure_token_keys(self.home)
+        self._configure(ensure_secrets(self.home))
         pids: dict[str, int] = {}
         try:
             for part in self.parts:
                 pids[part.name] = self._start(part, detach, tied)
                 self._write_state(pids)
                 self._wait_ready(part, pids[part.name])
+                if part.ready is not None:
+                    asyncio.run(part.ready())
                 progress(f"{part.name:<9} ready  {self._endpoint(part.name)}")
         except BaseException:
             self._stop_pids(pids)
@@ -163,9 +204,10 @@ class Stack:
         )
 
     def _endpoint(self, name: str) -> str:
+        """Where a part answers, without credentials (this is printed)."""
         s = self.settings
-        return {"nats": s.nats_url, "postgres": s.pg_dsn, "s3": s.s3_endpoint,
-                "wechat": s.wechat_open_base}[name]
+        return public({"nats": s.nats_url, "postgres": s.pg_dsn, "s3": s.s3_endpoint,
+                       "wechat": s.wechat_open_base}[name])
 
     def _check_ports(self) -> None:
         names = {p.name for p in self.parts}
@@ -178,10 +220,10 @@ class Stack:
 
     def _start(self, part: Part, detach: bool, tied: bool = False) -> int:
         part.prepare()
-        log = (self.logs / f"{part.name}.log").open("ab")
+        log = open(self._log(part), "ab", opener=_private)
         proc = subprocess.Popen(
             part.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=detach, user=part.user, env={**os.environ, **part.env},
+            start_new_session=detach, env={**os.environ, **part.env}, **run_as(part.user),
             preexec_fn=die_with_parent(part.stop_signal) if tied else None,
         )
         log.close()
@@ -213,9 +255,19 @@ class Stack:
         self.state_file.unlink(missing_ok=True)
 
     def _write_state(self, pids: dict[str, int]) -> None:
-        state = {"endpoints": self.endpoints(), "pids": pids}
-        self.state_file.write_bytes(msgspec.json.format(msgspec.json.encode(state)))
-        self.state_file.chmod(0o600)
+        state = {"endpoints": self.endpoints(), "users": self.users(), "pids": pids}
+        write_private(self.state_file, msgspec.json.format(msgspec.json.encode(state)))
+
+
+def _private(path: str, flags: int) -> int:
+    """An `open` opener: a file created 0600."""
+    return os.open(path, flags, 0o600)
+
+
+def public(url: str) -> str:
+    """A URL or DSN without its user and password, for printing."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url
 
 
 def ensure_token_keys(home: Path) -> None:
@@ -223,11 +275,9 @@ def ensure_token_keys(home: Path) -> None:
     path = key_file(str(home))
     if path.exists():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
     private = new_private_key()
     doc = {"token_private_key": private, "token_public_key": public_key_of(private)}
-    path.touch(mode=0o600)
-    path.write_bytes(msgspec.json.encode(doc))
+    write_private(path, msgspec.json.encode(doc))
 
 
 def settings_for(base: Settings, ports: StackPorts) -> Settings:

@@ -54,6 +54,12 @@ MESSAGES: Final[Mapping[str, str]] = {
     # The pages' own refusals.
     "csrf": "页面已过期，请刷新后重新提交。",
     "login_state": "登录已失效，请从公众号菜单重新进入会员中心。",
+    "device_revoked": "这台电脑已被移出您的设备，请重新登记后再同步。",
+    "lease_held": "该账套年度正在另一台电脑上使用，您可以只读打开，或等对方同步后再试。",
+    "lease_not_held": "这台电脑已不再占用该账套年度（已过期或被解除），请重新占用后再同步。",
+    "no_lease": "该账套年度当前没有电脑在使用，无需解除占用。",
+    "no_such_device": "没有找到您的这台设备。",
+    "sync_off": "该账套年度尚未开启云同步，请先开启。",
 }
 FALLBACK: Final = MESSAGES["internal"]
 

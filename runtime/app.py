@@ -183,7 +183,8 @@ async def _until_signalled() -> None:
 
 
 def main(service: Service) -> None:
-    """Entry point of ``python -m services.<name>``."""
-    settings = load_settings()
+    """Entry point of ``python -m services.<name>``: on the local stack, it connects with
+    its own credentials (its section of stack.json)."""
+    settings = load_settings(user=service.name)
     logs.configure(settings.log_level, json_lines=settings.log_json)
     uvloop.run(serve(service, settings))

@@ -36,6 +36,7 @@ from contracts.base import (
 )
 from contracts.requests import mux_of
 from contracts.subjects import all_events
+from runtime.personal import MARK, keyring_of
 from runtime.recent import Recent
 
 log = logging.getLogger("ledgershare.eventstore")
@@ -165,7 +166,8 @@ class EventStore:
         if expected is not None:
             headers["Nats-Expected-Last-Subject-Sequence"] = str(expected)
             headers["Nats-Expected-Last-Subject-Sequence-Subject"] = subject_filter
-        data = _encoder.encode(out.event)
+        sealed = await keyring_of(self.nc).seal(out.event) if out.event.personal else out.event
+        data = _encoder.encode(sealed)
         reply = await mux_of(self.nc).request(out.subject, data, within=self.timeout,
                                               headers={**headers, "Nats-Expected-Stream":
                                                        self.stream})
@@ -179,8 +181,10 @@ class EventStore:
                 raise ConcurrencyConflict(subject_filter, expected, ack.error.description)
             return await self._landed_or_conflict(subject_filter, expected, msg_id,
                                                   ack.error.description)
+        # Remembered as a load would read it back: opened.
         stored = StoredEvent(seq=ack.seq, subject=out.subject, type=event_type(out.event),
-                             data=data, headers=headers)
+                             data=data if sealed is out.event else _encoder.encode(out.event),
+                             headers=headers)
         if expected is None or ack.duplicate:
             self.recent.forget(subject_filter)  # what else is in the aggregate is not known here
             if command and ack.duplicate:
@@ -325,7 +329,7 @@ class EventStore:
         await mux_of(self.nc).exchange(f"$JS.API.DIRECT.GET.{self.stream}",
                                        json.dumps(request).encode(), batch.take,
                                        within=self.timeout)
-        return batch.events
+        return await opened(self.nc, batch.events)
 
     async def last_on(self, subject: str) -> StoredEvent | None:
         """The newest event on one subject (a direct get), or None."""
@@ -350,6 +354,13 @@ class EventStore:
         """The stream's last sequence (the newest consistency token that exists)."""
         info = await self.js.stream_info(self.stream)
         return int(info.state.last_seq)
+
+
+async def opened(nc: NATS, events: list[StoredEvent]) -> list[StoredEvent]:
+    """``events`` with their sealed personal fields opened (runtime/personal.py)."""
+    ring = keyring_of(nc)
+    return [msgspec.structs.replace(e, data=await ring.open(e.data)) if MARK in e.data else e
+            for e in events]
 
 
 def _is_wildcard(subject: str) -> bool:

@@ -36,7 +36,7 @@ from nats.js.errors import NotFoundError
 from contracts.base import HDR_EVENT_TYPE
 from contracts.requests import mux_of
 from runtime.coalesce import Coalesced
-from runtime.eventstore import StoredEvent, foreign_reason
+from runtime.eventstore import StoredEvent, foreign_reason, opened
 from runtime.puller import Puller
 from runtime.subjects import covering, subject_matcher
 
@@ -349,7 +349,7 @@ class Projector:
                 await self._same_stream(led)
                 msgs = await puller.next_batch(wait=0.25)
                 self._check_deliveries(msgs)
-                batch = self._prepare(msgs) if msgs else None
+                batch = await self._prepare(msgs) if msgs else None
                 if writing is not None:
                     await writing
                     writing = None
@@ -362,9 +362,10 @@ class Projector:
                 writing.cancel()
             await puller.stop()
 
-    def _prepare(self, msgs: list[Msg]) -> Batch:
+    async def _prepare(self, msgs: list[Msg]) -> Batch:
         events, foreign = split_foreign(
             [to_stored(m) for m in msgs if self.exact or self._wanted(m.subject)])
+        events = await opened(self.nc, events)
         batch = Batch(events=events, last=msgs[-1], through=stream_sequence(msgs[-1].reply),
                       foreign=foreign)
         if self._batched is not None:

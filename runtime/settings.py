@@ -30,8 +30,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     pg_dsn: str = "postgresql://postgres@127.0.0.1:5433/ledgershare"
     s3_endpoint: str = "http://127.0.0.1:8333"
     s3_bucket: str = "ledgershare"
-    s3_access_key: str = "ledgershare"
-    s3_secret_key: str = "ledgershare-local-secret"
+    # No default keys: the local stack makes random ones (deploy/credentials.py).
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
     s3_region: str = "us-east-1"
     stream: str = "EVENTS"
     stream_replicas: int = 1
@@ -47,6 +48,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Public keys of earlier signing keys (comma-separated), accepted until their tokens
     # expire: rotate by giving identity a new private key and listing the old public one.
     token_previous_public_keys: str = ""
+    # identity: the key (base64, >= 16 bytes) of the keyed hash that names account and
+    # openid claim subjects; fixed for the life of the log (a new one loses the claims).
+    subject_key: str = ""
     session_ttl_s: float = 3600.0
     drive_ttl_s: float = 900.0
     # Argon2id cost (argon2-cffi's RFC 9106 low-memory profile by default).
@@ -71,6 +75,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upload_reservation_s: float = 3600.0
     presign_ttl_s: int = 600
     sweep_interval_s: float = 30.0
+    # sync: how long a device's lease lasts unless renewed (a request may ask for less).
+    sync_lease_s: float = 300.0
     # WeChat web OAuth (snsapi_base): identity exchanges login codes with the app secret;
     # the gateway sends browsers to the authorize page. `make run` and the tests point
     # both at the local stand-in (deploy/wechat.py).
@@ -130,11 +136,29 @@ def key_file(home: str) -> Path:
 
 
 
-def load_settings(env: dict[str, str] | None = None) -> Settings:
-    """Settings from defaults, then ``<home>/stack.json`` and keys, then the environment."""
+# Which user of the local stack a process is, when it cannot say so itself (the gateway):
+# its credentials are that user's section of stack.json.
+STACK_USER = ENV_PREFIX + "STACK_USER"
+
+
+def load_settings(env: dict[str, str] | None = None, *, user: str = "") -> Settings:
+    """Settings from defaults, then ``<home>/stack.json`` (its endpoints, which carry the
+    operator's credentials, then the section of ``user``, else of ``$LEDGERSHARE_STACK_USER``:
+    a service's, a gateway's, ...) and keys, then the environment."""
     env = dict(os.environ) if env is None else env
     from_env = _from_env(env)
     home = str(from_env.get("home", Settings().home))
-    stack = _json_file(Path(home) / "stack.json").get("endpoints", {})
-    merged = {"home": home, **stack, **_json_file(key_file(home)), **from_env}
+    state = _json_file(Path(home) / "stack.json")
+    section = state.get("users", {}).get(user or env.get(STACK_USER, ""), {})
+    merged = {"home": home, **state.get("endpoints", {}), **section,
+              **_json_file(key_file(home)), **from_env}
     return msgspec.convert(merged, Settings, strict=False)
+
+
+def as_stack_user(settings: Settings, user: str, env: dict[str, str] | None = None) -> Settings:
+    """``settings`` with the credentials of the local stack's ``user`` (its section of
+    ``<home>/stack.json``) wherever the environment sets none; unchanged without a stack."""
+    env = dict(os.environ) if env is None else env
+    section = _json_file(Path(settings.home) / "stack.json").get("users", {}).get(user, {})
+    given = _from_env(env)
+    return settings.with_overrides(**{k: v for k, v in section.items() if k not in given})

@@ -37,6 +37,7 @@ from contracts.identity import (
     MemberUnbound,
     PasswordChanged,
     drive_password_changes,
+    erasures,
     password_changes,
     session_end,
     unbinds,
@@ -191,7 +192,8 @@ class Sessions:
     """The one token check, in every service: signature and expiry locally, then what
     may have ended the token since, from the log's newest events on a few subjects (one
     direct get each, in parallel): a password change, a logout of the session, an unbind
-    of the WeChat user a session came through, a change of the cloud-drive password."""
+    of the WeChat user a session came through, a change of the cloud-drive password, the
+    member's erasure."""
 
     _password = msgspec.json.Decoder(PasswordChanged)
     _unbound = msgspec.json.Decoder(MemberUnbound)
@@ -209,21 +211,31 @@ class Sessions:
         """The claims of a valid, current session token."""
         claims = self.verifier.verify(token, kind="session", now=now)
         wechat = claims.via == VIA_WECHAT
-        pv, ended, wv = await asyncio.gather(
+        pv, ended, wv, erased = await asyncio.gather(
             self.password_version(claims.sub), self.ended(claims),
-            self.wechat_version(claims.sub) if wechat else _zero())
+            self.wechat_version(claims.sub) if wechat else _zero(),
+            self.erased(claims.sub))
         check_session(claims, pv=pv, wv=wv)
         if ended:
             raise InvalidToken("this session was logged out; log in again")
+        if erased:
+            raise InvalidToken("this member was deleted")
         return claims
 
     async def drive(self, token: str, *, now: datetime) -> Claims:
         """The claims of a valid, current drive token."""
         claims = self.verifier.verify(token, kind="drive", now=now)
-        pv, dv = await asyncio.gather(self.password_version(claims.sub),
-                                      self.drive_version(claims.sub))
+        pv, dv, erased = await asyncio.gather(self.password_version(claims.sub),
+                                              self.drive_version(claims.sub),
+                                              self.erased(claims.sub))
         check_drive(claims, pv=pv, dv=dv)
+        if erased:
+            raise InvalidToken("this member was deleted")
         return claims
+
+    async def erased(self, member_id: str) -> bool:
+        """Whether the member deleted their account."""
+        return await self.events.last_event_on(erasures(member_id)) is not None
 
     async def ended(self, claims: Claims) -> bool:
         """Whether the session was logged out."""

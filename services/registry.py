@@ -8,8 +8,9 @@ from services.identity.service import SERVICE as IDENTITY
 from services.sharing.service import SERVICE as SHARING
 from services.social.service import SERVICE as SOCIAL
 from services.storage.service import SERVICE as STORAGE
+from services.sync.service import SERVICE as SYNC
 
-SERVICES: tuple[Service, ...] = (IDENTITY, SOCIAL, STORAGE, SHARING)
+SERVICES: tuple[Service, ...] = (IDENTITY, SOCIAL, STORAGE, SHARING, SYNC)
 
 
 def names() -> list[str]:

@@ -48,8 +48,10 @@ def stack() -> Iterator[Stack]:
 
 @pytest.fixture
 def nats_stack(tmp_path: Path) -> Iterator[Stack]:
-    """A NATS server of this test's own (fresh JetStream store)."""
-    st = Stack.local(Settings(home=str(tmp_path / "nats")), free_stack_ports(), only=("nats",))
+    """A NATS server of this test's own (fresh JetStream store); its settings are the
+    local superuser's (``admin``: every right), and the tests make their own streams."""
+    st = Stack.local(Settings(home=str(tmp_path / "nats")), free_stack_ports(), only=("nats",),
+                     streams=False)
     st.up(detach=False, progress=lambda _msg: None)
     yield st
     st.down(progress=lambda _msg: None)
@@ -122,7 +124,9 @@ async def events(nc: NATS) -> EventStore:
 
 @pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[asyncpg.Pool]:
-    p = await create_pool(settings.pg_dsn, size=8)
+    # Every service in one process: each leading projector holds a connection for its
+    # lock (nine of them), and requests need the rest.
+    p = await create_pool(settings.pg_dsn, size=24)
     yield p
     await p.close()
 

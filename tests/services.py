@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import os
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
@@ -20,6 +22,7 @@ def service_settings(base: Settings) -> Settings:
     private = new_private_key()
     return base.with_overrides(
         token_private_key=private, token_public_key=public_key_of(private),
+        subject_key=base64.b64encode(os.urandom(32)).decode(),
         argon2_time_cost=1, argon2_memory_kib=8192, argon2_parallelism=1,
         argon2_below_owasp_for_tests=True,
         drive_lock_base_s=0.4)

@@ -15,10 +15,11 @@ permissions are never asked. With everything in one account, a service allowed o
 direct get with reply ``evt.social.friendship.p.FriendAdded`` was stored there, its
 headers intact), and a gateway could do the same through the rate limits' bucket. Here
 every user is in ``APP``, which holds no stream; ``LOG`` (the event log), ``JOURNAL`` (the
-command journal) and ``LIMITS`` (the gateways' counts) each export to ``APP`` only the
-subjects it needs. An answer delivered into ``APP`` is not forwarded again by an import, so
-a chosen reply subject reaches no stream; and a push consumer can deliver only inside its
-stream's account, where the stream's own subjects are refused as a cycle.
+command journal), ``LIMITS`` (the gateways' counts) and ``KEYS`` (members' data keys) each
+export to ``APP`` only the subjects it needs. An answer delivered into ``APP`` is not
+forwarded again by an import, so a chosen reply subject reaches no stream; and a push
+consumer can deliver only inside its stream's account, where the stream's own subjects
+are refused as a cycle.
 """
 
 from __future__ import annotations
@@ -33,36 +34,56 @@ from typing import Any
 from contracts.admin import AdminClient
 from contracts.operations import Operation
 from contracts.sharing import SharingClient
+from contracts.storage import StorageClient
 from contracts.subjects import admin_subject, context_subjects, request_subject
 from gateway.limits import BUCKET
 from runtime.app import Service
 from runtime.journal import ROOT as JOURNAL_ROOT
+from runtime.personal import BUCKET as KEYS_BUCKET
+from runtime.personal import STREAM as KEYS_STREAM
 from runtime.settings import Settings
+from services.identity.erasure import ErasurePolicy as IdentityErasure
 from services.registry import SERVICES
 from services.sharing.policy import UnfriendPolicy
 from services.sharing.projection import AccessProjection
+from services.social.erasure import ErasurePolicy as SocialErasure
 from services.social.projection import SocialProjection
+from services.storage.erasure import ErasurePolicy as StorageErasure
 from services.storage.projection import StorageProjection
+from services.sync.erasure import ErasurePolicy as SyncErasure
+from services.sync.projection import SyncProjection
 
 EVENTS = Settings().stream
 COMMANDS = "COMMANDS"  # runtime.journal.Journal's stream
 LIMITS = f"KV_{BUCKET}"  # the gateways' key-value bucket's stream
+KEYS = KEYS_STREAM  # the members' data keys' bucket's stream (runtime/personal.py)
 APP = "APP"  # every user's account
 GATEWAYS = ("desktop", "wechat")  # the member-facing audiences, one user each
 OPERATOR = "operator"
+# The local stack's superuser (deploy/stack.py), never production's: in LOG, with every
+# right, for the tests and for repairs; its password is only in the stack's 0600 files.
+ADMIN = "admin"
 
 # The projectors each service runs (built in services/<name>/service.py), by projection
 # name; their durable consumers are proj_<schema>_<name>, which the other services are
 # denied. A service with a read model that is missing here stops the rendering.
 PROJECTORS: dict[str, tuple[str, ...]] = {
-    "social": (SocialProjection.name,),
-    "storage": (StorageProjection.name,),
+    "identity": (IdentityErasure.name,),  # no read model: its schema is its name
+    "social": (SocialProjection.name, SocialErasure.name),
+    "storage": (StorageProjection.name, StorageErasure.name),
     "sharing": (AccessProjection.name, UnfriendPolicy.name),
+    "sync": (SyncProjection.name, SyncErasure.name),
 }
 
 # The operations a service calls on another. The declarations say only that services
-# may call them (audience "services"), not which; a call missing here is refused.
-CALLS: dict[str, tuple[Operation[Any, Any], ...]] = {"storage": (SharingClient.check,)}
+# may call them (audience "services"), not which; a call missing here is refused. sync
+# calls members' operations of storage with the member's own session (a sync upload is
+# a backup storage reserves, verifies and charges).
+CALLS: dict[str, tuple[Operation[Any, Any], ...]] = {
+    "storage": (SharingClient.check,),
+    "sync": (StorageClient.begin_upload, StorageClient.complete_upload,
+             StorageClient.versions, StorageClient.download),
+}
 
 
 @dataclass(frozen=True)
@@ -85,8 +106,8 @@ class User:
 
     @property
     def password(self) -> str:
-        """The environment variable the server reads the password from."""
-        return f"${self.name.upper()}_PASSWORD"
+        """The environment variable the server reads the password from, as referenced."""
+        return f"${password_variable(self.name)}"
 
     def allowed(self) -> list[str]:
         """Every subject the user may publish to (deny aside)."""
@@ -147,7 +168,17 @@ def exports() -> list[Export]:
         Export("LIMITS", f"{api}.STREAM.INFO.{LIMITS}"),
         Export("LIMITS", f"{api}.STREAM.CREATE.{LIMITS}"),
         Export("LIMITS", f"{api}.DIRECT.GET.{LIMITS}.>"),
+        Export("KEYS", f"$KV.{KEYS_BUCKET}.>"),
+        Export("KEYS", f"{api}.STREAM.INFO.{KEYS}"),
+        Export("KEYS", f"{api}.STREAM.CREATE.{KEYS}"),
+        Export("KEYS", f"{api}.DIRECT.GET.{KEYS}.>"),
+        Export("KEYS", f"{api}.STREAM.MSG.DELETE.{KEYS}"),
     ]
+
+
+def password_variable(user: str) -> str:
+    """The name of the environment variable holding ``user``'s password for the server."""
+    return f"{user.upper()}_PASSWORD"
 
 
 # ---- subjects from the declarations ---------------------------------------------------
@@ -184,7 +215,9 @@ def inbox(user: str) -> str:
 
 
 def callers(service: Service) -> list[str]:
-    """The users whose requests a service answers, from its operations' audiences."""
+    """The users whose requests a service answers: its operations' audiences, and the
+    services that call them (`CALLS`), whatever the audience (sync calls storage's
+    members' operations)."""
     found: dict[str, None] = {}
     for op in served(service):
         for audience in sorted(op.audience):
@@ -192,18 +225,18 @@ def callers(service: Service) -> list[str]:
                 found[audience] = None
             elif audience == "operators":
                 found[OPERATOR] = None
-            elif audience == "services":
-                found |= dict.fromkeys(c for c, ops in CALLS.items() if op in ops)
+        found |= dict.fromkeys(c for c, ops in CALLS.items() if any(o is op for o in ops))
     return list(found)
 
 
 def consumers(service: str) -> list[str]:
     """The durable consumers a service's projectors use (`runtime.projector.Projector`)."""
-    schemas = [s.read_model.schema for s in SERVICES
-               if s.name == service and s.read_model is not None]
-    if schemas and service not in PROJECTORS:
+    schemas = [s.read_model.schema if s.read_model is not None else s.name
+               for s in SERVICES if s.name == service]
+    if any(s.read_model for s in SERVICES if s.name == service) and service not in PROJECTORS:
         raise KeyError(f"{service} keeps a read model: list its projectors in PROJECTORS")
-    return [f"proj_{schema}_{name}" for schema in schemas for name in PROJECTORS[service]]
+    return [f"proj_{schema}_{name}" for schema in schemas
+            for name in PROJECTORS.get(service, ())]
 
 
 def _consumer_subjects(consumer: str) -> tuple[str, ...]:
@@ -235,7 +268,16 @@ def service_user(service: Service) -> User:
         Grant("reading the log and the journal: stream checks and direct gets",
               (f"$JS.API.STREAM.INFO.{EVENTS}", f"$JS.API.DIRECT.GET.{EVENTS}",
                f"$JS.API.STREAM.INFO.{COMMANDS}", f"$JS.API.DIRECT.GET.{COMMANDS}")),
+        # A key is made by whoever first seals a member's data (a put that fails when the
+        # key exists or was destroyed); a subject permission cannot tell a put from a
+        # purge, so a service could destroy a key: docs/security.md.
+        Grant("members' data keys: read and made (runtime/personal.py)",
+              (f"$KV.{KEYS_BUCKET}.>", f"$JS.API.STREAM.INFO.{KEYS}",
+               f"$JS.API.DIRECT.GET.{KEYS}.>")),
     ]
+    if name == "identity":
+        publish.append(Grant("erasing a destroyed data key (only identity erases members)",
+                             (f"$JS.API.STREAM.MSG.DELETE.{KEYS}",)))
     if name in CALLS:
         publish.append(Grant("operations it calls on other services",
                              tuple(subject_of(context_of(op), op) for op in CALLS[name])))
@@ -249,6 +291,10 @@ def service_user(service: Service) -> User:
         others = [c for s in SERVICES if s.name != name for c in consumers(s.name)]
         deny.append(Grant("other services' projectors' consumers",
                           tuple(x for c in others for x in _consumer_subjects(c))))
+    elif consumers(name):
+        # Projectors without a read model to replay (identity's policies): exactly theirs.
+        publish.append(Grant("its projectors' consumers",
+                             tuple(x for c in consumers(name) for x in _consumer_subjects(c))))
     subscribe = [Grant("its operations", tuple(subject_of(name, op) for op in served(service))),
                  Grant("discovery", discovery(name)),
                  Grant("its replies and pulled events", (inbox(name),))]
@@ -280,11 +326,11 @@ def operator_user() -> User:
         Grant("discovery", ("$SRV.>",)),
         Grant("creating the streams at first start (a create never changes an existing "
               "stream: another configuration is refused)",
-              tuple(f"$JS.API.STREAM.CREATE.{s}" for s in (EVENTS, COMMANDS, LIMITS))),
+              tuple(f"$JS.API.STREAM.CREATE.{s}" for s in (EVENTS, COMMANDS, LIMITS, KEYS))),
         Grant("reading: stream and consumer state, direct gets, the log tailed by an "
               "ordered consumer (ledgershare events tail)",
               ("$JS.API.INFO", "$JS.API.STREAM.NAMES",
-               *(f"$JS.API.STREAM.INFO.{s}" for s in (EVENTS, COMMANDS, LIMITS)),
+               *(f"$JS.API.STREAM.INFO.{s}" for s in (EVENTS, COMMANDS, LIMITS, KEYS)),
                f"$JS.API.DIRECT.GET.{EVENTS}", f"$JS.API.DIRECT.GET.{COMMANDS}",
                f"$JS.API.DIRECT.GET.{LIMITS}.>",
                f"$JS.API.CONSUMER.CREATE.{EVENTS}", f"$JS.API.CONSUMER.CREATE.{EVENTS}.>",
@@ -351,13 +397,17 @@ def _user(user: User) -> list[str]:
     return lines
 
 
-def _exporting(account: str, found: Iterable[Export]) -> list[str]:
+def _exporting(account: str, found: Iterable[Export], admin: bool = False) -> list[str]:
     lines = [f"  {account}: {{", "    jetstream: enabled", "    exports: ["]
     for e in found:
         extra = f", response_type: stream, response_threshold: {_q(STREAMED_FOR)}" if (
             e.streamed) else ""
         lines.append(f"      {{ {e.kind}: {_q(e.subject)}, accounts: [{APP}]{extra} }}")
-    return [*lines, "    ]", "  }"]
+    lines.append("    ]")
+    if admin:
+        lines += ["    # the local stack's superuser: every right on the log (deploy/stack.py)",
+                  f"    users: [ {{ user: {ADMIN}, password: ${password_variable(ADMIN)} }} ]"]
+    return [*lines, "  }"]
 
 
 def _importing(found: Iterable[Export]) -> list[str]:
@@ -365,12 +415,14 @@ def _importing(found: Iterable[Export]) -> list[str]:
             for e in found]
 
 
-def render() -> str:
-    """The text of ``deploy/nats/accounts.conf``."""
+def render(*, admin: bool = False) -> str:
+    """The text of ``deploy/nats/accounts.conf``; with ``admin``, the local stack's: the
+    same accounts and users, and a superuser in ``LOG`` (`ADMIN`)."""
     every = exports()
     lines = [HEADER, "accounts {"]
     for account in dict.fromkeys(e.account for e in every):
-        lines += _exporting(account, (e for e in every if e.account == account))
+        lines += _exporting(account, (e for e in every if e.account == account),
+                            admin and account == "LOG")
     lines += [f"  {APP}: {{", "    imports: [", *_importing(every), "    ]", "    users: ["]
     for user in users():
         lines += _user(user)

@@ -19,6 +19,7 @@ from contracts.errors import LedgerError
 from contracts.identity import (
     ACCOUNT_RE,
     AccountClaimed,
+    AccountReleased,
     AccountTaken,
     AlreadyBound,
     DriveLocked,
@@ -33,6 +34,7 @@ from contracts.identity import (
     InvalidCredentials,
     InvalidNickname,
     MemberBound,
+    MemberErased,
     MemberRegistered,
     MemberUnbound,
     NicknameChanged,
@@ -68,10 +70,13 @@ class Member(msgspec.Struct, frozen=True, kw_only=True):
     question: str = ""  # only from an event before the credential store
     failures: int = 0
     locked_until: datetime | None = None
+    # Deleted by the member: no session, login or command is theirs any more. The names
+    # are kept (while the key lasts) for the erasure to release their claims.
+    erased: bool = False
 
     @property
     def exists(self) -> bool:
-        return bool(self.member_id)
+        return bool(self.member_id) and not self.erased
 
 
 class Holder(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,6 +109,8 @@ def evolve(state: Member, event: IdentityEvent) -> Member:
                           password=credential_ref(event.credential, event.password_hash))
         case NicknameChanged(nickname=nick):
             return r(state, nickname=nick)
+        case MemberErased():
+            return r(state, erased=True)
         case PasswordChanged(version=v):
             return r(state, password=credential_ref(event.credential, event.password_hash),
                      pv=v or state.pv + 1)
@@ -151,7 +158,7 @@ def evolve_holder(current: Holder, event: IdentityEvent) -> Holder:
     match event:
         case AccountClaimed(member_id=mid) | OpenidClaimed(member_id=mid):
             return Holder(member_id=mid)
-        case OpenidReleased():
+        case OpenidReleased() | AccountReleased():
             return Holder()
     return current
 
@@ -239,6 +246,31 @@ def _held_elsewhere(claim: Holder, claim_holder: Member, member_id: str, openid:
     # stopped before releasing it) and may be taken over.
     return (claim.member_id is not None and claim.member_id != member_id
             and claim_holder.openid == openid)
+
+
+def decide_erase(member: Member, *, password_ok: bool, at: datetime) -> list[MemberErased]:
+    """Delete the member for good (the password once more, as proof)."""
+    authenticate(member, password_ok=password_ok)
+    return [MemberErased(member_id=member.member_id, at=at)]
+
+
+def decide_release_account(claim: Holder, member: Member) -> list[AccountReleased]:
+    """Free an erased member's account name (nothing to do if they no longer hold it)."""
+    if not member.erased or claim.member_id != member.member_id or not member.account:
+        return []
+    return [AccountReleased(account=member.account, member_id=member.member_id)]
+
+
+def decide_release_openid(claim: Holder, member: Member) -> list[OpenidReleased]:
+    """Free an erased member's WeChat openid (nothing to do if they no longer hold it)."""
+    if not member.erased or claim.member_id != member.member_id or not member.openid:
+        return []
+    return [OpenidReleased(openid=member.openid, member_id=member.member_id)]
+
+
+def either(claim: Holder, legacy: Holder) -> Holder:
+    """Who holds a name: its keyed claim, else a claim an older log made under the name."""
+    return claim if claim.member_id is not None else legacy
 
 
 def decide_unbind(member: Member, *, at: datetime) -> tuple[MemberUnbound, OpenidReleased]:

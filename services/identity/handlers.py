@@ -17,6 +17,8 @@ from contracts.identity import (
     ChangeDrivePassword,
     ChangeNickname,
     ChangePassword,
+    ClaimSubjects,
+    DeleteMember,
     Done,
     DrivePasswordNotSet,
     DriveToken,
@@ -44,12 +46,11 @@ from contracts.identity import (
     Unbind,
     VerifyDrivePassword,
     WechatLogin,
-    account_subject,
-    account_subjects,
+    legacy_account_subjects,
+    legacy_openid_subject,
+    legacy_openid_subjects,
     member_subject,
     member_subjects,
-    openid_subject,
-    openid_subjects,
     session_end,
     session_subjects,
 )
@@ -60,6 +61,7 @@ from runtime.tokens import VIA_PASSWORD, VIA_WECHAT, Claims, Sessions, Signer, c
 from runtime.wechat import WeChatOAuth
 from services.identity import domain
 from services.identity.domain import Holder, LockPolicy, Member
+from services.identity.erasure import CLAIM, Eraser
 from services.identity.vault import Vault
 
 NAMESPACE = uuid.UUID("5b0f3f9e-8a53-4f7e-9a43-6c2d8d1f0a11")
@@ -68,7 +70,6 @@ R = TypeVar("R")
 
 
 MEMBER: Fold[Member, IdentityEvent] = Fold(_decoder, domain.evolve, Member())
-CLAIM: Fold[Holder, IdentityEvent] = Fold(_decoder, domain.evolve_holder, Holder())
 SESSION_END: Fold[bool, IdentityEvent] = Fold(_decoder, domain.evolve_session, False)
 
 
@@ -76,16 +77,13 @@ def _to_member(member_id: str, events: list[IdentityEvent]) -> list[Outgoing]:
     return [Outgoing(subject=member_subject(member_id, e), event=e) for e in events]
 
 
-def _to_openid(openid: str, events: list[IdentityEvent]) -> list[Outgoing]:
-    return [Outgoing(subject=openid_subject(openid, e), event=e) for e in events]
-
-
 class Identity:
     """The identity service's operations over the event store."""
 
     def __init__(self, events: EventStore, commands: Pipeline, vault: Vault, signer: Signer,
-                 sessions: Sessions, public_key: str, wechat: WeChatOAuth, *,
-                 policy: LockPolicy, session_ttl: timedelta, drive_ttl: timedelta,
+                 sessions: Sessions, public_key: str, wechat: WeChatOAuth,
+                 claims: ClaimSubjects, eraser: Eraser, *, policy: LockPolicy,
+                 session_ttl: timedelta, drive_ttl: timedelta,
                  proof_ttl: timedelta = timedelta(minutes=10)) -> None:
         self.events = events
         self.commands = commands
@@ -97,6 +95,8 @@ class Identity:
         self.session_ttl = session_ttl
         self.drive_ttl = drive_ttl
         self.wechat = wechat
+        self.claims = claims
+        self.eraser = eraser
         self.proof_ttl = proof_ttl
 
     def endpoints(self) -> list[Endpoint[Any, Any]]:
@@ -108,6 +108,7 @@ class Identity:
                 Endpoint(IdentityClient.login, self.login),
                 Endpoint(IdentityClient.login_wechat, self.login_wechat),
                 Endpoint(IdentityClient.logout, self.logout),
+                Endpoint(IdentityClient.delete_member, self.delete_member),
                 Endpoint(IdentityClient.me, self.me),
                 Endpoint(IdentityClient.change_password, self.change_password),
                 Endpoint(IdentityClient.change_nickname, self.change_nickname),
@@ -130,10 +131,30 @@ class Identity:
     async def _claim(self, subject_filter: str) -> tuple[Holder, int]:
         return await self.events.state(subject_filter, _decoder, domain.evolve_holder, Holder())
 
+    async def _holder(self, keyed: str, legacy: str) -> Holder:
+        """Who holds a name: its keyed claim, else one an older log made (`either`)."""
+        claim, _ = await self._claim(keyed)
+        if claim.member_id is not None:
+            return claim
+        return (await self._claim(legacy))[0]
+
+    async def _account_holder(self, account: str) -> Holder:
+        return await self._holder(self.claims.account_subjects(account),
+                                  legacy_account_subjects(account))
+
+    async def _openid_holder(self, openid: str) -> Holder:
+        return await self._holder(self.claims.openid_subjects(openid),
+                                  legacy_openid_subjects(openid))
+
+    def _to_openid(self, openid: str, events: list[IdentityEvent], *,
+                   legacy: bool = False) -> list[Outgoing]:
+        where = legacy_openid_subject if legacy else self.claims.openid_subject
+        return [Outgoing(subject=where(openid, e), event=e) for e in events]
+
     async def _member_by_account(self, account: str) -> Member:
         if not ACCOUNT_RE.match(account.strip()):
             return Member()
-        claim, _ = await self._claim(account_subjects(account.strip()))
+        claim = await self._account_holder(account.strip())
         member, _ = await self._member(claim.member_id)
         return member
 
@@ -187,10 +208,12 @@ class Identity:
         async def body(cmd: Command) -> Registered:
             member_id = str(uuid.uuid5(NAMESPACE, cmd.key))
             credential = await self.vault.keep(cmd.key, member_id, "password", password)
-            await self.commands.step(cmd, account_subjects(account), CLAIM, lambda claim: [
-                Outgoing(subject=account_subject(account), event=e)
-                for e in domain.decide_claim_account(claim, member_id=member_id,
-                                                     account=account)])
+            legacy, _ = await self._claim(legacy_account_subjects(account))
+            await self.commands.step(cmd, self.claims.account_subjects(account), CLAIM,
+                                     lambda claim: [
+                Outgoing(subject=self.claims.account_subject(account, e), event=e)
+                for e in domain.decide_claim_account(domain.either(claim, legacy),
+                                                     member_id=member_id, account=account)])
             registered = await self.commands.step(
                 cmd, member_subjects(member_id), MEMBER, lambda member: _to_member(
                     member_id, list(domain.decide_register(
@@ -210,7 +233,7 @@ class Identity:
         """WeChat's login code, exchanged here (only identity holds the app secret): the
         bound member's session, or a proof of the openid for `bind`."""
         openid = await self.wechat.openid(req.code)
-        claim, _ = await self._claim(openid_subjects(openid))
+        claim = await self._openid_holder(openid)
         member, _ = await self._member(claim.member_id)
         if member.openid == openid:
             s = self._session_reply(member, call.received_at, via=VIA_WECHAT)
@@ -234,6 +257,8 @@ class Identity:
                                                now=call.received_at)
         if not claims.sid:
             raise InvalidToken("this session is older than logout; it ends when it expires")
+        if await self.sessions.erased(claims.sub):
+            raise InvalidToken("this member was deleted")
 
         async def body(cmd: Command) -> Done:
             ended = await self.commands.step(
@@ -273,16 +298,18 @@ class Identity:
                                       at=call.received_at)
 
         async def claim_openid(claim: Holder) -> list[Outgoing]:
-            claimed, _ = await decision((await self._member(known.member_id))[0], claim)
-            return _to_openid(openid, [claimed] if claimed else [])
+            legacy, _ = await self._claim(legacy_openid_subjects(openid))
+            claimed, _ = await decision((await self._member(known.member_id))[0],
+                                        domain.either(claim, legacy))
+            return self._to_openid(openid, [claimed] if claimed else [])
 
         async def bind_member(member: Member) -> list[Outgoing]:
-            _, bound = await decision(member, (await self._claim(openid_subjects(openid)))[0])
+            _, bound = await decision(member, await self._openid_holder(openid))
             return _to_member(member.member_id, [bound] if bound else [])
 
         async def body(cmd: Command) -> Done:
-            await self.commands.step(cmd.part("claim"), openid_subjects(openid), CLAIM,
-                                     claim_openid)
+            await self.commands.step(cmd.part("claim"), self.claims.openid_subjects(openid),
+                                     CLAIM, claim_openid)
             bound = await self.commands.step(cmd.part("bind"), member_subjects(known.member_id),
                                              MEMBER, bind_member)
             return Done(seq=bound.seq)
@@ -300,14 +327,41 @@ class Identity:
                                                                    at=call.received_at)[0]])))
             gone = unbound.events[0]
             assert isinstance(gone, MemberUnbound)
-            await self.commands.step(cmd.part("release"), openid_subjects(gone.openid), CLAIM,
-                                     lambda claim: _to_openid(gone.openid, [
-                                         OpenidReleased(openid=gone.openid,
-                                                        member_id=claims.sub)]
-                                         if claim.member_id == claims.sub else []))
+            for legacy in (False, True):  # wherever the claim was made
+                await self._release_openid(cmd, gone.openid, claims.sub, legacy=legacy)
             return Done(seq=unbound.seq)
 
         return await self._run("unbind", req, call, claims.sub, body)
+
+    async def _release_openid(self, cmd: Command, openid: str, member_id: str, *,
+                              legacy: bool) -> None:
+        where = (legacy_openid_subjects(openid) if legacy
+                 else self.claims.openid_subjects(openid))
+
+        def decide(claim: Holder) -> list[Outgoing]:
+            released = OpenidReleased(openid=openid, member_id=member_id)
+            return self._to_openid(openid, [released] if claim.member_id == member_id else [],
+                                   legacy=legacy)
+
+        await self.commands.step(cmd.part("release-b64" if legacy else "release"), where,
+                                 CLAIM, decide)
+
+    async def delete_member(self, req: DeleteMember, call: Call) -> Done:
+        """Erase the member: the password proves it is them; the erasure's other steps
+        follow at once (`Eraser`), and again from the log should this stop half-way."""
+        claims = await self._signed(req.session, call.received_at)
+
+        async def body(cmd: Command) -> Done:
+            async def decide(member: Member) -> list[Outgoing]:
+                ok = await self.vault.check(member.password, req.password)
+                return _to_member(member.member_id, list(domain.decide_erase(
+                    member, password_ok=ok, at=call.received_at)))
+
+            erased = await self._on_member(cmd.part("erase"), claims, decide)
+            await self.eraser.complete(claims.sub, cmd)
+            return Done(seq=erased.seq)
+
+        return await self._run("delete_member", req, call, claims.sub, body)
 
     # ---- member password and nickname ---------------------------------------------------
 

@@ -67,3 +67,8 @@ async def rehash(pool: asyncpg.Pool, credential_id: str, old_hash: str, new_hash
     await pool.execute(f"UPDATE {SCHEMA}.credentials SET secret_hash = $3 "
                        "WHERE credential_id = $1 AND secret_hash = $2",
                        credential_id, old_hash, new_hash)
+
+
+async def forget(pool: asyncpg.Pool, member_id: str) -> None:
+    """Drop every credential of a member (erasure)."""
+    await pool.execute(f"DELETE FROM {SCHEMA}.credentials WHERE member_id = $1", member_id)

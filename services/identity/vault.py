@@ -55,6 +55,10 @@ class Vault:
             await self._upgrade(reference, stored, secret)
         return ok
 
+    async def forget(self, member_id: str) -> None:
+        """Drop every secret of an erased member."""
+        await tables.forget(self.pool, member_id)
+
     async def question(self, member: Member) -> str:
         """The member's security question."""
         if not member.recovery or member.recovery.startswith(LEGACY):

@@ -11,9 +11,7 @@ unfriending is never parked.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import logging
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from typing import TypeVar
@@ -22,19 +20,13 @@ import asyncpg
 import msgspec
 
 from contracts import social
-from contracts.errors import CommandReused, Conflict, LedgerError, Unavailable
 from runtime.eventstore import StoredEvent
-from runtime.projector import TRANSIENT, Redeliver
-from runtime.service import translate
+from runtime.policies import ATTEMPTS, FIRST_PAUSE_S, persist
 
-log = logging.getLogger("ledgershare.sharing.policy")
 T = TypeVar("T")
 EndedGrant = tuple[str, str, str]  # (owner, set, friend)
 Ended = Callable[[social.FriendRemoved, int], Awaitable[list[EndedGrant]]]
 Revoker = Callable[[str, str, str, str], Awaitable[None]]  # owner, set, friend, msg id
-ATTEMPTS = 5
-FIRST_PAUSE_S = 0.05  # doubling: 0.75 s in all before the event goes back
-
 _decoder = msgspec.json.Decoder(social.AnySocialEvent)
 
 
@@ -64,22 +56,8 @@ class UnfriendPolicy:
             await self._persist(partial(self.revoke, owner, set_id, friend, msg_id))
 
     async def _persist(self, step: Callable[[], Awaitable[T]]) -> T:
-        """``step``, tried again after a transient failure with growing pauses; still
-        failing, the event goes back to the projector (`Redeliver`), never to the dead
-        letters."""
-        failure: Exception | None = None
-        for n in range(self.attempts):
-            if failure is not None:
-                await asyncio.sleep(self.first_pause * 2 ** (n - 1))
-            try:
-                return await step()
-            except Exception as err:
-                if not transient(err):
-                    raise
-                log.warning("unfriend policy: %r; trying again", err)
-                failure = err
-        raise Redeliver(f"{self.attempts} tries failed, the last with {failure!r}"
-                        ) from failure
+        return await persist(step, what="unfriend policy", attempts=self.attempts,
+                             first_pause=self.first_pause)
 
 
 def revoke_id(seq: int, owner_id: str, set_id: str, friend_id: str) -> str:
@@ -87,12 +65,3 @@ def revoke_id(seq: int, owner_id: str, set_id: str, friend_id: str) -> str:
     every delivery of the event."""
     text = "\x1f".join((str(seq), owner_id, set_id, friend_id))
     return f"unfriend-{hashlib.sha256(text.encode()).hexdigest()[:40]}"
-
-
-def transient(err: Exception) -> bool:
-    """Whether the same step may succeed later: a timeout, a part not answering, a read
-    model behind, a concurrent append. A command id reused with other content never will."""
-    if isinstance(err, CommandReused):
-        return False
-    typed = err if isinstance(err, LedgerError) else translate(err)
-    return isinstance(typed, Unavailable | Conflict) or isinstance(err, TRANSIENT)

@@ -73,7 +73,7 @@ class AccessProjection:
 READS = frozenset(t.__name__ for t in (
     sharing.ShareGranted, sharing.ShareRevoked, social.FriendAdded, social.FriendRemoved,
     storage.BackupUploaded, storage.VersionDeleted, identity.MemberRegistered,
-    identity.NicknameChanged))
+    identity.NicknameChanged, identity.MemberErased))
 
 
 def decode(stored: StoredEvent) -> Event:
@@ -89,12 +89,18 @@ def segments(events: Iterable[Event]) -> Iterator[tables.Changes]:
     changes, held = tables.Changes(), dict[Claim, bool]()
     for event in events:
         wanted = claims(event)
-        if _conflict(held, wanted):
+        # An erasure touches rows no key names (remarks the member wrote anywhere): it
+        # is a segment of its own.
+        alone = isinstance(event, identity.MemberErased)
+        if _conflict(held, wanted) or (held and alone):
             yield changes
             changes, held = tables.Changes(), {}
         for key, exclusive in wanted:
             held[key] = held.get(key, False) or exclusive
         collect(changes, event)
+        if alone:
+            yield changes
+            changes, held = tables.Changes(), {}
     if held:
         yield changes
 
@@ -115,7 +121,7 @@ def claims(event: Event) -> list[tuple[Claim, bool]]:
     match event:
         case identity.MemberRegistered(member_id=mid, account=acc):
             return [(("member", mid), True), (("account", identity.account_key(acc)), True)]
-        case identity.NicknameChanged(member_id=mid):
+        case identity.NicknameChanged(member_id=mid) | identity.MemberErased(member_id=mid):
             return [(("member", mid), True)]
         case social.FriendAdded(member_id=a, friend_id=b):
             return [(_pair("pair", a, b), True)]
@@ -136,9 +142,13 @@ def claims(event: Event) -> list[tuple[Claim, bool]]:
 def collect(changes: tables.Changes, event: Event) -> None:
     """Add one event's changes to a segment."""
     match event:
-        case identity.MemberRegistered(member_id=mid, account=acc, nickname=nick):
+        case identity.MemberRegistered(member_id=mid, account=acc, nickname=nick) if acc:
             changes.members.append(tables.Member(member_id=mid, account=acc, nickname=nick,
                                                 account_key=identity.account_key(acc)))
+        case identity.MemberRegistered():
+            pass  # an erased member's (its names no longer open): gone from the directory
+        case identity.MemberErased():
+            changes.erased.append(event)
         case identity.NicknameChanged():
             changes.nicknames.append(event)
         case social.FriendAdded():

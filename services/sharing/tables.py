@@ -9,7 +9,7 @@ from typing import TypeAlias
 import asyncpg
 import msgspec
 
-from contracts.identity import NicknameChanged
+from contracts.identity import MemberErased, NicknameChanged
 from contracts.sharing import ShareGranted, ShareRevoked
 from contracts.social import FriendAdded, FriendRemoved
 from contracts.storage import BackupUploaded, VersionDeleted
@@ -84,13 +84,14 @@ class Changes:
         self.deleted: list[VersionDeleted] = []
         self.grants: list[ShareGranted] = []
         self.revokes: list[ShareRevoked] = []
+        self.erased: list[MemberErased] = []
 
     @property
     def size(self) -> int:
         """How many changes the segment holds."""
         return (len(self.members) + len(self.nicknames) + len(self.befriended)
                 + len(self.unfriended) + len(self.backups) + len(self.deleted)
-                + len(self.grants) + len(self.revokes))
+                + len(self.grants) + len(self.revokes) + len(self.erased))
 
 
 # Both directions of a pair as rows, so joins stay equality joins (an OR of the two
@@ -133,6 +134,12 @@ async def _directory(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
     await _each(conn, f"UPDATE {schema}.directory d SET nickname = u.nickname FROM "
                 "json_to_recordset($1) u(member_id text, nickname text) "
                 "WHERE d.member_id = u.member_id", c.nicknames)
+    # An erased member leaves the directory, and the remarks they wrote in others'
+    # drives read "" (as their sealed text reads in a rebuild once their key is gone).
+    await _each(conn, f"DELETE FROM {schema}.directory d USING json_to_recordset($1) "
+                "u(member_id text) WHERE d.member_id = u.member_id", c.erased)
+    await _each(conn, f"UPDATE {schema}.backups b SET remark = '' FROM json_to_recordset($1) "
+                "u(member_id text) WHERE b.uploader_id = u.member_id", c.erased)
 
 
 async def _friends(conn: asyncpg.Connection, schema: str, c: Changes) -> None:

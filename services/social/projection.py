@@ -44,10 +44,14 @@ class SocialProjection:
     async def _directory(self, conn: asyncpg.Connection, schema: str,
                          event: identity.IdentityEvent) -> None:
         match event:
-            case identity.MemberRegistered(member_id=mid, account=acc, nickname=nick):
+            case identity.MemberRegistered(member_id=mid, account=acc, nickname=nick) if acc:
                 await tables.add_member(conn, schema, member_id=mid, account=acc,
                                        account_key=identity.account_key(acc), nickname=nick)
             case identity.NicknameChanged(member_id=mid, nickname=nick):
                 await tables.set_nickname(conn, schema, mid, nick)
+            case identity.MemberErased(member_id=mid):
+                # Gone from the directory; a registration whose names no longer open
+                # (the key destroyed) is never added, so a rebuild ends the same.
+                await tables.remove_member(conn, schema, mid)
             case _:
                 pass

@@ -7,6 +7,7 @@ from runtime.app import ReadModel, Resources, Service, Wiring, command_pipeline
 from runtime.projector import Projector
 from runtime.tokens import Sessions, verifier_for
 from services.social import tables
+from services.social.erasure import ErasurePolicy
 from services.social.handlers import Social
 from services.social.projection import SocialProjection
 
@@ -16,10 +17,12 @@ async def build(res: Resources) -> Wiring:
     projector = Projector(res.nc, res.pool, SocialProjection(), schema="social",
                           stream=res.settings.stream)
     sessions = Sessions(verifier_for(res.settings), res.events)
-    social = Social(res.events, await command_pipeline(res, "social"), res.pool, projector,
-                    sessions)
+    commands = await command_pipeline(res, "social")
+    social = Social(res.events, commands, res.pool, projector, sessions)
+    erasures = Projector(res.nc, res.pool, ErasurePolicy(commands, projector), schema="social",
+                         stream=res.settings.stream)
     host = SERVICE.host(res, social.endpoints())
-    return Wiring(host=host, projectors=[projector])
+    return Wiring(host=host, projectors=[projector, erasures])
 
 
 SERVICE = Service(

@@ -41,6 +41,17 @@ async def set_nickname(conn: asyncpg.Connection, schema: str, member_id: str,
                        member_id, nickname)
 
 
+async def remove_member(conn: asyncpg.Connection, schema: str, member_id: str) -> None:
+    await conn.execute(f"DELETE FROM {schema}.directory WHERE member_id = $1", member_id)
+
+
+async def friend_ids(conn: Conn, schema: str, member_id: str) -> list[str]:
+    """The ids of a member's friends (erased ones included)."""
+    rows = await conn.fetch(f"SELECT friend_id FROM {schema}.friends WHERE member_id = $1",
+                            member_id)
+    return [r["friend_id"] for r in rows]
+
+
 async def befriend(conn: asyncpg.Connection, schema: str, a: str, b: str, at: datetime) -> None:
     await conn.executemany(f"INSERT INTO {schema}.friends VALUES ($1, $2, $3)",
                            [(a, b, at), (b, a, at)])

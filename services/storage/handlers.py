@@ -335,6 +335,38 @@ class Storage:
         return [] if aborted is None else [
             Outgoing(subject=drive_subject(owner, aborted), event=aborted)]
 
+    async def empty(self, owner: str, at: datetime, correlation_id: str) -> None:
+        """An erased member's drive emptied: each version deleted and each open upload
+        aborted in the log, then their objects removed (S3 failing raises: the erasure
+        policy tries again). A repeat finds them gone and does nothing more."""
+        drive, _ = await self._drive(owner)
+        for vid in sorted(drive.versions):
+            cmd = self.commands.internal(f"erase-{vid}", correlation_id=correlation_id,
+                                         actor=owner)
+            await self._on_drive(cmd, owner, partial(self._erase_version, vid, at))
+        for r in drive.reservations.values():
+            cmd = self.commands.internal(f"erase-{r.upload_id}", correlation_id=correlation_id,
+                                         actor=owner)
+            await self._on_drive(cmd, owner, partial(self._erase_upload, r.upload_id, at))
+            if r.multipart_id is not None:
+                await self.objects.abort_multipart(r.key, r.multipart_id)
+        for key in {*(v.key for v in drive.versions.values()),
+                    *(r.key for r in drive.reservations.values())}:
+            await self._discard(owner, key)
+
+    @staticmethod
+    def _erase_version(version_id: str, at: datetime, drive: Drive) -> list[Outgoing]:
+        if version_id not in drive.versions:
+            return []
+        deleted, _ = domain.decide_delete(drive, version_id, by=drive.owner_id, at=at)
+        return [Outgoing(subject=drive_subject(drive.owner_id, deleted), event=deleted)]
+
+    @staticmethod
+    def _erase_upload(upload_id: str, at: datetime, drive: Drive) -> list[Outgoing]:
+        aborted = domain.decide_abort(drive, upload_id, reason="erased", at=at)
+        return [] if aborted is None else [
+            Outgoing(subject=drive_subject(drive.owner_id, aborted), event=aborted)]
+
     # ---- reading ------------------------------------------------------------------------
 
     async def drive(self, req: DriveRequest, call: Call) -> DriveListing:

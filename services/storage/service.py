@@ -16,6 +16,7 @@ from runtime.service import Call
 from runtime.settings import Settings
 from runtime.tokens import Sessions, verifier_for
 from services.storage import tables
+from services.storage.erasure import ErasurePolicy
 from services.storage.gate import SharingGate
 from services.storage.handlers import Limits, Storage
 from services.storage.objects import ObjectStore
@@ -53,9 +54,11 @@ async def build(res: Resources) -> Wiring:
                       SharingGate(res.nc, timeout=res.settings.request_timeout_s))
     projector = Projector(res.nc, res.pool, StorageProjection(), schema="storage",
                           stream=res.settings.stream)
+    erasures = Projector(res.nc, res.pool, ErasurePolicy(storage), schema="storage",
+                         stream=res.settings.stream)
     host = SERVICE.host(res, storage.endpoints())
     return Wiring(
-        host=host, projectors=[projector],
+        host=host, projectors=[projector, erasures],
         background=[lambda: sweep_forever(storage, projector, res.settings.sweep_interval_s)],
         cleanup=[stack.aclose])
 

@@ -14,7 +14,7 @@ import pytest
 
 from cli.run import wait_for_gateway
 from deploy.stack import Stack
-from runtime.settings import Settings, load_settings
+from runtime.settings import STACK_USER, Settings, load_settings
 from services.registry import SERVICES
 from tests.support import free_port, free_stack_ports
 
@@ -58,7 +58,8 @@ def system(tmp_path: Path) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def gateway(system: dict[str, str], tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """The gateway on the system, as `make run` starts it: its URL and its log."""
-    env = {**system, "LEDGERSHARE_GATEWAY_PORT": str(free_port())}
+    # as `ledgershare run` starts it: the WeChat gateway's user of the stack
+    env = {**system, "LEDGERSHARE_GATEWAY_PORT": str(free_port()), STACK_USER: "wechat"}
     log = tmp_path / "gateway.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=out,
@@ -104,12 +105,12 @@ BUS_ONLY = ("ledgershare member bind", "ledgershare events", "ledgershare servic
 def test_the_readme_command_block_runs_through_the_gateway(
         system: dict[str, str], gateway: tuple[str, Path], tmp_path: Path) -> None:
     url, log = gateway
-    bus = load_settings(system).nats_url
     # Everything else gets a gateway and a NATS URL where nothing listens: a command
-    # that succeeds went through the gateway.
+    # that succeeds went through the gateway. The bus commands get the stack's own
+    # (each its user's: the operator's, or the WeChat gateway's for `member bind`).
     env = {**system, "LEDGERSHARE_GATEWAY_URL": url,
            "LEDGERSHARE_NATS_URL": "nats://127.0.0.1:1"}
-    lines = [f"LEDGERSHARE_GATEWAY_URL= LEDGERSHARE_NATS_URL={bus} {line}"
+    lines = [f"LEDGERSHARE_GATEWAY_URL= env -u LEDGERSHARE_NATS_URL {line}"
              if line.startswith(BUS_ONLY) else line
              for line in readme_commands().splitlines() if line]
     out = run_block(lines, env, tmp_path)
@@ -166,10 +167,11 @@ def test_bad_arguments_give_one_line_and_a_non_zero_exit(argv: list[str],
 
 def test_status_reports_poison_events_and_the_services_go_on(system: dict[str, str],
                                                              tmp_path: Path) -> None:
+    # Only the local superuser may write into the log what no service would.
     poison = ("import asyncio, nats\n"
               "async def main():\n"
               "    nc = await nats.connect(__import__('runtime.settings').settings"
-              ".load_settings().nats_url)\n"
+              ".load_settings(user='admin').nats_url)\n"
               "    await nc.jetstream().publish('evt.social.friendship.x.FriendAdded', b'{oops')\n"
               "    await nc.close()\n"
               "asyncio.run(main())\n")

@@ -16,7 +16,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import httpx
@@ -28,6 +28,7 @@ from contracts.identity import (
     Bind,
     ChangeDrivePassword,
     ChangePassword,
+    DeleteMember,
     Login,
     Logout,
     SetDrivePassword,
@@ -48,6 +49,9 @@ from services.registry import SERVICES
 from tests.helpers import PASSWORD, cid, proof_of
 from tests.integration.test_sharing import SET, Person
 from tests.services import running
+
+if TYPE_CHECKING:
+    from tests.integration.gateway_sync import SyncWorld
 
 OK = "ok"  # the code of a case that must succeed
 # What the gateway serves, as the gateway itself derives it: "<context>/<operation>".
@@ -113,10 +117,12 @@ class World:
     superseded: str  # a session of a member who has changed their password since
     logged_out: str  # a session of the owner's that was logged out
     unbound: str  # a session through WeChat of a member who has unbound WeChat since
+    erased: str  # a session of a member who deleted their account since
     stale_drive: str  # the friend's drive token from before a cloud-drive password change
     owner_upload: str  # an open upload the owner began in their own drive
     friend_upload: str  # an open upload the friend began in the owner's drive
     repeated: dict[str, dict[str, Any]]  # requests a case sends again, by name
+    sync: SyncWorld  # a member syncing on three machines (tests/integration/gateway_sync.py)
 
     def __init__(self, api: httpx.AsyncClient, nc: NATS, settings: Settings,
                  files: Path) -> None:
@@ -209,8 +215,12 @@ async def populate(w: World) -> World:
     w.superseded = await superseded(w)
     w.logged_out = await logged_out(w.owner)
     w.unbound = await unbound(w)
+    w.erased = await erased(w)
     w.owner_upload = (await w.begin(w.owner)).upload_id
     w.friend_upload = (await w.begin(w.friend, owner=w.owner)).upload_id
+    from tests.integration.gateway_sync import sync_world  # it builds on this module
+
+    w.sync = await sync_world(w)
     return w
 
 
@@ -269,6 +279,14 @@ async def unbound(w: World) -> str:
     return through_wechat
 
 
+async def erased(w: World) -> str:
+    """A session of a member who deleted their account since."""
+    person = await w.join("Erased")
+    await person.identity.delete_member(DeleteMember(command_id=cid(), session=person.session,
+                                                     password=PASSWORD))
+    return person.session
+
+
 async def superseded(w: World) -> str:
     """A session taken before its member changed their password."""
     person = await w.join("Changed")
@@ -320,7 +338,7 @@ async def serving(settings: Settings, configured: Settings,
         stack.push_async_callback(nc.close)
         events = EventStore(nc)
         await events.ensure_stream()
-        pool = await create_pool(settings.pg_dsn, size=8)
+        pool = await create_pool(settings.pg_dsn, size=24)
         stack.push_async_callback(pool.close)
         for service in SERVICES:
             await stack.enter_async_context(running(service.build, configured, nc, pool,

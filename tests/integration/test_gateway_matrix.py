@@ -35,6 +35,7 @@ from runtime.settings import Settings
 from services.registry import named
 from services.storage.objects import ObjectStore
 from tests.helpers import PASSWORD, cid, proof_of
+from tests.integration import gateway_sync
 from tests.integration.gateway_world import (
     EXPOSED,
     OK,
@@ -86,6 +87,17 @@ async def logout_then_me(w: World) -> httpx.Response:
     return answer
 
 
+async def delete_then_log_in(w: World) -> httpx.Response:
+    """A member deletes their account; their session and password open nothing after."""
+    p = await w.join()
+    answer = await w.post("identity/delete_member", command(password=PASSWORD), by=p)
+    after = await w.post("identity/me", by=p)
+    assert (after.status_code, after.json()["code"]) == (401, "invalid_token"), after.text
+    login = await w.post("identity/login", {"account": p.account, "password": PASSWORD})
+    assert (login.status_code, login.json()["code"]) == (401, "invalid_credentials")
+    return answer
+
+
 async def fresh(w: World, op: str, body: dict[str, Any], *, drive: bool = False
                 ) -> httpx.Response:
     """``op`` by a member who joined just now (with the cloud-drive password: ``drive``)."""
@@ -123,6 +135,9 @@ IDENTITY = [
     Case("identity/login", 401, "invalid_credentials", lambda w: w.post(
         "identity/login", {"account": w.owner.account, "password": "wrong-pw"})),
     Case("identity/logout", 200, OK, logout_then_me),
+    Case("identity/delete_member", 200, OK, delete_then_log_in),
+    Case("identity/delete_member", 401, "invalid_credentials", lambda w: fresh(
+        w, "identity/delete_member", command(password="wrong-pw"))),
     Case("identity/me", 200, OK, lambda w: w.post("identity/me", by=w.owner)),
     Case("identity/change_password", 200, OK, lambda w: fresh(
         w, "identity/change_password", command(old_password=PASSWORD,
@@ -511,6 +526,7 @@ ACCESS = [
 AS_OWNER: dict[str, Callable[[World], dict[str, Any]]] = {
     "identity/unbind": lambda w: {"command_id": cid()},
     "identity/logout": lambda w: {"command_id": cid()},
+    "identity/delete_member": lambda w: command(password=PASSWORD),
     "identity/me": lambda w: {},
     "identity/change_password": lambda w: command(old_password=PASSWORD,
                                                   new_password="secret-2"),
@@ -535,6 +551,7 @@ AS_OWNER: dict[str, Callable[[World], dict[str, Any]]] = {
     "sharing/shares": lambda w: {},
     "sharing/cloud_shares": lambda w: {"drive_token": w.owner.drive},
     "sharing/history": lambda w: {"set_id": SET, "at": now_iso()},
+    **gateway_sync.AS_OWNER,
 }
 # Every session but a valid one (each naming the owner, but the ones that ended).
 BAD_SESSIONS: dict[str, Callable[[World], str]] = {
@@ -545,6 +562,7 @@ BAD_SESSIONS: dict[str, Callable[[World], str]] = {
     "superseded by a password change": lambda w: w.superseded,
     "logged out": lambda w: w.logged_out,
     "through WeChat, since unbound": lambda w: w.unbound,
+    "of a member deleted since": lambda w: w.erased,
     "a drive token": lambda w: w.owner.drive,
 }
 # A session that has ended may still be logged out (nothing more to end: done).
@@ -671,8 +689,10 @@ UNREACHABLE: dict[tuple[str, str], Unreachable] = {
             by=w.owner))),
 }
 INSTEAD = [u.instead for u in UNREACHABLE.values() if u.world == "main"]
-MAIN = [*IDENTITY, *SOCIAL, *STORAGE, *SHARING, *ACCESS, *SESSIONS, *INSTEAD]
-EVERY = [*MAIN, *S3_DOWN, *EXPIRED, *(u.instead for u in UNREACHABLE.values())]
+MAIN = [*IDENTITY, *SOCIAL, *STORAGE, *SHARING, *ACCESS, *SESSIONS, *INSTEAD,
+        *gateway_sync.SYNC]
+EVERY = [*MAIN, *S3_DOWN, *EXPIRED, *(u.instead for u in UNREACHABLE.values()),
+         *gateway_sync.S3_DOWN, *gateway_sync.EXPIRED]
 
 
 # ---- the meta tests: the tables against what the gateway serves -------------------------
@@ -824,3 +844,41 @@ async def test_a_delete_while_s3_is_down_deletes_the_version_and_its_retry_frees
             retried = await w.post("storage/delete_version", deleting, by=w.owner)
             assert retried.status_code == 200 and retried.json() == first.json()
         assert await keys(w.settings, f"uploads/{w.owner.member_id}/") == []
+
+
+# ---- cloud sync with storage started otherwise ---------------------------------------------
+
+SYNC_SERVICE = named("sync").build
+
+
+async def test_with_s3_down_a_sync_upload_is_unavailable_and_says_so(
+        settings: Settings, nc: NATS, pool: asyncpg.Pool, events: EventStore,
+        tmp_path: Path) -> None:
+    async with identity_and_api(settings, nc, pool, events, tmp_path) as w, \
+            running(SYNC_SERVICE, w.settings, nc, pool, events):
+        async with running(STORAGE_SERVICE, w.settings, nc, pool, events):
+            await gateway_sync.prepared(w)
+            w.repeated = {"sync": {"upload_id": await gateway_sync.begin_open(w)}}
+        async with running(STORAGE_SERVICE, s3_gone(w), nc, pool, events):
+            await checked(gateway_sync.S3_DOWN, w)
+
+
+async def test_a_sync_reservation_or_pull_past_its_time_is_expired(
+        settings: Settings, nc: NATS, pool: asyncpg.Pool, events: EventStore,
+        tmp_path: Path) -> None:
+    async with identity_and_api(settings, nc, pool, events, tmp_path) as w, \
+            running(SYNC_SERVICE, w.settings, nc, pool, events):
+        async with running(STORAGE_SERVICE, w.settings, nc, pool, events):
+            await gateway_sync.prepared(w)
+            pull = {**gateway_sync.body("sync/pull", w.sync, w.sync.home)}
+            issued = await w.post("sync/pull", pull, by=w.sync.member)
+            assert issued.status_code == 200, issued.text
+        short = w.settings.with_overrides(presign_ttl_s=1, upload_reservation_s=1.0)
+        async with running(STORAGE_SERVICE, short, nc, pool, events):
+            begin, path = {"command_id": cid()}, w.file()
+            begun = await gateway_sync.begin(w, path, **begin)
+            assert begun.status_code == 200, begun.text
+            w.repeated = {"sync": {**begin, "upload_id": begun.json()["upload_id"],
+                                   "path": str(path)}, "pull": pull}
+            await asyncio.sleep(1.2)
+            await checked(gateway_sync.EXPIRED, w)

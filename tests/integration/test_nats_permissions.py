@@ -25,6 +25,7 @@ from rich.console import Console
 
 from cli.demo import Walkthrough
 from cli.operate import events_tail
+from cli.syncdemo import SyncWalk
 from contracts.admin import AdminClient, replay
 from contracts.errors import RateLimited
 from contracts.identity import IdentityClient
@@ -327,11 +328,16 @@ async def system(secured: Secured, settings: Settings, pool: asyncpg.Pool
 async def test_the_whole_walkthrough_works_under_the_production_permissions(
         system: NATS, settings: Settings, secured: Secured,
         capsys: pytest.CaptureFixture[str]) -> None:
-    console = Console(file=io.StringIO())
+    out = io.StringIO()
+    console = Console(file=out, width=400)
     with tempfile.TemporaryDirectory() as folder:
         walk = Walkthrough(system, console, "4242", Path(folder), settings)
         await walk.run()
-    assert walk.steps == 21
+        assert walk.steps == 21
+        # sync under its own user calls storage for its uploads and pulls, and storage
+        # answers into sync's inbox (a refused answer would be a violation below).
+        await SyncWalk(walk).run()
+    assert "[device_revoked]" in out.getvalue()
     # and the operator reads what it did (an ordered consumer pushing to its inbox)
     operator = await secured.connect("operator")
     capsys.readouterr()

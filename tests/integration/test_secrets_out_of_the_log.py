@@ -11,25 +11,30 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import pytest
 from nats.aio.client import Client as NATS
 from rich.console import Console
 
 from cli.demo import Walkthrough
 from contracts.identity import (
     AccountClaimed,
+    AccountTaken,
     AskQuestion,
     ChangeDrivePassword,
     ChangePassword,
+    DeleteMember,
     DrivePasswordSet,
     IdentityClient,
     IdentityEvent,
     MemberRegistered,
+    Register,
     ResetDrivePassword,
     SetDrivePassword,
     VerifyDrivePassword,
-    account_subject,
+    legacy_account_subject,
     member_subject,
 )
+from contracts.subjects import context_subjects
 from runtime.eventstore import EventStore, Outgoing
 from runtime.passwords import Hasher
 from runtime.settings import Settings
@@ -102,7 +107,8 @@ async def test_a_member_whose_secrets_older_events_carry_still_logs_in_and_moves
     mid = str(uuid.uuid4())
     account = "13800000301"
     legacy: list[tuple[str, IdentityEvent]] = [
-        (account_subject(account), AccountClaimed(account=account, member_id=mid)),
+        (legacy_account_subject(account, AccountClaimed(account="", member_id=mid)),
+         AccountClaimed(account=account, member_id=mid)),
         (member_subject(mid, MemberRegistered(member_id=mid, account="", nickname="", at=NOW)),
          MemberRegistered(member_id=mid, account=account, nickname="旧", at=NOW,
                           password_hash=await hasher.hash("old-pass-1"))),
@@ -130,3 +136,17 @@ async def test_a_member_whose_secrets_older_events_carry_still_logs_in_and_moves
     kinds = await pool.fetch("SELECT kind FROM identity.credentials WHERE member_id = $1",
                              mid)
     assert sorted(r["kind"] for r in kinds) == ["drive", "password"]
+
+    # The older log's claim (under the name's base64) still holds the name...
+    with pytest.raises(AccountTaken):
+        await identity.register(Register(command_id=cid(), account=account.upper(),
+                                         nickname="冒名", password="secret-9"))
+    # ...until its member deletes their account: then the name is free, and claimed
+    # anew under a keyed subject that names nobody.
+    await identity.delete_member(DeleteMember(command_id=cid(), session=session,
+                                              password="new-pass-1"))
+    again = await identity.register(Register(command_id=cid(), account=account,
+                                             nickname="新人", password="secret-9"))
+    assert again.member_id != mid
+    claims = [e.subject for e in await events.load(context_subjects("identity", "account"))]
+    assert len(claims) == 3 and claims[-1].split(".")[3].startswith("k"), claims

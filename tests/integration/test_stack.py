@@ -85,7 +85,10 @@ def test_the_command_brings_the_stack_up_reports_it_and_stops_it(tmp_path: Path)
         assert [(p["name"], p["healthy"]) for p in doc["parts"]] == [
             ("nats", True), ("postgres", True), ("s3", True), ("wechat", True)]
         assert doc["endpoints"]["wechat_open_base"] == f"http://127.0.0.1:{ports.wechat}"
-        assert doc["endpoints"]["nats_url"] == f"nats://127.0.0.1:{ports.nats}"
+        # the operator's: with a password, and refused to anyone without one
+        assert doc["endpoints"]["nats_url"].startswith("nats://operator:")
+        assert doc["endpoints"]["nats_url"].endswith(f"@127.0.0.1:{ports.nats}")
+        assert doc["endpoints"]["nats_inbox_prefix"] == "_INBOX_operator"
         assert doc["endpoints"]["s3_bucket"] == "ledgershare"
         twin = cli("up")
         assert twin.returncode == 1 and "already running" in twin.stderr

@@ -38,6 +38,7 @@ from contracts.storage import (
     audit_subjects,
 )
 from contracts.transfer import download, sha256_file, upload
+from deploy.credentials import ensure_secrets
 from deploy.stack import Stack
 from runtime.app import Wiring
 from runtime.eventstore import EventStore
@@ -346,8 +347,11 @@ async def test_s3_down_gives_storage_unavailable_and_charges_nothing(
         settings: Settings, nc: NATS, pool: asyncpg.Pool, events: EventStore,
         tmp_path: Path) -> None:
     ports = free_stack_ports()
+    ensure_secrets(tmp_path / "s3")  # its random keys, known before it first starts
     s3 = Stack.local(settings.with_overrides(home=str(tmp_path / "s3")), ports, only=("s3",))
-    configured = service_settings(settings).with_overrides(s3_endpoint=s3.settings.s3_endpoint)
+    configured = service_settings(settings).with_overrides(
+        s3_endpoint=s3.settings.s3_endpoint, s3_access_key=s3.settings.s3_access_key,
+        s3_secret_key=s3.settings.s3_secret_key)
     async with running(build_identity, configured, nc, pool, events), \
             running(build_storage, configured, nc, pool, events):
         owner = await member(nc, "unlucky")

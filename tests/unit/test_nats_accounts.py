@@ -74,7 +74,9 @@ def test_a_service_writes_only_its_own_events_and_records(service: Service) -> N
     allowed = BY_NAME[name].allowed()
     assert [s for s in allowed if s.startswith("evt.")] == [f"evt.{name}.>"]
     assert [s for s in allowed if s.startswith("cmd.")] == [f"cmd.{name}.>"]
-    assert not [s for s in allowed if s.startswith(("$KV.", "$JS.API.STREAM.CREATE",
+    # The one bucket a service touches: members' data keys (read and made, on sealing).
+    assert [s for s in allowed if s.startswith("$KV.")] == ["$KV.PERSONAL.>"]
+    assert not [s for s in allowed if s.startswith(("$JS.API.STREAM.CREATE",
                                                      "$JS.API.STREAM.DELETE",
                                                      "$JS.API.STREAM.PURGE",
                                                      "$JS.API.STREAM.UPDATE"))]
@@ -98,13 +100,23 @@ def test_each_operation_is_served_by_its_service_alone() -> None:
             assert listeners == [service.name], (subject, listeners)
 
 
-def test_service_calls_are_operations_declared_for_services() -> None:
+def test_service_calls_are_granted_and_answered() -> None:
     for caller, ops in CALLS.items():
         assert caller in {s.name for s in SERVICES}
         for op in ops:
-            assert "services" in op.audience, op
-            assert permissions.subject_of(permissions.context_of(op), op) in requests(
-                BY_NAME[caller])
+            # declared for services, or a members' operation called on a member's behalf
+            assert op.audience & {"services", *GATEWAYS}, op
+            context = permissions.context_of(op)
+            assert permissions.subject_of(context, op) in requests(BY_NAME[caller])
+            callee = next(s for s in SERVICES if s.name == context)
+            assert caller in permissions.callers(callee), (caller, op)
+
+
+def test_sync_calls_storage_for_its_uploads_and_storage_answers_it() -> None:
+    assert {"storage.begin_upload", "storage.complete_upload", "storage.versions",
+            "storage.download"} <= requests(BY_NAME["sync"])
+    assert "_INBOX_sync.>" in BY_NAME["storage"].allowed()
+    assert "_INBOX_sync.>" not in BY_NAME["sharing"].allowed()
 
 
 def test_a_service_may_not_touch_another_services_consumers() -> None:
@@ -115,7 +127,10 @@ def test_a_service_may_not_touch_another_services_consumers() -> None:
                 delete = f"$JS.API.CONSUMER.DELETE.EVENTS.{consumer}"
                 assert (delete in denied) == (other.name != service.name
                                               and service.read_model is not None)
-    assert not [s for s in BY_NAME["identity"].allowed() if "CONSUMER" in s]
+    # identity keeps no read model: the consumers of its policies alone, by name.
+    assert [s for s in BY_NAME["identity"].allowed() if "CONSUMER" in s] == [
+        f"$JS.API.CONSUMER.{verb}.EVENTS.proj_identity_erasure_policy"
+        for verb in ("DURABLE.CREATE", "DELETE", "MSG.NEXT")]
 
 
 def test_the_operator_reads_replays_and_creates_but_writes_nothing() -> None:

@@ -19,8 +19,9 @@ from contracts.errors import (
     Unavailable,
 )
 from runtime.eventstore import ConcurrencyConflict
+from runtime.policies import transient
 from runtime.projector import ProjectionLag
-from services.sharing.policy import revoke_id, transient
+from services.sharing.policy import revoke_id
 
 COMMAND_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")  # contracts.identity.CommandId
 
