@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed-stamp
 CHROMIUM_STAMP := $(VENV)/.chromium-stamp
 PYTEST_ARGS ?=
 # pytest-xdist workers for `make test`: each has its own servers; two keep a 2-core
-# machine busy while the other waits on a server (~12 min instead of ~15).
+# machine busy while the other waits on a server. Work stealing: the slowest tests (the
+# model, the 100k replay, the README runs) otherwise queue on one worker at the end.
 TEST_WORKERS ?= 2
 
 .PHONY: run test test-reliability lint bench down status clean
@@ -37,7 +38,7 @@ run: $(STAMP)
 
 ## test: the whole suite against real NATS, PostgreSQL and S3 started by the fixtures
 test: $(STAMP) $(CHROMIUM_STAMP)
-	$(PY) -m pytest -q -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 test-reliability: $(STAMP)
 	$(PY) -m pytest -q -m reliability $(PYTEST_ARGS)
