@@ -240,7 +240,7 @@ class Rewriter:
         keyed = await self._claim_subject(seq, subject, moved)
         if keyed != subject:
             changes.append("claim moved to its keyed subject")
-        sealed = await self._seal(moved)
+        sealed = await self.ring.seal(moved, keep_sealed=True)
         if sealed is not moved:
             changes.append("personal fields sealed")
         if not changes:
@@ -298,17 +298,6 @@ class Rewriter:
         if tokens[2] == "account":
             return self.claims.account_subject(name, event)
         return self.claims.openid_subject(name, event)
-
-    async def _seal(self, event: Event) -> Event:
-        """The event with its personal fields in the clear sealed (sealed ones kept)."""
-        changes = {}
-        for name, owner_field in type(event).personal:
-            value, owner = getattr(event, name), getattr(event, owner_field)
-            if isinstance(value, str) and value and owner and not value.startswith(
-                    f"{PREFIX}{owner}."):
-                changes[name] = await self.ring.seal_text(owner, name, value)
-        return msgspec.structs.replace(event, **changes) if changes else event
-
 
 def summary(tally: Tally) -> dict[str, object]:
     """What a rewrite did, for the operator (and --json)."""

@@ -19,7 +19,6 @@ import base64
 import os
 import time
 import weakref
-from typing import Any
 
 import msgspec
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -68,14 +67,19 @@ class Keyring:
 
     # ---- sealing and opening ----------------------------------------------------------
 
-    async def seal(self, event: Event) -> Event:
+    async def seal(self, event: Event, *, keep_sealed: bool = False) -> Event:
         """``event`` with its personal fields sealed with their owners' keys (an erased
-        owner's fields are written as "": nothing personal of theirs enters the log)."""
+        owner's fields are written as "": nothing personal of theirs enters the log).
+        ``keep_sealed`` (copying an older log) leaves a field already sealed for its owner,
+        and one without an owner, as it is; an append seals whatever a member typed."""
         changes: dict[str, str] = {}
         for field, owner_field in type(event).personal:
-            value = getattr(event, field)
-            if isinstance(value, str) and value:
-                changes[field] = await self.seal_text(getattr(event, owner_field), field, value)
+            value, owner = getattr(event, field), getattr(event, owner_field)
+            if not isinstance(value, str) or not value:
+                continue
+            if keep_sealed and (not owner or value.startswith(f"{PREFIX}{owner}.")):
+                continue
+            changes[field] = await self.seal_text(owner, field, value)
         return msgspec.structs.replace(event, **changes) if changes else event
 
     async def seal_text(self, owner: str, field: str, text: str) -> str:
@@ -115,10 +119,6 @@ class Keyring:
             return ERASED
 
     # ---- keys -------------------------------------------------------------------------
-
-    async def erased(self, owner: str) -> bool:
-        """Whether ``owner``'s key was destroyed."""
-        return isinstance(await self._key(owner, make=False), _Erased)
 
     async def shred(self, owner: str) -> None:
         """Destroy ``owner``'s key for good: its message is erased from the bucket's
@@ -218,8 +218,3 @@ def keyring_of(nc: NATS) -> Keyring:
     if ring is None:
         ring = _rings[nc] = Keyring(nc)
     return ring
-
-
-def sealed_fields(doc: dict[str, Any]) -> list[str]:
-    """The names of the sealed fields in one event's JSON object."""
-    return [k for k, v in doc.items() if isinstance(v, str) and v.startswith(PREFIX)]

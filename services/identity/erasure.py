@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Literal
 
 import asyncpg
 import msgspec
@@ -40,6 +42,12 @@ from services.identity.vault import Vault
 _decoder = msgspec.json.Decoder(AnyIdentityEvent)
 CLAIM: Fold[Holder, IdentityEvent] = Fold(_decoder, domain.evolve_holder, Holder())
 Subject = Callable[[str, IdentityEvent], str]
+Kind = Literal["account", "openid"]
+# Where an older log made each kind of claim (the name's base64): filter, subject.
+LEGACY: dict[Kind, tuple[Callable[[str], str], Subject]] = {
+    "account": (legacy_account_subjects, legacy_account_subject),
+    "openid": (legacy_openid_subjects, legacy_openid_subject),
+}
 
 
 class Eraser:
@@ -59,29 +67,33 @@ class Eraser:
                                             domain.evolve, Member())
         if not member.erased:
             return
-        c = self.claims
         if member.account:
-            await self._release(cmd.part("account"), c.account_subjects(member.account),
-                                c.account_subject, member.account, member,
-                                domain.decide_release_account)
-            await self._release(cmd.part("account-b64"), legacy_account_subjects(
-                member.account), legacy_account_subject, member.account, member,
-                domain.decide_release_account)
+            await self.release("account", member.account, cmd, "account",
+                               lambda claim: domain.decide_release_account(claim, member))
         if member.openid:
-            await self._release(cmd.part("openid"), c.openid_subjects(member.openid),
-                                c.openid_subject, member.openid, member,
-                                domain.decide_release_openid)
-            await self._release(cmd.part("openid-b64"), legacy_openid_subjects(
-                member.openid), legacy_openid_subject, member.openid, member,
-                domain.decide_release_openid)
+            await self.release("openid", member.openid, cmd, "openid",
+                               lambda claim: domain.decide_release_openid(claim, member))
         await self.vault.forget(member_id)
         await self.keyring.shred(member_id)
 
-    async def _release(self, cmd: Command, subject_filter: str, subject: Subject, name: str,
-                       member: Member,
-                       decide: Callable[[Holder, Member], Sequence[IdentityEvent]]) -> None:
-        await self.commands.step(cmd, subject_filter, CLAIM, lambda claim: [
-            Outgoing(subject=subject(name, e), event=e) for e in decide(claim, member)])
+    async def release(self, kind: Kind, name: str, cmd: Command, part: str,
+                      decide: Callable[[Holder], Sequence[IdentityEvent]]) -> None:
+        """The events ``decide`` gives for a claim, wherever it was made: under its keyed
+        subject (step ``part``) and under an older log's base64 one (``part``-b64)."""
+        for suffix, (where, subject) in (("", self._keyed(kind)), ("-b64", LEGACY[kind])):
+            await self.commands.step(cmd.part(part + suffix), where(name), CLAIM,
+                                     partial(_outgoing, name, subject, decide))
+
+    def _keyed(self, kind: Kind) -> tuple[Callable[[str], str], Subject]:
+        c = self.claims
+        return ((c.account_subjects, c.account_subject) if kind == "account"
+                else (c.openid_subjects, c.openid_subject))
+
+
+def _outgoing(name: str, subject: Subject,
+              decide: Callable[[Holder], Sequence[IdentityEvent]],
+              claim: Holder) -> list[Outgoing]:
+    return [Outgoing(subject=subject(name, e), event=e) for e in decide(claim)]
 
 
 class ErasurePolicy:

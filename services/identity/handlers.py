@@ -47,7 +47,6 @@ from contracts.identity import (
     VerifyDrivePassword,
     WechatLogin,
     legacy_account_subjects,
-    legacy_openid_subject,
     legacy_openid_subjects,
     member_subject,
     member_subjects,
@@ -146,10 +145,9 @@ class Identity:
         return await self._holder(self.claims.openid_subjects(openid),
                                   legacy_openid_subjects(openid))
 
-    def _to_openid(self, openid: str, events: list[IdentityEvent], *,
-                   legacy: bool = False) -> list[Outgoing]:
-        where = legacy_openid_subject if legacy else self.claims.openid_subject
-        return [Outgoing(subject=where(openid, e), event=e) for e in events]
+    def _to_openid(self, openid: str, events: list[IdentityEvent]) -> list[Outgoing]:
+        return [Outgoing(subject=self.claims.openid_subject(openid, e), event=e)
+                for e in events]
 
     async def _member_by_account(self, account: str) -> Member:
         if not ACCOUNT_RE.match(account.strip()):
@@ -327,24 +325,12 @@ class Identity:
                                                                    at=call.received_at)[0]])))
             gone = unbound.events[0]
             assert isinstance(gone, MemberUnbound)
-            for legacy in (False, True):  # wherever the claim was made
-                await self._release_openid(cmd, gone.openid, claims.sub, legacy=legacy)
+            released = OpenidReleased(openid=gone.openid, member_id=claims.sub)
+            await self.eraser.release("openid", gone.openid, cmd, "release", lambda claim: (
+                [released] if claim.member_id == claims.sub else []))
             return Done(seq=unbound.seq)
 
         return await self._run("unbind", req, call, claims.sub, body)
-
-    async def _release_openid(self, cmd: Command, openid: str, member_id: str, *,
-                              legacy: bool) -> None:
-        where = (legacy_openid_subjects(openid) if legacy
-                 else self.claims.openid_subjects(openid))
-
-        def decide(claim: Holder) -> list[Outgoing]:
-            released = OpenidReleased(openid=openid, member_id=member_id)
-            return self._to_openid(openid, [released] if claim.member_id == member_id else [],
-                                   legacy=legacy)
-
-        await self.commands.step(cmd.part("release-b64" if legacy else "release"), where,
-                                 CLAIM, decide)
 
     async def delete_member(self, req: DeleteMember, call: Call) -> Done:
         """Erase the member: the password proves it is them; the erasure's other steps
