@@ -12,6 +12,7 @@ import nats
 from rich.console import Console
 from rich.markup import escape
 
+from cli import agency as agency_cli
 from cli import client
 from cli import sync as sync_cli
 from contracts.errors import BadRequest, LedgerError
@@ -51,8 +52,8 @@ def parser() -> Parser:
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--gateway", metavar="URL", type=gateway_url,
                    help="send the member commands (member, friend, drive, backup, share, "
-                        "cloudshare, device, sync) through the gateway's desktop API at URL, e.g. "
-                        "http://127.0.0.1:8080, instead of over NATS (default: "
+                        "cloudshare, device, sync, agency) through the gateway's desktop API "
+                        "at URL, e.g. http://127.0.0.1:8080, instead of over NATS (default: "
                         "$LEDGERSHARE_GATEWAY_URL); commands that need the bus (status, "
                         "run, demo, events, replay, services, member bind) then refuse")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
@@ -61,6 +62,7 @@ def parser() -> Parser:
     _drive_commands(sub)
     _share_commands(sub)
     sync_cli.commands(sub, Parser)
+    agency_cli.commands(sub, Parser)
     _operator_commands(sub)
     _json_everywhere(p)
     return p
@@ -231,6 +233,7 @@ CLIENT: dict[tuple[str, ...], client.Handler] = {
     ("cloudshare", "upload"): client.cloudshare_upload,
 }
 CLIENT.update(sync_cli.CLIENT)
+CLIENT.update(agency_cli.CLIENT)
 
 
 # What reaches the system only over the bus, and why the gateway cannot stand in for it.

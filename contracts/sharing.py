@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from contracts.agency import AgencyId, NoSuchAgency
 from contracts.base import CommandReply, Event, Reply, Request
 from contracts.client import ServiceClient
 from contracts.errors import BadRequest, NotFound
@@ -199,8 +200,43 @@ class HistoryRequest(Request, frozen=True, kw_only=True):
     seq: Seq = 0
 
 
+class Seen(msgspec.Struct, frozen=True, kw_only=True):
+    """One way a member could see the set: a friend's share, or through an agency."""
+
+    account: str
+    reason: str  # "shared", or "administrator"/"supervisor"/"keeper" + " of <agency name>"
+
+
 class History(Reply, frozen=True, kw_only=True):
-    accounts: list[str]
+    accounts: list[str]  # everyone who could see it, whichever way
+    seen: list[Seen] = msgspec.field(default_factory=list)  # each way each of them could
+
+
+class AgencySetsRequest(Request, frozen=True, kw_only=True):
+    session: str
+    agency_id: AgencyId
+    drive_token: str = ""  # as Cloud Share: the cloud-drive password's token
+    seq: Seq = 0
+
+
+class AgencyWork(msgspec.Struct, frozen=True, kw_only=True):
+    """One agency set the caller may see: whose drive holds it, who keeps it, why the caller
+    sees it, and its years with every version (newest first)."""
+
+    owner_id: str
+    owner: str  # account
+    keeper: str  # account ("" for nobody)
+    set_id: str
+    set_name: str
+    reason: str  # administrator, supervisor or keeper
+    permission: Permission
+    years: list[ShareYear]
+
+
+class AgencySets(Reply, frozen=True, kw_only=True):
+    """By accountant (keeper), then set, then year."""
+
+    sets: list[AgencyWork]
 
 
 class SharingClient(ServiceClient):
@@ -214,3 +250,4 @@ class SharingClient(ServiceClient):
     shares = Operation(ShareListRequest, ShareList, errors=(InvalidToken,))
     cloud_shares = Operation(CloudSharesRequest, CloudShares, errors=(InvalidToken,))
     history = Operation(HistoryRequest, History, errors=(InvalidToken,))
+    agency_sets = Operation(AgencySetsRequest, AgencySets, errors=(InvalidToken, NoSuchAgency))

@@ -2,6 +2,7 @@
 
 Subjects:
   evt.social.friendship.<pair id>.FriendAdded|FriendRemoved   (pair id: see `pair_id`)
+  evt.social.agency.<agency id>.<Type>                       agencies (`contracts.agency`)
 Requests: social.<operation>.
 """
 
@@ -13,6 +14,24 @@ from typing import Annotated
 
 import msgspec
 
+from contracts import agency
+from contracts.agency import (
+    AgencyChanged,
+    AgencyCommand,
+    AgencyList,
+    AgencyView,
+    AnyAgencyEvent,
+    ChangeRole,
+    ChangeSettings,
+    CreateAgency,
+    HandOver,
+    Invite,
+    ListAgencies,
+    MarkSet,
+    MemberCommand,
+    Supervision,
+    ViewAgency,
+)
 from contracts.base import CommandReply, Event, Reply, Request
 from contracts.client import ServiceClient
 from contracts.errors import BadRequest, Conflict, NotFound
@@ -50,7 +69,8 @@ class FriendRemoved(SocialEvent, frozen=True, kw_only=True):
     at: datetime
 
 
-AnySocialEvent = FriendAdded | FriendRemoved
+FriendshipEvent = FriendAdded | FriendRemoved
+AnySocialEvent = FriendAdded | FriendRemoved | AnyAgencyEvent
 
 
 def pair_id(a: str, b: str) -> str:
@@ -128,6 +148,10 @@ class FriendList(Reply, frozen=True, kw_only=True):
     friends: list[Friend]
 
 
+# What every administrator's command may answer first.
+_ADMIN = (InvalidToken, agency.NoSuchAgency, agency.NotAgencyAdmin)
+
+
 class SocialClient(ServiceClient):
     """The social service's operations."""
 
@@ -137,3 +161,30 @@ class SocialClient(ServiceClient):
     remove_friend = Operation(RemoveFriend, FriendChanged, errors=(
         InvalidToken, NoSuchMember, NotFriends))
     list_friends = Operation(ListFriends, FriendList, errors=(InvalidToken,))
+    # Agencies (contracts/agency.py): the administrator's commands, then the members'.
+    create_agency = Operation(CreateAgency, AgencyChanged, errors=(InvalidToken,))
+    invite_to_agency = Operation(Invite, AgencyChanged, errors=(
+        *_ADMIN, NoSuchMember, agency.CannotInviteSelf, agency.AlreadyInAgency))
+    remove_from_agency = Operation(MemberCommand, AgencyChanged, errors=(
+        *_ADMIN, NoSuchMember, agency.NotInAgency, agency.AdministratorStays))
+    change_agency_role = Operation(ChangeRole, AgencyChanged, errors=(
+        *_ADMIN, NoSuchMember, agency.NotInAgency, agency.WrongRole))
+    assign_supervision = Operation(Supervision, AgencyChanged, errors=(
+        *_ADMIN, NoSuchMember, agency.NotInAgency, agency.WrongRole,
+        agency.SupervisionExists))
+    end_supervision = Operation(Supervision, AgencyChanged, errors=(
+        *_ADMIN, NoSuchMember, agency.NoSupervision))
+    hand_over = Operation(HandOver, AgencyChanged, errors=(
+        *_ADMIN, NoSuchMember, agency.NotInAgency, agency.NotAgencySet, agency.WrongRole))
+    agency_settings = Operation(ChangeSettings, AgencyChanged, errors=_ADMIN)
+    close_agency = Operation(AgencyCommand, AgencyChanged, errors=_ADMIN)
+    accept_invitation = Operation(AgencyCommand, AgencyChanged, errors=(
+        InvalidToken, agency.NotInvited))
+    leave_agency = Operation(AgencyCommand, AgencyChanged, errors=(
+        InvalidToken, agency.NoSuchAgency, agency.AdministratorStays))
+    mark_agency_set = Operation(MarkSet, AgencyChanged, errors=(
+        InvalidToken, agency.NoSuchAgency, agency.WrongRole, agency.AgencySetTaken))
+    unmark_agency_set = Operation(MarkSet, AgencyChanged, errors=(
+        InvalidToken, agency.NoSuchAgency, agency.NotAgencySet))
+    agencies = Operation(ListAgencies, AgencyList, errors=(InvalidToken,))
+    view_agency = Operation(ViewAgency, AgencyView, errors=(InvalidToken, agency.NoSuchAgency))

@@ -388,6 +388,7 @@ class StorageClient(ServiceClient):
     # A link is presigned locally: S3 being down shows only when the link is used.
     download = Operation(DownloadRequest, DownloadTicket, errors=(
         InvalidToken, NoAccess, NoSuchVersion, DownloadExpired))
-    delete_version = Operation(DeleteVersion, Deleted, errors=(InvalidToken, NoSuchVersion))
+    delete_version = Operation(DeleteVersion, Deleted, errors=(InvalidToken, NoSuchVersion,
+                                                               NoAccess))
     set_quota = Operation(SetQuota, QuotaSet, errors=(InvalidToken,),
                           audience=frozenset({"operators"}))

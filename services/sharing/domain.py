@@ -87,3 +87,23 @@ def allows(*, permission: str, years: list[int] | None, expires_at: datetime | N
     if access == "write" and permission != "read-write":
         return False, "the share is read-only"
     return True, ""
+
+
+def owner_allows(through: dict[str, tuple[str, str]]) -> tuple[bool, str]:
+    """The owner may use their set, unless an agency handed it to another accountant."""
+    if any(permission == "none" for _, permission in through.values()):
+        return False, "the account set was handed over to another accountant"
+    return True, "owner"
+
+
+def agency_allows(through: dict[str, tuple[str, str]], *, access: str) -> tuple[bool, str]:
+    """Whether any agency's access (reason, permission) allows this access; the reason
+    names the role it came through."""
+    usable = sorted((permission != "read-write", reason) for reason, permission
+                    in through.values() if permission != "none")
+    if not usable:
+        return False, "not shared"
+    read_only, reason = usable[0]
+    if access == "write" and read_only:
+        return False, "the agency lets supervisors read only"
+    return True, reason

@@ -10,8 +10,12 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from contracts.agency import NoSuchAgency, agency_subjects
 from contracts.identity import InvalidToken, account_key
 from contracts.sharing import (
+    AgencySets,
+    AgencySetsRequest,
+    AgencyWork,
     AnySharingEvent,
     Changed,
     Check,
@@ -22,8 +26,10 @@ from contracts.sharing import (
     HistoryRequest,
     NoBackup,
     NotAFriend,
+    Permission,
     Revoke,
     RevokeReason,
+    Seen,
     SharedSet,
     SharedWith,
     ShareList,
@@ -48,7 +54,7 @@ from runtime.service import Call, Endpoint
 from runtime.tokens import Sessions
 from services.sharing import domain, tables
 from services.sharing.domain import Share
-from services.sharing.index import AccessIndex, GrantTerms
+from services.sharing.index import AccessIndex, AgencyTerms, GrantTerms
 
 _decoder = msgspec.json.Decoder(AnySharingEvent)
 SHARE: Fold[Share, SharingEvent] = Fold(_decoder, domain.evolve, Share())
@@ -79,6 +85,7 @@ class Sharing:
                 Endpoint(SharingClient.shares, self.shares),
                 Endpoint(SharingClient.cloud_shares, self.cloud_shares),
                 Endpoint(SharingClient.history, self.history),
+                Endpoint(SharingClient.agency_sets, self.agency_sets),
         ]
 
     # ---- helpers ------------------------------------------------------------------------
@@ -104,19 +111,36 @@ class Sharing:
         await self.access.wait_until(await self._log_end())
 
     async def _checked(self, req: Check) -> None:
-        """Wait until the projection holds the last event of the share and of the
-        friendship a check rests on, and the caller's token (capped at the log's end).
+        """Wait until the projection holds the last event of the share, the friendship
+        and each agency a check rests on, and the caller's token (capped at the log's end).
 
         Usually the projection holds the whole log, which one question shared by all
-        concurrent checks tells; only when the log has moved past it are the two
-        aggregates' last events asked for (two direct gets, at once)."""
+        concurrent checks tells; only when the log has moved past it are those
+        aggregates' last events asked for (direct gets, at once). An owner's check waits
+        for the log's end: a handover that took their set may rest on a marking the
+        projection has not seen, so no aggregate to wait for is known."""
         if await self.access.caught_up():
             return
-        share, friendship = await asyncio.gather(
+        if req.member_id == req.owner_id:
+            await self._listed()
+            return
+        agencies = await self._agencies_of(req.owner_id, req.set_id)
+        lasts = await asyncio.gather(
             self.events.last_on(share_subjects(share_id(req.owner_id, req.set_id))),
-            self.events.last_on(friendship_subjects(pair_id(req.owner_id, req.member_id))))
-        await self.access.wait_until(max(_seq(share), _seq(friendship),
-                                         await self._capped(req.seq)))
+            self.events.last_on(friendship_subjects(pair_id(req.owner_id, req.member_id))),
+            *(self.events.last_on(agency_subjects(a)) for a in agencies))
+        await self.access.wait_until(max(*map(_seq, lasts), await self._capped(req.seq)))
+
+    async def _agencies_of(self, owner: str, set_id: str) -> list[str]:
+        if (index := self._leading_index()) is not None:
+            return index.agencies_of(owner, set_id)
+        return await tables.agencies_of(self.pool, self.schema, owner, set_id)
+
+    async def _through(self, member: str, owner: str, set_id: str) -> AgencyTerms:
+        """How agencies let member use (owner, set): agency id -> (reason, permission)."""
+        if (index := self._leading_index()) is not None:
+            return index.through_agencies(member, owner, set_id)
+        return await tables.through_agencies(self.pool, self.schema, member, owner, set_id)
 
     async def _ask_log_end(self) -> int:
         # ">" is the server's shortcut to the stream's last message: one direct get, no
@@ -222,16 +246,19 @@ class Sharing:
     # ---- queries ------------------------------------------------------------------------
 
     async def check(self, req: Check, call: Call) -> Verdict:
-        if req.member_id == req.owner_id:
-            return Verdict(allowed=True, reason="owner")
         await self._checked(req)
+        through = await self._through(req.member_id, req.owner_id, req.set_id)
+        if req.member_id == req.owner_id:
+            allowed, reason = domain.owner_allows(through)
+            return Verdict(allowed=allowed, reason=reason)
         terms = await self._terms(req)
-        if terms is None:
-            return Verdict(allowed=False, reason="not shared")
-        allowed, reason = domain.allows(permission=terms.permission, years=terms.years,
-                                        expires_at=terms.expires_at, year=req.year,
-                                        access=req.access, now=call.received_at)
-        return Verdict(allowed=allowed, reason=reason)
+        shared, reason = (False, "not shared") if terms is None else domain.allows(
+            permission=terms.permission, years=terms.years, expires_at=terms.expires_at,
+            year=req.year, access=req.access, now=call.received_at)
+        if shared or not through:
+            return Verdict(allowed=shared, reason=reason)
+        allowed, why = domain.agency_allows(through, access=req.access)
+        return Verdict(allowed=allowed, reason=why)
 
     async def _terms(self, req: Check) -> GrantTerms | None:
         if (index := self._leading_index()) is not None:
@@ -283,12 +310,45 @@ class Sharing:
     async def history(self, req: HistoryRequest, call: Call) -> History:
         owner = await self._member(req.session, call)
         await self._listed()
-        return History(accounts=await tables.could_see(self.pool, self.schema, owner,
-                                                      req.set_id, req.at))
+        shared = await tables.could_see(self.pool, self.schema, owner, req.set_id, req.at)
+        agencies = await tables.seen_through_agencies(self.pool, self.schema, owner,
+                                                      req.set_id, req.at)
+        seen = [Seen(account=a, reason="shared") for a in shared] + [
+            Seen(account=r["account"], reason=f"{r['reason']} of {r['name']}")
+            for r in agencies]
+        return History(accounts=sorted({s.account for s in seen}),
+                       seen=sorted(seen, key=lambda s: (s.account, s.reason)))
+
+    async def agency_sets(self, req: AgencySetsRequest, call: Call) -> AgencySets:
+        """The agency's sets the caller may use through it, by keeper, set and year."""
+        member = await self._member(req.session, call)
+        await self._unlocked(member, req.drive_token, call)
+        await self._listed()
+        rows = await tables.agency_work(self.pool, self.schema, member, req.agency_id)
+        if not rows and not await tables.in_agency(self.pool, self.schema, member,
+                                                   req.agency_id):
+            raise NoSuchAgency("no such agency, or you are not in it")
+        return AgencySets(sets=[await self._agency_work(r) for r in rows
+                                if r["set_name"] is not None])
+
+    async def _agency_work(self, row: asyncpg.Record) -> AgencyWork:
+        years: dict[int, list[VersionInfo]] = {}
+        for b in await tables.backups_of(self.pool, self.schema, row["owner_id"],
+                                        row["set_id"]):
+            years.setdefault(b["year"], []).append(_version(b))
+        return AgencyWork(owner_id=row["owner_id"], owner=row["owner"], keeper=row["keeper"],
+                          set_id=row["set_id"], set_name=row["set_name"],
+                          reason=row["reason"], permission=_permission(row["permission"]),
+                          years=[ShareYear(year=y, versions=v)
+                                 for y, v in sorted(years.items())])
 
 
 def _seq(event: StoredEvent | None) -> int:
     return 0 if event is None else event.seq
+
+
+def _permission(granted: str) -> Permission:
+    return "read-write" if granted == "read-write" else "read-only"
 
 
 def _live(row: asyncpg.Record, now: datetime) -> bool:

@@ -16,11 +16,16 @@ from typing import NamedTuple
 import asyncpg
 import msgspec
 
-from contracts import identity, sharing, social, storage
+from contracts import agency, identity, sharing, social, storage
+from contracts.agency_state import AgencyState, evolve
 from contracts.base import Event
 from runtime.eventstore import StoredEvent
 from services.sharing import tables
 from services.sharing.projection import READS, decode
+from services.sharing.tables import access_changes
+
+_state = msgspec.json.Decoder(AgencyState)
+AgencyTerms = dict[str, tuple[str, str]]  # agency id -> (reason, permission)
 
 
 class GrantTerms(msgspec.Struct, frozen=True):
@@ -52,6 +57,10 @@ class AccessIndex:
         self.members: set[str] = set()
         self.versions: dict[str, SetVersion] = {}
         self.sets: dict[tuple[str, str], set[str]] = {}  # (owner, set) -> version ids
+        self.agencies: dict[str, AgencyState] = {}
+        # (owner, set, member) -> the agencies that let member use it, and how.
+        self.agency_access: dict[tuple[str, str, str], AgencyTerms] = {}
+        self.agency_sets: dict[tuple[str, str], set[str]] = {}  # (owner, set) -> agencies
 
     async def reload(self, conn: asyncpg.Connection, schema: str) -> None:
         """Load everything from the tables (the projector holds the lead)."""
@@ -68,6 +77,12 @@ class AccessIndex:
         for b in await tables.every_backup(conn, schema):
             self._add_version(b["version_id"], SetVersion(b["owner_id"], b["set_id"],
                                                           b["uploaded_at"], b["set_name"]))
+        self.agencies = {r["agency_id"]: _state.decode(r["state"])
+                         for r in await tables.every_agency(conn, schema)}
+        self.agency_access, self.agency_sets = {}, {}
+        for a in await tables.every_agency_access(conn, schema):
+            self._let(a["owner_id"], a["set_id"], a["member_id"], a["agency_id"],
+                      (a["reason"], a["permission"]))
 
     def applied(self, events: list[StoredEvent]) -> None:
         for stored in events:
@@ -104,8 +119,42 @@ class AccessIndex:
             case storage.VersionDeleted(version_id=vid) if vid in self.versions:
                 gone = self.versions.pop(vid)
                 self.sets[(gone.owner_id, gone.set_id)].discard(vid)
+            case agency.AgencyEvent(agency_id=aid):
+                self._agency(aid, event)
             case _:
                 pass
+
+    def _agency(self, agency_id: str, event: agency.AgencyEvent) -> None:
+        """As `tables._agencies`: the access the event ended and began."""
+        before = self.agencies.get(agency_id, AgencyState())
+        after = self.agencies[agency_id] = evolve(before, event)
+        ended, begun = access_changes(agency_id, before, after, event.at)
+        for row in ended:
+            self._unlet(row.owner_id, row.set_id, row.member_id, agency_id)
+        for row in begun:
+            self._let(row.owner_id, row.set_id, row.member_id, agency_id,
+                      (row.reason, row.permission))
+
+    def _let(self, owner_id: str, set_id: str, member_id: str, agency_id: str,
+             terms: tuple[str, str]) -> None:
+        self.agency_access.setdefault((owner_id, set_id, member_id), {})[agency_id] = terms
+        self.agency_sets.setdefault((owner_id, set_id), set()).add(agency_id)
+
+    def _unlet(self, owner_id: str, set_id: str, member_id: str, agency_id: str) -> None:
+        key = (owner_id, set_id, member_id)
+        terms = self.agency_access.get(key, {})
+        terms.pop(agency_id, None)
+        if not terms:
+            self.agency_access.pop(key, None)
+        # agency_sets keeps the agency: a set's agencies only narrow what to wait for.
+
+    def through_agencies(self, member_id: str, owner_id: str, set_id: str) -> AgencyTerms:
+        """How the agencies let member use (owner, set) (empty: they do not)."""
+        return dict(self.agency_access.get((owner_id, set_id, member_id), {}))
+
+    def agencies_of(self, owner_id: str, set_id: str) -> list[str]:
+        """The agencies that gave (or give) access to (owner, set)."""
+        return sorted(self.agency_sets.get((owner_id, set_id), ()))
 
     def _revoke(self, owner_id: str, set_id: str, friend_id: str) -> None:
         sets = self.grants.get((owner_id, friend_id))

@@ -2,8 +2,10 @@
 
 `AccessProjection` keeps who can see and write which (owner, set, year) from sharing's
 own events plus social's (friendships), storage's (which set-years exist, versions) and
-identity's (names). A grant counts only between friends, in log order: an unfriending
-ends every grant between the two at once, and a friendship made again brings none back.
+identity's (names), and the access agencies give (`contracts.agency_state.access`: an
+administrator, a supervisor or a keeper after a handover) beside it. A grant counts only
+between friends, in log order: an unfriending ends every grant between the two at once,
+and a friendship made again brings none back.
 Its in-memory copy is `index.py`; the unfriend policy, which turns FriendRemoved into
 ShareRevoked events for the aggregates and the audit trail, is `policy.py`; the SQL is
 `tables.py`.
@@ -17,7 +19,7 @@ from typing import Any, TypeAlias
 import asyncpg
 import msgspec
 
-from contracts import identity, sharing, social, storage
+from contracts import agency, identity, sharing, social, storage
 from contracts.base import Event
 from contracts.subjects import context_subjects
 from runtime.eventstore import StoredEvent
@@ -73,7 +75,8 @@ class AccessProjection:
 READS = frozenset(t.__name__ for t in (
     sharing.ShareGranted, sharing.ShareRevoked, social.FriendAdded, social.FriendRemoved,
     storage.BackupUploaded, storage.VersionDeleted, identity.MemberRegistered,
-    identity.NicknameChanged, identity.MemberErased))
+    identity.NicknameChanged, identity.MemberErased,
+    *(t for t in agency.AnyAgencyEvent.__args__ if t is not agency.MemberInvited)))
 
 
 def decode(stored: StoredEvent) -> Event:
@@ -129,6 +132,10 @@ def claims(event: Event) -> list[tuple[Claim, bool]]:
             return [(_pair("pair", a, b), True), (_pair("history", a, b), True)]
         case storage.BackupUploaded(version_id=vid) | storage.VersionDeleted(version_id=vid):
             return [(("version", vid), True)]
+        case agency.AgencyEvent(agency_id=aid):
+            # One event per agency in a segment: its access is the difference between
+            # the states before and after it, at its own time.
+            return [(("agency", aid), True)]
         case sharing.ShareGranted(owner_id=o, set_id=s, friend_id=f) | sharing.ShareRevoked(
                 owner_id=o, set_id=s, friend_id=f):
             # The pair too: whether a grant counts depends on the friendship at its place
@@ -163,5 +170,7 @@ def collect(changes: tables.Changes, event: Event) -> None:
             changes.grants.append(event)
         case sharing.ShareRevoked():
             changes.revokes.append(event)
+        case agency.AgencyEvent():
+            changes.agency.append(event)
         case _:
             pass

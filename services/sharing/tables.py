@@ -9,6 +9,8 @@ from typing import TypeAlias
 import asyncpg
 import msgspec
 
+from contracts.agency import AgencyEvent
+from contracts.agency_state import AgencyState, access, evolve
 from contracts.identity import MemberErased, NicknameChanged
 from contracts.sharing import ShareGranted, ShareRevoked
 from contracts.social import FriendAdded, FriendRemoved
@@ -16,7 +18,9 @@ from contracts.storage import BackupUploaded, VersionDeleted
 
 Conn: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 _encode = msgspec.json.Encoder().encode
-TABLES = ("directory", "friends", "backups", "grants", "grant_history")
+_state = msgspec.json.Decoder(AgencyState)
+TABLES = ("directory", "friends", "backups", "grants", "grant_history", "agencies",
+          "agency_access", "agency_history")
 
 
 async def create_tables(conn: asyncpg.Connection, schema: str) -> None:
@@ -46,6 +50,19 @@ async def create_tables(conn: asyncpg.Connection, schema: str) -> None:
             PRIMARY KEY (owner_id, set_id, friend_id, granted_at));
         CREATE INDEX IF NOT EXISTS grant_history_open ON {schema}.grant_history
             (owner_id, friend_id, set_id) WHERE ended_at IS NULL;
+        CREATE TABLE IF NOT EXISTS {schema}.agencies (
+            agency_id text PRIMARY KEY, name text NOT NULL, state jsonb NOT NULL);
+        CREATE TABLE IF NOT EXISTS {schema}.agency_access (
+            owner_id text NOT NULL, set_id text NOT NULL, member_id text NOT NULL,
+            agency_id text NOT NULL, reason text NOT NULL, permission text NOT NULL,
+            PRIMARY KEY (owner_id, set_id, member_id, agency_id));
+        CREATE INDEX IF NOT EXISTS agency_access_by_member ON {schema}.agency_access
+            (member_id, agency_id);
+        CREATE TABLE IF NOT EXISTS {schema}.agency_history (
+            owner_id text NOT NULL, set_id text NOT NULL, member_id text NOT NULL,
+            agency_id text NOT NULL, reason text NOT NULL, since timestamptz NOT NULL,
+            until timestamptz,
+            PRIMARY KEY (owner_id, set_id, member_id, agency_id, since));
     """)
     # From the earlier shape: a grant's read-only/read-write was its "scope".
     await conn.execute(f"""
@@ -85,13 +102,14 @@ class Changes:
         self.grants: list[ShareGranted] = []
         self.revokes: list[ShareRevoked] = []
         self.erased: list[MemberErased] = []
+        self.agency: list[AgencyEvent] = []  # at most one per agency (projection.claims)
 
     @property
     def size(self) -> int:
         """How many changes the segment holds."""
         return (len(self.members) + len(self.nicknames) + len(self.befriended)
                 + len(self.unfriended) + len(self.backups) + len(self.deleted)
-                + len(self.grants) + len(self.revokes) + len(self.erased))
+                + len(self.grants) + len(self.revokes) + len(self.erased) + len(self.agency))
 
 
 # Both directions of a pair as rows, so joins stay equality joins (an OR of the two
@@ -120,6 +138,7 @@ async def write(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
     await _backups(conn, schema, c)
     await _grants(conn, schema, c)
     await _history(conn, schema, c)
+    await _agencies(conn, schema, c)
 
 
 async def _each(conn: asyncpg.Connection, sql: str, rows: Sequence[msgspec.Struct]) -> None:
@@ -201,6 +220,69 @@ async def _history(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
                 "FROM json_to_recordset($1) u(owner_id text, set_id text, friend_id text, "
                 f"at timestamptz, expires_at timestamptz) WHERE {_befriended(schema)} "
                 "ON CONFLICT DO NOTHING", c.grants)
+
+
+class AgencyRow(msgspec.Struct, frozen=True, kw_only=True):
+    """A row of agency_access, or of agency_history with ``at`` its start or end."""
+
+    owner_id: str
+    set_id: str
+    member_id: str
+    agency_id: str
+    reason: str = ""
+    permission: str = ""
+    at: datetime | None = None
+
+
+_ACCESS = ("u(owner_id text, set_id text, member_id text, agency_id text, reason text, "
+           "permission text, at timestamptz)")
+_ACCESS_KEY = ("t.owner_id = u.owner_id AND t.set_id = u.set_id AND t.member_id = u.member_id "
+               "AND t.agency_id = u.agency_id")
+
+
+async def _agencies(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
+    """Each agency's new state, the access it gives now and its history: the state is
+    folded here (the rules are `contracts.agency_state`'s), so only the difference is
+    written."""
+    if not c.agency:
+        return
+    rows = await conn.fetch(f"SELECT agency_id, state::text FROM {schema}.agencies "
+                            "WHERE agency_id = ANY($1)", [e.agency_id for e in c.agency])
+    old = {r["agency_id"]: _state.decode(r["state"]) for r in rows}
+    states, ended, begun = [], [], []
+    for event in c.agency:
+        before = old.get(event.agency_id, AgencyState())
+        after = evolve(before, event)
+        states.append({"agency_id": event.agency_id, "name": after.name, "state": after})
+        lost, gained = access_changes(event.agency_id, before, after, event.at)
+        ended += lost
+        begun += gained
+    await conn.execute(f"INSERT INTO {schema}.agencies SELECT * FROM json_to_recordset($1) "
+                       "u(agency_id text, name text, state jsonb) ON CONFLICT (agency_id) "
+                       "DO UPDATE SET name = EXCLUDED.name, state = EXCLUDED.state",
+                       _encode(states).decode())
+    await _each(conn, f"DELETE FROM {schema}.agency_access t USING json_to_recordset($1) "
+                f"{_ACCESS} WHERE {_ACCESS_KEY}", ended)
+    await _each(conn, f"UPDATE {schema}.agency_history t SET until = u.at FROM "
+                f"json_to_recordset($1) {_ACCESS} WHERE {_ACCESS_KEY} AND t.until IS NULL",
+                ended)
+    await _each(conn, f"INSERT INTO {schema}.agency_access SELECT owner_id, set_id, member_id, "
+                f"agency_id, reason, permission FROM json_to_recordset($1) {_ACCESS}", begun)
+    await _each(conn, f"INSERT INTO {schema}.agency_history SELECT owner_id, set_id, "
+                f"member_id, agency_id, reason, at, NULL FROM json_to_recordset($1) {_ACCESS} "
+                "WHERE permission <> 'none' ON CONFLICT DO NOTHING", begun)
+
+
+def access_changes(agency_id: str, before: AgencyState, after: AgencyState,
+                   at: datetime) -> tuple[list[AgencyRow], list[AgencyRow]]:
+    """The access rows an agency's change ended and began (new terms: both)."""
+    old, new = access(before), access(after)
+    ended = [AgencyRow(owner_id=o, set_id=s, member_id=m, agency_id=agency_id, at=at)
+             for (o, s, m), terms in old.items() if new.get((o, s, m)) != terms]
+    begun = [AgencyRow(owner_id=o, set_id=s, member_id=m, agency_id=agency_id, reason=why,
+                       permission=grant, at=at)
+             for (o, s, m), (why, grant) in new.items() if old.get((o, s, m)) != (why, grant)]
+    return ended, begun
 
 
 # ---- reads ------------------------------------------------------------------------------
@@ -313,3 +395,71 @@ async def every_backup(conn: Conn, schema: str) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await conn.fetch(
         f"SELECT version_id, owner_id, set_id, uploaded_at, set_name FROM {schema}.backups")
     return rows
+
+
+async def every_agency(conn: Conn, schema: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT agency_id, state::text AS state FROM {schema}.agencies")
+    return rows
+
+
+async def every_agency_access(conn: Conn, schema: str) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await conn.fetch(f"SELECT * FROM {schema}.agency_access")
+    return rows
+
+
+# ---- agency access: the questions a check and a listing ask ------------------------------
+
+async def through_agencies(conn: Conn, schema: str, member_id: str, owner_id: str,
+                           set_id: str) -> dict[str, tuple[str, str]]:
+    """As `index.AccessIndex.through_agencies`."""
+    rows = await conn.fetch(
+        f"SELECT agency_id, reason, permission FROM {schema}.agency_access WHERE "
+        "owner_id = $1 AND set_id = $2 AND member_id = $3", owner_id, set_id, member_id)
+    return {r["agency_id"]: (r["reason"], r["permission"]) for r in rows}
+
+
+async def agencies_of(conn: Conn, schema: str, owner_id: str, set_id: str) -> list[str]:
+    """The agencies that give access to (owner, set) now."""
+    rows = await conn.fetch(f"SELECT DISTINCT agency_id FROM {schema}.agency_access WHERE "
+                            "owner_id = $1 AND set_id = $2 ORDER BY 1", owner_id, set_id)
+    return [str(r["agency_id"]) for r in rows]
+
+
+async def agency_work(conn: Conn, schema: str, member_id: str,
+                      agency_id: str) -> list[asyncpg.Record]:
+    """The agency's sets member may use through it (not as their owner), with whose drive
+    holds each and who keeps it."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT a.owner_id, a.set_id, a.reason, a.permission, "
+        f"coalesce(o.account, '') AS owner, coalesce(k.account, '') AS keeper, "
+        f"(SELECT set_name FROM {schema}.backups b WHERE b.owner_id = a.owner_id AND "
+        "b.set_id = a.set_id ORDER BY uploaded_at DESC LIMIT 1) AS set_name "
+        f"FROM {schema}.agency_access a JOIN {schema}.agencies g ON g.agency_id = a.agency_id "
+        f"LEFT JOIN {schema}.directory o ON o.member_id = a.owner_id "
+        f"LEFT JOIN {schema}.directory k ON k.member_id = "
+        "g.state->'sets'->a.owner_id->>a.set_id "
+        "WHERE a.member_id = $1 AND a.agency_id = $2 AND a.permission <> 'none' "
+        "ORDER BY keeper, owner, a.set_id", member_id, agency_id)
+    return rows
+
+
+async def seen_through_agencies(conn: Conn, schema: str, owner_id: str, set_id: str,
+                                at: datetime) -> list[asyncpg.Record]:
+    """Who could use (owner, set) through an agency at ``at``, and why."""
+    rows: list[asyncpg.Record] = await conn.fetch(
+        f"SELECT DISTINCT d.account, h.reason, g.name FROM {schema}.agency_history h "
+        f"JOIN {schema}.directory d ON d.member_id = h.member_id "
+        f"JOIN {schema}.agencies g ON g.agency_id = h.agency_id "
+        "WHERE h.owner_id = $1 AND h.set_id = $2 AND h.since <= $3 "
+        "AND (h.until IS NULL OR h.until > $3) ORDER BY d.account, h.reason, g.name",
+        owner_id, set_id, at)
+    return rows
+
+
+async def in_agency(conn: Conn, schema: str, member_id: str, agency_id: str) -> bool:
+    """Whether member has a place in the agency now (by its folded state)."""
+    found = await conn.fetchval(f"SELECT state->'members' ? $1 FROM {schema}.agencies "
+                                "WHERE agency_id = $2 AND NOT (state->>'closed')::boolean",
+                                member_id, agency_id)
+    return bool(found)

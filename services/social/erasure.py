@@ -1,10 +1,11 @@
-"""social's erasure policy: an erased member's friendships all end.
+"""social's erasure policy: an erased member's friendships and agency places all end.
 
 On ``MemberErased`` each friendship the member still has gets its ``FriendRemoved`` (the
 erased member as the one who ended it), so sharing's unfriend policy ends every share
-between them, both ways. The friends are read from social's own read model once it has
-reached the erasure; each removal is decided on its friendship's events, so a redelivery
-adds none twice.
+between them, both ways. Each agency they administer closes; from any other they are
+removed (reason ``erased``), so sharing ends the access it gave at once. The friends and
+places are read from social's own read model once it has reached the erasure; each
+removal is decided on its aggregate's events, so a redelivery adds none twice.
 """
 
 from __future__ import annotations
@@ -15,13 +16,16 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
+from contracts.agency import agency_subject, agency_subjects
+from contracts.agency_state import AgencyState
 from contracts.identity import ERASURES, AnyIdentityEvent, MemberErased
 from contracts.social import FriendRemoved, friendship_subject, friendship_subjects, pair_id
 from runtime.commands import Command, Pipeline
 from runtime.eventstore import Outgoing, StoredEvent
 from runtime.policies import persist
 from runtime.projector import Projector
-from services.social import tables
+from services.social import domain, tables
+from services.social.agencies import AGENCY
 from services.social.domain import Friendship
 from services.social.handlers import FRIENDSHIP
 
@@ -54,6 +58,19 @@ class ErasurePolicy:
             cmd = self.commands.internal(f"erase-{me}-{friend}", actor=me,
                                          correlation_id=f"erasure-{uuid.uuid4().hex}")
             await self._unfriend(cmd, erased, friend)
+        for place in await tables.places_of(self.directory.pool, self.directory.schema, me):
+            aid = place["agency_id"]
+            cmd = self.commands.internal(f"erase-{me}-agency-{aid}", actor=me,
+                                         correlation_id=f"erasure-{uuid.uuid4().hex}")
+            await self._leave_agency(cmd, erased, aid)
+
+    async def _leave_agency(self, cmd: Command, erased: MemberErased, aid: str) -> None:
+        def decide(state: AgencyState) -> list[Outgoing]:
+            return [Outgoing(subject=agency_subject(aid, e), event=e)
+                    for e in domain.decide_erased(state, agency_id=aid,
+                                                  member_id=erased.member_id, at=erased.at)]
+
+        await self.commands.step(cmd, agency_subjects(aid), AGENCY, decide)
 
     async def _unfriend(self, cmd: Command, erased: MemberErased, friend: str) -> None:
         fid = pair_id(erased.member_id, friend)

@@ -8,17 +8,21 @@ from collections.abc import Sequence
 import asyncpg
 import msgspec
 
-from contracts import identity, social
+from contracts import agency, identity, social
+from contracts.agency_state import AgencyState, evolve
 from contracts.subjects import context_subjects
 from runtime.eventstore import StoredEvent
 from services.social import tables
 
 _social = msgspec.json.Decoder(social.AnySocialEvent)
 _identity = msgspec.json.Decoder(identity.AnyIdentityEvent)
+_state = msgspec.json.Decoder(AgencyState)
+_encode = msgspec.json.Encoder().encode
 
 
 class SocialProjection:
-    """directory(member_id, account, nickname) and friends(both ways)."""
+    """directory(member_id, account, nickname), friends (both ways), and each agency's
+    state with who has a place in it."""
 
     name = "social"
     subjects: Sequence[str] = (context_subjects(social.CONTEXT),
@@ -34,12 +38,24 @@ class SocialProjection:
             await self._directory(conn, schema, _identity.decode(event.data))
 
     async def _friendship(self, conn: asyncpg.Connection, schema: str,
-                          event: social.SocialEvent) -> None:
+                          event: social.SocialEvent | agency.AgencyEvent) -> None:
         match event:
             case social.FriendAdded(member_id=a, friend_id=b, at=at):
                 await tables.befriend(conn, schema, a, b, at)
             case social.FriendRemoved(member_id=a, friend_id=b):
                 await tables.unfriend(conn, schema, a, b)
+            case agency.AgencyEvent():
+                await self._agency(conn, schema, event)
+            case _:
+                pass
+
+    async def _agency(self, conn: asyncpg.Connection, schema: str,
+                      event: agency.AgencyEvent) -> None:
+        stored = await tables.agency_state(conn, schema, event.agency_id)
+        state = evolve(AgencyState() if stored is None else _state.decode(stored), event)
+        places: list[tuple[str, str, bool]] = [(m, p.role, False) for m, p in state.members.items()]
+        places += [(m, p.role, True) for m, p in state.invited.items()]
+        await tables.put_agency(conn, schema, event.agency_id, _encode(state), places)
 
     async def _directory(self, conn: asyncpg.Connection, schema: str,
                          event: identity.IdentityEvent) -> None:

@@ -88,9 +88,12 @@ class Ask(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Gate(Protocol):
-    """Who decides whether a non-owner may use a set-year (the sharing service)."""
+    """Who decides whether a member may use a set-year (the sharing service): a non-owner
+    through a share or an agency, an owner unless an agency handed the set over."""
 
     async def allows(self, member_id: str, owner_id: str, ask: Ask) -> bool: ...
+
+    async def owner_allows(self, owner_id: str, ask: Ask) -> bool: ...
 
 
 class OwnersOnly:
@@ -98,6 +101,9 @@ class OwnersOnly:
 
     async def allows(self, member_id: str, owner_id: str, ask: Ask) -> bool:
         return False
+
+    async def owner_allows(self, owner_id: str, ask: Ask) -> bool:
+        return True
 
 
 DRIVE_FOLD: Fold[Drive, StorageEvent] = Fold(_decoder, domain.evolve, Drive())
@@ -157,6 +163,7 @@ class Storage:
         """
         owner = owner_id or caller
         if owner == caller:
+            await self._owner(owner, ask)
             return owner
         drive = await self.sessions.drive(ask.drive_token, now=call.received_at)
         if drive.sub != caller:
@@ -164,6 +171,11 @@ class Storage:
         if not await self.gate.allows(caller, owner, ask):
             raise NoAccess("no such account set, or it is not shared with you")
         return owner
+
+    async def _owner(self, owner: str, ask: Ask) -> None:
+        if not await self.gate.owner_allows(owner, ask):
+            raise NoAccess("that account set was handed over to another accountant of your "
+                           "agency; it is theirs to work on now")
 
     async def _on_drive(self, cmd: Command, owner: str, decide: Callable[[Drive], Decision]
                         ) -> Step[Drive, StorageEvent]:
@@ -439,9 +451,12 @@ class Storage:
         stays, unreferenced, until then: logged)."""
         owner = await self._member(req.session, call)
 
-        def decide(drive: Drive) -> list[Outgoing]:
+        async def decide(drive: Drive) -> list[Outgoing]:
             deleted, _ = domain.decide_delete(drive, req.version_id, by=owner,
                                               at=call.received_at)
+            info = drive.versions[req.version_id].info
+            await self._owner(owner, Ask(set_id=info.set_id, year=info.year, access="write",
+                                         drive_token="", seq=0))
             return [Outgoing(subject=drive_subject(owner, deleted), event=deleted)]
 
         async def body(cmd: Command) -> Deleted:

@@ -28,3 +28,9 @@ async def identity(settings: Settings, nc: NATS, pool: asyncpg.Pool,
 @pytest.fixture
 def identity_client(nc: NATS, identity: Wiring) -> IdentityClient:
     return IdentityClient(nc, timeout=10)
+
+
+@pytest.fixture
+def nc_all(all_services: Settings, nc: NATS) -> NATS:
+    """A connection, with every service running."""
+    return nc

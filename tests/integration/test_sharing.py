@@ -131,12 +131,6 @@ class Person:
         return reply.seq
 
 
-@pytest.fixture
-def nc_all(all_services: Settings, nc: NATS) -> NATS:
-    """A connection, with all four services running."""
-    return nc
-
-
 def account_set(tmp_path: Path, name: str, size: int = 20_000) -> Path:
     path = tmp_path / name
     path.write_bytes(os.urandom(size))
