@@ -11,12 +11,24 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
 from rich.table import Table
 
-from cli.client import Client, Handler, confirm, drive_token, new_id, table
+from cli.client import (
+    VERSION_COLUMNS,
+    Client,
+    Handler,
+    confirm,
+    drive_token,
+    fetch,
+    new_id,
+    put_file,
+    table,
+    version_rows,
+)
 from contracts import agency as agc
 from contracts import sharing as shc
 from contracts import storage as stc
@@ -150,6 +162,36 @@ async def agency_sets(c: Client, a: argparse.Namespace) -> None:
     c.show(reply, table(f"agency sets of {_e(found.name)} that I may see",
                         ["keeper", "owner", "set", "set id", "as", "permission", "year",
                          "remark", "uploader", "time", "size", "mark"], rows))
+
+
+async def _work(c: Client, a: argparse.Namespace) -> shc.AgencyWork:
+    """The agency set OWNER's SET among those the caller may see through the agency."""
+    found = await agency_of(c, a.agency)
+    reply = await c.sharing.agency_sets(shc.AgencySetsRequest(
+        session=c.me().session, agency_id=found.agency_id, drive_token=await drive_token(c),
+        seq=c.saved.seq))
+    for w in reply.sets:
+        if w.owner.casefold() == a.owner.casefold() and w.set_id == a.set:
+            return w
+    raise agc.NotAgencySet(f"{a.owner}'s {a.set} is no agency set of {found.name} you may see")
+
+
+async def agency_download(c: Client, a: argparse.Namespace) -> None:
+    """Download one fiscal year of an agency set (the supervisor's, the keeper's)."""
+    work = await _work(c, a)
+    path = await fetch(c, owner_id=work.owner_id, set_id=a.set, year=a.year,
+                       version=a.version, out=a.output)
+    c.show({"file": str(path)}, f"saved {path}")
+
+
+async def agency_upload(c: Client, a: argparse.Namespace) -> None:
+    """Upload a year back into the owner's drive (a keeper; a supervisor when allowed)."""
+    work = await _work(c, a)
+    done = await put_file(c, Path(a.file), owner_id=work.owner_id, set_id=a.set,
+                          name=a.name or work.set_name, year=a.year, period=a.period,
+                          remark=a.remark or f"{a.year}年{a.period}期", base=a.base)
+    c.show(done, table(f"uploaded into {_e(work.owner)}'s drive", VERSION_COLUMNS,
+                       version_rows([done.version])))
 
 
 # ---- the administrator -------------------------------------------------------------------
@@ -318,6 +360,24 @@ def commands(sub: Any, parser_class: type[argparse.ArgumentParser]) -> None:
                          "corrected versions")
     agency(g.add_parser("sets", help="the agency sets I may see: keeper, set, year, "
                         "versions (asks for the cloud-drive password as Cloud Share does)"))
+    dl = agency(g.add_parser("download", help="download one fiscal year of an agency set"))
+    _owner_set_year(dl)
+    dl.add_argument("--version")
+    dl.add_argument("-o", "--output")
+    up = agency(g.add_parser("upload", help="upload a year into the owner's drive (the "
+                             "keeper; supervisors if the agency allows)"))
+    up.add_argument("file")
+    _owner_set_year(up)
+    up.add_argument("--period", required=True, type=int, help="closed to period 1..12")
+    up.add_argument("--name", help="account set name (default: its current name)")
+    up.add_argument("--remark", help="default: <year>年<period>期")
+    up.add_argument("--base", help="the version this file was based on")
+
+
+def _owner_set_year(p: Any) -> None:
+    p.add_argument("--owner", required=True, help="the account whose drive holds the set")
+    p.add_argument("--set", required=True, help="account set id")
+    p.add_argument("--year", required=True, type=int)
 
 
 CLIENT: dict[tuple[str, ...], Handler] = {
@@ -328,4 +388,5 @@ CLIENT: dict[tuple[str, ...], Handler] = {
     ("agency", "role"): agency_role, ("agency", "supervise"): agency_supervise,
     ("agency", "mark"): agency_mark, ("agency", "handover"): agency_handover,
     ("agency", "settings"): agency_settings, ("agency", "sets"): agency_sets,
+    ("agency", "download"): agency_download, ("agency", "upload"): agency_upload,
 }

@@ -3,7 +3,8 @@
 A and B register and bind, B becomes A's friend, A uploads set "123" year 2018 period 1,
 shares it with B, B sets the cloud-drive password, lists cloud shares, downloads 2018,
 uploads it back closed to period 4, A sees that version in A's backups, A revokes, and
-B's next download is refused. Then cloud sync (`cli/syncdemo.py`): two machines of A.
+B's next download is refused. Then cloud sync (`cli/syncdemo.py`): two machines of A;
+and a bookkeeping agency (`cli/agencydemo.py`): a supervisor, two accountants, a handover.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from cli import wechat
+from cli.agencydemo import AgencyWalk
 from cli.syncdemo import SyncWalk
 from contracts.errors import LedgerError
 from contracts.identity import (
@@ -53,9 +55,10 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
-def account_set_file(path: Path, *, year: int, period: int, size: int = 300_000) -> Path:
+def account_set_file(path: Path, *, year: int, period: int, size: int = 300_000,
+                     name: str = "123") -> Path:
     """A stand-in for the desktop program's data file of one fiscal year."""
-    header = f"LEDGERSHARE-ACCOUNT-SET 123 year={year} period={period}\n".encode()
+    header = f"LEDGERSHARE-ACCOUNT-SET {name} year={year} period={period}\n".encode()
     body = (header + os.urandom(64)) * (size // (len(header) + 64) + 1)
     path.write_bytes(body[:size])
     return path
@@ -181,15 +184,15 @@ class Walkthrough:
         return path
 
     async def put(self, who: Member, owner: Member, path: Path, *, period: int,
-                  base: str | None) -> str:
+                  base: str | None, set_id: str = SET_ID, set_name: str = "123") -> str:
         size, digest = await asyncio.to_thread(facts, path)
         plan = await self.storage.begin_upload(BeginUpload(
             command_id=new_id(), session=who.session,
-            owner_id=None if who is owner else owner.member_id, set_id=SET_ID, set_name="123",
-            year=2018, period=period, size=size, sha256=digest,
+            owner_id=None if who is owner else owner.member_id, set_id=set_id,
+            set_name=set_name, year=2018, period=period, size=size, sha256=digest,
             remark=f"2018年{period}期", base_version=base, drive_token=who.drive,
             seq=who.seq))
-        self.step(f"{who.account} uploads set 123, 2018 closed to period {period} "
+        self.step(f"{who.account} uploads set {set_name}, 2018 closed to period {period} "
                   f"({megabytes(size)}) into {owner.account}'s drive",
                   f"{len(plan.parts)} presigned PUT URL(s); drive of {owner.account}: "
                   f"{megabytes(plan.used)} used, {megabytes(plan.available)} available of "
@@ -246,10 +249,11 @@ class Walkthrough:
         await self.put(b, a, worked, period=4, base=latest)
         await self.owner_sees()
 
-    async def fetch(self, who: Member, owner: Member, name: str) -> Path:
+    async def fetch(self, who: Member, owner: Member, name: str, *,
+                    set_id: str = SET_ID) -> Path:
         ticket = await self.storage.download(DownloadRequest(
             command_id=new_id(), session=who.session, owner_id=owner.member_id,
-            set_id=SET_ID, year=2018, drive_token=who.drive, seq=who.seq))
+            set_id=set_id, year=2018, drive_token=who.drive, seq=who.seq))
         path = self.folder / name
         await download(ticket.url, path, size=ticket.version.size)
         return path
@@ -289,6 +293,7 @@ async def walk(settings: Settings, console: Console) -> int:
             walkthrough = Walkthrough(nc, console, tag, Path(folder), settings)
             await walkthrough.run()
             await SyncWalk(walkthrough).run()
+            await AgencyWalk(walkthrough).run()
             return walkthrough.steps
     finally:
         await nc.close()

@@ -92,6 +92,8 @@ class SupervisionAssigned(AgencyEvent, frozen=True, kw_only=True):
 
 
 class SupervisionEnded(AgencyEvent, frozen=True, kw_only=True):
+    """``supervisor_id`` no longer oversees ``accountant_id``."""
+
     supervisor_id: str
     accountant_id: str
 
@@ -211,14 +213,20 @@ class NotAgencySet(NotFound):
 
 
 class SupervisionExists(Conflict):
+    """That supervisor oversees that accountant already."""
+
     code = "supervision_exists"
 
 
 class NoSupervision(NotFound):
+    """That supervisor does not oversee that accountant."""
+
     code = "no_supervision"
 
 
 class CannotInviteSelf(BadRequest):
+    """The administrator is in the agency already."""
+
     code = "cannot_invite_self"
 
 

@@ -51,6 +51,20 @@ MESSAGES: Final[Mapping[str, str]] = {
     "wechat_unavailable": "微信登录服务暂时无法访问，请稍后再试。",
     "wrong_answer": "密保答案不正确。",
     "wrong_drive_password": "云盘密码不正确。",
+    # Agencies (代账公司).
+    "administrator_stays": "管理员不能退出或被移除；如不再经营，请关闭代账公司。",
+    "agency_set_taken": "该账套已经是公司账套了。",
+    "already_in_agency": "该会员已在本公司，或已被邀请、尚未接受。",
+    "cannot_invite_self": "不能邀请自己加入本公司。",
+    "no_such_agency": "找不到该代账公司：它可能已关闭，或您已不在其中。",
+    "no_supervision": "该主管会计并没有督导这位会计。",
+    "not_agency_admin": "只有本公司的管理员才能进行此操作。",
+    "not_agency_set": "该账套不是本公司的账套。",
+    "not_in_agency": "该会员不在本公司（可能已退出或被移除）。",
+    "not_invited": "您没有该代账公司的邀请，或邀请已被撤回。",
+    "supervision_exists": "该主管会计已经在督导这位会计了。",
+    "wrong_role": ("该成员的角色不能这样操作：只有会计经手账套，只有主管会计督导会计，"
+                   "管理员的角色不能修改。"),
     # The pages' own refusals.
     "csrf": "页面已过期，请刷新后重新提交。",
     "login_state": "登录已失效，请从公众号菜单重新进入会员中心。",

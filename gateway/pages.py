@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from contracts import agency as agc
 from contracts import identity as idc
 from contracts import sharing as shc
 from contracts import social as soc
@@ -43,7 +44,14 @@ STATIC = f"{ROOT}/static"
 MAX_FIELDS = 120
 NOTICES = {"bound": "绑定成功，欢迎使用会员中心。", "friend_added": "已添加好友。",
            "friend_removed": "已删除好友，你们之间的共享已全部结束。",
-           "shared": "共享成功。", "revoked": "已取消共享。"}
+           "shared": "共享成功。", "revoked": "已取消共享。",
+           "agency_created": "代账公司已创建，您是它的管理员。",
+           "invited": "邀请已发出：对方在自己的会员中心“代账公司”中接受后即加入。",
+           "joined": "已加入代账公司。", "role_changed": "角色已修改。",
+           "member_removed": "已移除该成员，其通过本公司获得的账套权限已全部结束。",
+           "supervision_assigned": "督导关系已安排。", "supervision_ended": "督导关系已结束。",
+           "handed_over": "账套已移交。", "settings_saved": "设置已保存。",
+           "agency_left": "您已退出该代账公司，通过它获得的账套权限已全部结束。"}
 log = logging.getLogger("ledgershare.gateway")
 
 
@@ -94,7 +102,8 @@ class Pages:
             loader=jinja2.PackageLoader("gateway", "templates"), autoescape=True,
             undefined=jinja2.StrictUndefined)
         self.templates.filters.update(cn_date=views.cn_date, cn_time=views.cn_time,
-                                      mb=views.megabytes, share_line=views.share_line)
+                                      mb=views.megabytes, share_line=views.share_line,
+                                      role_name=views.role_name)
 
     def routes(self) -> list[BaseRoute]:
         get, post = ["GET"], ["POST"]
@@ -115,6 +124,24 @@ class Pages:
             Route(f"{ROOT}/share", self._page(self.share), methods=post),
             Route(f"{ROOT}/shares", self._page(self.shares), methods=get),
             Route(f"{ROOT}/shares/revoke", self._page(self.revoke), methods=post),
+            Route(f"{ROOT}/agencies", self._page(self.agencies), methods=get),
+            Route(f"{ROOT}/agencies/create", self._page(self.create_agency), methods=post),
+            Route(f"{ROOT}/agencies/accept", self._page(self.accept_invitation),
+                  methods=post),
+            Route(f"{ROOT}/agency", self._page(self.agency), methods=get),
+            Route(f"{ROOT}/agency/settings", self._page(self.agency_settings), methods=post),
+            Route(f"{ROOT}/agency/invite", self._page(self.invite), methods=post),
+            Route(f"{ROOT}/agency/role", self._page(self.change_role), methods=post),
+            Route(f"{ROOT}/agency/remove", self._page(self.confirm_member_removal),
+                  methods=get),
+            Route(f"{ROOT}/agency/remove", self._page(self.remove_member), methods=post),
+            Route(f"{ROOT}/agency/supervise", self._page(self.assign_supervision),
+                  methods=post),
+            Route(f"{ROOT}/agency/unsupervise", self._page(self.end_supervision),
+                  methods=post),
+            Route(f"{ROOT}/agency/hand_over", self._page(self.hand_over), methods=post),
+            Route(f"{ROOT}/agency/leave", self._page(self.confirm_leaving), methods=get),
+            Route(f"{ROOT}/agency/leave", self._page(self.leave_agency), methods=post),
             Mount(STATIC, StaticFiles(packages=[("gateway", "static")]), name="static"),
         ]
 
@@ -392,6 +419,175 @@ class Pages:
             command_id=form.one("command_id"), session=self._session(visitor),
             set_id=form.one("set_id"), friend=form.one("friend") or None))
         return _see(f"{ROOT}/shares", done="revoked", seq=revoked.seq)
+
+    # ---- agencies (代账公司): members, roles, supervision, the agency's sets ----------------
+
+    async def agencies(self, request: Request, visitor: web.Visitor) -> Page:
+        return await self._agencies_page(visitor, _seq(request))
+
+    async def _agencies_page(self, visitor: web.Visitor, seq: int = 0, **extra: Any) -> Page:
+        listed = await self.social.agencies(agc.ListAgencies(
+            session=self._session(visitor), seq=seq))
+        entries = sorted(listed.agencies, key=lambda a: (a.name, a.agency_id))
+        return Page("agencies.html", "代账公司", {
+            "joined": [a for a in entries if not a.invited],
+            "invitations": [a for a in entries if a.invited], "failed": "", **extra})
+
+    async def create_agency(self, request: Request, visitor: web.Visitor) -> Response | Page:
+        form = await self._form(request, visitor)
+        try:
+            made = await self.social.create_agency(agc.CreateAgency(
+                command_id=form.one("command_id"), session=self._session(visitor),
+                name=form.one("name")))
+        except LedgerError as err:
+            return await self._again(lambda: self._agencies_page(visitor, failed="create"),
+                                     err, form)
+        return _see(f"{ROOT}/agency", id=made.agency_id, done="agency_created", seq=made.seq)
+
+    async def accept_invitation(self, request: Request,
+                                visitor: web.Visitor) -> Response | Page:
+        form = await self._form(request, visitor)
+        try:
+            joined = await self.social.accept_invitation(agc.AgencyCommand(
+                command_id=form.one("command_id"), session=self._session(visitor),
+                agency_id=form.one("agency_id")))
+        except LedgerError as err:
+            return await self._again(lambda: self._agencies_page(visitor, failed="accept"),
+                                     err, form)
+        return _see(f"{ROOT}/agency", id=joined.agency_id, done="joined", seq=joined.seq)
+
+    async def agency(self, request: Request, visitor: web.Visitor) -> Page:
+        return await self._agency_page(visitor, request.query_params.get("id", ""),
+                                       _seq(request))
+
+    async def _agency_page(self, visitor: web.Visitor, agency_id: str, seq: int = 0,
+                           **extra: Any) -> Page:
+        session = self._session(visitor)
+        view = await self.social.view_agency(agc.ViewAgency(
+            session=session, agency_id=agency_id, seq=seq))
+        me = await self.identity.me(idc.Me(session=session))
+        return Page("agency.html", view.name, {
+            "agency": view, "shown": views.agency_page(view, me.account), "failed": "",
+            **extra})
+
+    async def _agency_command(self, request: Request, visitor: web.Visitor, failed: str,
+                              done: str,
+                              send: Callable[[Form, str, str],
+                                             Awaitable[agc.AgencyChanged]]) -> Response | Page:
+        """One of the agency page's forms: its command, then the page showing its effect
+        (or the page again, saying why it was refused)."""
+        form = await self._form(request, visitor)
+        agency_id = form.one("agency_id")
+        try:
+            changed = await send(form, self._session(visitor), agency_id)
+        except LedgerError as err:
+            return await self._again(
+                lambda: self._agency_page(visitor, agency_id, failed=failed), err, form)
+        return _see(f"{ROOT}/agency", id=changed.agency_id or agency_id, done=done,
+                    seq=changed.seq)
+
+    async def agency_settings(self, request: Request, visitor: web.Visitor) -> Response | Page:
+        async def send(form: Form, session: str, agency_id: str) -> agc.AgencyChanged:
+            return await self.social.agency_settings(agc.ChangeSettings(
+                command_id=form.one("command_id"), session=session, agency_id=agency_id,
+                supervisors_write=form.one("supervisors_write") == "on"))
+        return await self._agency_command(request, visitor, "settings", "settings_saved",
+                                          send)
+
+    async def invite(self, request: Request, visitor: web.Visitor) -> Response | Page:
+        async def send(form: Form, session: str, agency_id: str) -> agc.AgencyChanged:
+            return await self.social.invite_to_agency(agc.Invite(
+                command_id=form.one("command_id"), session=session, agency_id=agency_id,
+                account=form.one("account"), nickname=form.one("nickname"),
+                role=_staff_role(form.one("role"))))
+        return await self._agency_command(request, visitor, "invite", "invited", send)
+
+    async def change_role(self, request: Request, visitor: web.Visitor) -> Response | Page:
+        async def send(form: Form, session: str, agency_id: str) -> agc.AgencyChanged:
+            return await self.social.change_agency_role(agc.ChangeRole(
+                command_id=form.one("command_id"), session=session, agency_id=agency_id,
+                account=form.one("account"), role=_staff_role(form.one("role"))))
+        return await self._agency_command(request, visitor, "role", "role_changed", send)
+
+    async def confirm_member_removal(self, request: Request, visitor: web.Visitor) -> Page:
+        agency_id = request.query_params.get("id", "")
+        account = request.query_params.get("account", "")
+        shown = await self._agency_page(visitor, agency_id)
+        page: views.AgencyPage = shown.context["shown"]
+        if not page.admin:
+            raise agc.NotAgencyAdmin("only the agency's administrator may do that")
+        member = next((m for m in page.members if m.account == account), None)
+        if member is None:
+            raise agc.NotInAgency("that member is not in the agency")
+        if member.role == "administrator":
+            raise agc.AdministratorStays("the administrator cannot be removed")
+        return Page("remove_member.html", "移除成员", {
+            "agency": shown.context["agency"], "member": member})
+
+    async def remove_member(self, request: Request, visitor: web.Visitor) -> Response | Page:
+        async def send(form: Form, session: str, agency_id: str) -> agc.AgencyChanged:
+            return await self.social.remove_from_agency(agc.MemberCommand(
+                command_id=form.one("command_id"), session=session, agency_id=agency_id,
+                account=form.one("account")))
+        return await self._agency_command(request, visitor, "remove", "member_removed", send)
+
+    async def assign_supervision(self, request: Request,
+                                 visitor: web.Visitor) -> Response | Page:
+        async def send(form: Form, session: str, agency_id: str) -> agc.AgencyChanged:
+            return await self.social.assign_supervision(_supervision(form, session,
+                                                                     agency_id))
+        return await self._agency_command(request, visitor, "supervise",
+                                          "supervision_assigned", send)
+
+    async def end_supervision(self, request: Request, visitor: web.Visitor) -> Response | Page:
+        async def send(form: Form, session: str, agency_id: str) -> agc.AgencyChanged:
+            return await self.social.end_supervision(_supervision(form, session, agency_id))
+        return await self._agency_command(request, visitor, "unsupervise",
+                                          "supervision_ended", send)
+
+    async def hand_over(self, request: Request, visitor: web.Visitor) -> Response | Page:
+        async def send(form: Form, session: str, agency_id: str) -> agc.AgencyChanged:
+            # "<owner account>/<set id>": a set id has no "/", so the last one splits them.
+            owner, _, set_id = form.one("set").rpartition("/")
+            return await self.social.hand_over(agc.HandOver(
+                command_id=form.one("command_id"), session=session, agency_id=agency_id,
+                owner=owner, set_id=set_id, to=form.one("to")))
+        return await self._agency_command(request, visitor, "hand_over", "handed_over", send)
+
+    async def confirm_leaving(self, request: Request, visitor: web.Visitor) -> Page:
+        shown = await self._agency_page(visitor, request.query_params.get("id", ""))
+        page: views.AgencyPage = shown.context["shown"]
+        if page.admin:
+            raise agc.AdministratorStays("the administrator cannot leave")
+        return Page("leave_agency.html", "退出代账公司", {
+            "agency": shown.context["agency"], "role": page.my_role or ""})
+
+    async def leave_agency(self, request: Request, visitor: web.Visitor) -> Response | Page:
+        form = await self._form(request, visitor)
+        agency_id = form.one("agency_id")
+        try:
+            left = await self.social.leave_agency(agc.AgencyCommand(
+                command_id=form.one("command_id"), session=self._session(visitor),
+                agency_id=agency_id))
+        except LedgerError as err:
+            return await self._again(
+                lambda: self._agency_page(visitor, agency_id, failed="leave"), err, form)
+        return _see(f"{ROOT}/agencies", done="agency_left", seq=left.seq)
+
+
+def _staff_role(value: str) -> agc.StaffRole:
+    """The role a form chose: an invitation or a role change gives one of two."""
+    if value == "supervisor":
+        return "supervisor"
+    if value == "accountant":
+        return "accountant"
+    raise BadRequest("the role must be supervisor or accountant")
+
+
+def _supervision(form: Form, session: str, agency_id: str) -> agc.Supervision:
+    return agc.Supervision(command_id=form.one("command_id"), session=session,
+                           agency_id=agency_id, supervisor=form.one("supervisor"),
+                           accountant=form.one("accountant"))
 
 
 def _error_page(err: LedgerError) -> Page:

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, timezone
 
+from contracts.agency import AgencyView, Role
 from contracts.sharing import SharedSet, SharedWith
 from contracts.social import Friend
 from contracts.storage import DriveListing, SetYear
@@ -101,3 +102,94 @@ def share_line(share: SharedWith) -> str:
     if share.expires_at is not None:
         terms.append(f"{cn_date(share.expires_at - timedelta(seconds=1))}到期")
     return f"于{cn_date(share.since)}开始共享给 {share.nickname}（{'，'.join(terms)}）"
+
+
+# ---- agencies (代账公司) -------------------------------------------------------------------
+
+ROLES: dict[str, str] = {"administrator": "管理员", "supervisor": "主管会计",
+                         "accountant": "会计"}
+_RANK: dict[str, int] = {"administrator": 0, "supervisor": 1, "accountant": 2}
+
+
+def role_name(role: str) -> str:
+    """``管理员`` / ``主管会计`` / ``会计``."""
+    return ROLES.get(role, role)
+
+
+@dataclass(frozen=True)
+class MemberRow:
+    """One line of an agency's members table."""
+
+    account: str
+    nickname: str
+    role: Role
+    since: datetime
+    invited: bool
+    supervises: list[str]  # the nickname (else the account) of each accountant overseen
+    supervised_by: list[str]  # the nickname (else the account) of each supervisor
+
+
+@dataclass(frozen=True)
+class SupervisionRow:
+    """One supervisor overseeing one accountant."""
+
+    supervisor: str
+    supervisor_name: str
+    accountant: str
+    accountant_name: str
+
+
+@dataclass(frozen=True)
+class SetRow:
+    """One agency set: whose drive holds it, and who works on it (each an account, with
+    its nickname while its member is in the agency, else "")."""
+
+    owner: str
+    owner_nickname: str
+    set_id: str
+    keeper: str  # "" for nobody
+    keeper_nickname: str
+
+
+@dataclass(frozen=True)
+class AgencyPage:
+    """What an agency page shows, shaped for its reader (``me``, an account)."""
+
+    members: list[MemberRow]
+    supervision: list[SupervisionRow]
+    sets: list[SetRow]
+    my_role: Role | None
+    staff: list[MemberRow]  # joined supervisors and accountants (whose role can change)
+    supervisors: list[MemberRow]
+    accountants: list[MemberRow]
+
+    @property
+    def admin(self) -> bool:
+        return self.my_role == "administrator"
+
+
+def agency_page(view: AgencyView, me: str) -> AgencyPage:
+    """The members (administrator first, then supervisors, accountants, and invitations
+    last), the supervision pairs, and the sets, each account with its nickname."""
+    names = {m.account: m.nickname for m in view.members}
+    overseen = {m.account: sorted(m.supervises) for m in view.members if not m.invited}
+    overseers = {a: sorted(s for s, accs in overseen.items() if a in accs)
+                 for accs in overseen.values() for a in accs}
+    members = [MemberRow(account=m.account, nickname=m.nickname, role=m.role, since=m.since,
+                         invited=m.invited,
+                         supervises=[names.get(a, a) for a in sorted(m.supervises)],
+                         supervised_by=[names.get(s, s) for s in overseers.get(m.account, [])])
+               for m in sorted(view.members, key=lambda m: (m.invited, _RANK.get(m.role, 9),
+                                                            m.since, m.account))]
+    pairs = [SupervisionRow(m.account, m.nickname, a, names.get(a, a))
+             for m in members for a in overseen.get(m.account, [])]
+    sets = [SetRow(owner=s.owner, owner_nickname=names.get(s.owner, ""), set_id=s.set_id,
+                   keeper=s.keeper, keeper_nickname=names.get(s.keeper, "") if s.keeper else "")
+            for s in sorted(view.sets, key=lambda s: (s.owner, s.set_id))]
+    mine = next((m.role for m in members if m.account == me and not m.invited), None)
+    joined = [m for m in members if not m.invited]
+    return AgencyPage(
+        members=members, supervision=pairs, sets=sets, my_role=mine,
+        staff=[m for m in joined if m.role != "administrator"],
+        supervisors=[m for m in joined if m.role == "supervisor"],
+        accountants=[m for m in joined if m.role == "accountant"])

@@ -255,6 +255,11 @@ class Sharing:
         shared, reason = (False, "not shared") if terms is None else domain.allows(
             permission=terms.permission, years=terms.years, expires_at=terms.expires_at,
             year=req.year, access=req.access, now=call.received_at)
+        if shared:
+            # An owner's shares go with the set when an agency hands it over.
+            held, why = domain.owner_allows(
+                await self._through(req.owner_id, req.owner_id, req.set_id))
+            shared, reason = (True, reason) if held else (False, why)
         if shared or not through:
             return Verdict(allowed=shared, reason=reason)
         allowed, why = domain.agency_allows(through, access=req.access)
@@ -313,9 +318,11 @@ class Sharing:
         shared = await tables.could_see(self.pool, self.schema, owner, req.set_id, req.at)
         agencies = await tables.seen_through_agencies(self.pool, self.schema, owner,
                                                       req.set_id, req.at)
+        if any(r["reason"] == "handed over" for r in agencies):
+            shared = []  # handed over then: the owner's shares did not count
         seen = [Seen(account=a, reason="shared") for a in shared] + [
             Seen(account=r["account"], reason=f"{r['reason']} of {r['name']}")
-            for r in agencies]
+            for r in agencies if r["reason"] != "handed over" and r["account"]]
         return History(accounts=sorted({s.account for s in seen}),
                        seen=sorted(seen, key=lambda s: (s.account, s.reason)))
 

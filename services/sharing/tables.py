@@ -270,7 +270,7 @@ async def _agencies(conn: asyncpg.Connection, schema: str, c: Changes) -> None:
                 f"agency_id, reason, permission FROM json_to_recordset($1) {_ACCESS}", begun)
     await _each(conn, f"INSERT INTO {schema}.agency_history SELECT owner_id, set_id, "
                 f"member_id, agency_id, reason, at, NULL FROM json_to_recordset($1) {_ACCESS} "
-                "WHERE permission <> 'none' ON CONFLICT DO NOTHING", begun)
+                "ON CONFLICT DO NOTHING", begun)
 
 
 def access_changes(agency_id: str, before: AgencyState, after: AgencyState,
@@ -446,13 +446,16 @@ async def agency_work(conn: Conn, schema: str, member_id: str,
 
 async def seen_through_agencies(conn: Conn, schema: str, owner_id: str, set_id: str,
                                 at: datetime) -> list[asyncpg.Record]:
-    """Who could use (owner, set) through an agency at ``at``, and why."""
+    """Who could use (owner, set) through an agency at ``at``, and why; a row with the
+    reason "handed over" says the owner had handed it over then (their shares did not
+    count)."""
     rows: list[asyncpg.Record] = await conn.fetch(
-        f"SELECT DISTINCT d.account, h.reason, g.name FROM {schema}.agency_history h "
-        f"JOIN {schema}.directory d ON d.member_id = h.member_id "
+        f"SELECT DISTINCT coalesce(d.account, '') AS account, h.reason, g.name "
+        f"FROM {schema}.agency_history h "
+        f"LEFT JOIN {schema}.directory d ON d.member_id = h.member_id "
         f"JOIN {schema}.agencies g ON g.agency_id = h.agency_id "
         "WHERE h.owner_id = $1 AND h.set_id = $2 AND h.since <= $3 "
-        "AND (h.until IS NULL OR h.until > $3) ORDER BY d.account, h.reason, g.name",
+        "AND (h.until IS NULL OR h.until > $3) ORDER BY 1, 2, 3",
         owner_id, set_id, at)
     return rows
 

@@ -96,9 +96,9 @@ def decide_remove(state: Friendship, *, member_id: str, friend_id: str,
 # ---- agencies (contracts/agency.py; the state and its fold: contracts/agency_state.py) --
 
 def _admin(state: AgencyState, caller: str) -> None:
-    """Refuse anyone but the administrator of an agency that exists."""
-    if not state.exists:
-        raise NoSuchAgency("no such agency")
+    """Refuse anyone but the administrator; to someone not in the agency it does not
+    exist (no answer tells an outsider that an agency id is real)."""
+    _member(state, caller)
     if caller != state.admin_id:
         raise NotAgencyAdmin("only the agency's administrator may do that")
 

@@ -37,6 +37,12 @@ def test_run_brings_everything_up_walks_through_and_stops(tmp_path: Path) -> Non
     assert "(size and SHA-256 checked), remark 2018年4期" in out
     assert "not shared with you [no_access]" in out
     assert "0 sharer(s)" in out
+    # the agency part (cli/agencydemo.py): supervisor, handover, the leaver refused
+    assert "(陈静), as supervisor, read-only: 2018 (2018年3期)" in out
+    assert out.count("backup: True") == 3  # B, the supervisor and accountant 2
+    assert ("refused: that account set was handed over to another accountant of your "
+            "agency; it is theirs to work on now [no_access]") in out
+    assert "(刘洋): supervisor of 诚信代账" in out and "(杨帆): keeper of 诚信代账" in out
     assert "press Ctrl-C to stop" in out
     assert f"desktop API http://127.0.0.1:{gateway}/api/v1 (" in out
     assert (f"Member Center http://127.0.0.1:{gateway}/wx sends a browser to "

@@ -51,6 +51,7 @@ from tests.integration.test_sharing import SET, Person
 from tests.services import running
 
 if TYPE_CHECKING:
+    from tests.integration.gateway_agency import AgencyWorld
     from tests.integration.gateway_sync import SyncWorld
 
 OK = "ok"  # the code of a case that must succeed
@@ -123,6 +124,7 @@ class World:
     friend_upload: str  # an open upload the friend began in the owner's drive
     repeated: dict[str, dict[str, Any]]  # requests a case sends again, by name
     sync: SyncWorld  # a member syncing on three machines (tests/integration/gateway_sync.py)
+    agency: AgencyWorld  # an agency the owner runs (tests/integration/gateway_agency.py)
 
     def __init__(self, api: httpx.AsyncClient, nc: NATS, settings: Settings,
                  files: Path) -> None:
@@ -218,9 +220,11 @@ async def populate(w: World) -> World:
     w.erased = await erased(w)
     w.owner_upload = (await w.begin(w.owner)).upload_id
     w.friend_upload = (await w.begin(w.friend, owner=w.owner)).upload_id
-    from tests.integration.gateway_sync import sync_world  # it builds on this module
+    from tests.integration.gateway_agency import agency_world  # they build on this module
+    from tests.integration.gateway_sync import sync_world
 
     w.sync = await sync_world(w)
+    w.agency = await agency_world(w)
     return w
 
 

@@ -35,7 +35,7 @@ from runtime.settings import Settings
 from services.registry import named
 from services.storage.objects import ObjectStore
 from tests.helpers import PASSWORD, cid, proof_of
-from tests.integration import gateway_sync
+from tests.integration import gateway_agency, gateway_sync
 from tests.integration.gateway_world import (
     EXPOSED,
     OK,
@@ -552,6 +552,7 @@ AS_OWNER: dict[str, Callable[[World], dict[str, Any]]] = {
     "sharing/cloud_shares": lambda w: {"drive_token": w.owner.drive},
     "sharing/history": lambda w: {"set_id": SET, "at": now_iso()},
     **gateway_sync.AS_OWNER,
+    **gateway_agency.AS_OWNER,
 }
 # Every session but a valid one (each naming the owner, but the ones that ended).
 BAD_SESSIONS: dict[str, Callable[[World], str]] = {
@@ -690,7 +691,7 @@ UNREACHABLE: dict[tuple[str, str], Unreachable] = {
 }
 INSTEAD = [u.instead for u in UNREACHABLE.values() if u.world == "main"]
 MAIN = [*IDENTITY, *SOCIAL, *STORAGE, *SHARING, *ACCESS, *SESSIONS, *INSTEAD,
-        *gateway_sync.SYNC]
+        *gateway_sync.SYNC, *gateway_agency.AGENCY]
 EVERY = [*MAIN, *S3_DOWN, *EXPIRED, *(u.instead for u in UNREACHABLE.values()),
          *gateway_sync.S3_DOWN, *gateway_sync.EXPIRED]
 
