@@ -5,8 +5,10 @@ answer on access (its check, its listing, its history, storage obeying it)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
 import asyncpg
 import pytest
@@ -33,15 +35,22 @@ from contracts.agency import (
     Supervision,
     ViewAgency,
     WrongRole,
+    agency_subjects,
 )
+from contracts.identity import DeleteMember
 from contracts.sharing import AgencySetsRequest, Check, HistoryRequest
 from contracts.storage import DeleteVersion, NoAccess, VersionsRequest
+from runtime.eventstore import EventStore
 from runtime.replay import compare, rebuild
+from runtime.settings import Settings
 from services.sharing import domain
 from services.sharing import tables as sharing_tables
+from services.sharing.handlers import Sharing
+from services.sharing.index import AccessIndex
 from services.sharing.projection import AccessProjection
 from tests.helpers import cid
 from tests.integration.test_sharing import Person, account_set
+from tests.services import wired_all
 
 BOOKS = "books-a"  # the accountant's agency set
 PRIVATE = "private"  # the same accountant's own set, never agency work
@@ -317,3 +326,62 @@ async def test_the_agency_index_and_tables_answer_alike_and_rebuild_equal(
                             else domain.agency_allows(stored, access="read"))
     await rebuild(nc_all, pool, AccessProjection(), "agency_rebuilt")
     assert await compare(pool, "sharing", "agency_rebuilt", sharing_tables.TABLES) == []
+
+
+async def test_the_in_memory_index_follows_agencies_as_a_reload_reads_them(
+        settings: Settings, nc: NATS, pool: asyncpg.Pool, events: EventStore,
+        tmp_path: Path) -> None:
+    async with wired_all(settings, nc, pool, events) as (_, wirings):
+        live = cast(Sharing, wirings["sharing"].app).index
+        assert live is not None
+        agency, (admin, sup, a1, a2) = await staffed(nc, tmp_path, "index")
+        await agency.hand_over(a1, a2)
+        await agency.supervise(sup, a2)
+        await agency.leave(a2)  # the set waits for a keeper
+        await agency.join(a2)
+        await agency.hand_over(a1, a2)
+        await agency.remove(sup)
+        await admin.sharing.history(HistoryRequest(session=admin.session, set_id=BOOKS,
+                                                   at=datetime.now(UTC), seq=admin.seq))
+        fresh = AccessIndex()
+        async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            await fresh.reload(conn, "sharing")
+        assert (live.agencies, live.agency_access) == (fresh.agencies, fresh.agency_access)
+        assert live.through_agencies(a2.member_id, a1.member_id, BOOKS) == {
+            agency.id: ("keeper", "read-write")}
+        assert live.through_agencies(sup.member_id, a1.member_id, BOOKS) == {}
+
+
+async def until(ask: Callable[[], Awaitable[bool]], within: float = 20) -> bool:
+    """Whether ``ask`` comes true within ``within`` seconds (a policy acts after the
+    command that caused it has answered)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not await ask():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.2)
+    return True
+
+
+async def test_an_erased_member_leaves_every_agency_and_an_erased_administrator_closes_it(
+        nc_all: NATS, tmp_path: Path, events: EventStore) -> None:
+    agency, (admin, sup, a1, _) = await staffed(nc_all, tmp_path, "erase")
+    await sup.identity.delete_member(DeleteMember(command_id=cid(), session=sup.session,
+                                                  password="secret-1"))
+
+    async def sup_removed() -> bool:
+        removed = await events.load(agency_subjects(agency.id))
+        return any(e.type == "MemberRemoved" for e in removed)
+
+    assert await until(sup_removed)
+    view = await admin.social.view_agency(ViewAgency(session=admin.session,
+                                                     agency_id=agency.id))
+    assert sup.account not in {m.account for m in view.members}
+    await admin.identity.delete_member(DeleteMember(command_id=cid(), session=admin.session,
+                                                    password="secret-1"))
+
+    async def closed() -> bool:
+        return (await a1.social.agencies(ListAgencies(session=a1.session))).agencies == []
+
+    assert await until(closed)
+    assert await may(a1, a1) == (True, "owner")
