@@ -166,6 +166,8 @@ def decide_role(state: AgencyState, *, agency_id: str, caller: str, member_id: s
         raise WrongRole("the administrator's role does not change")
     if current == role:
         return []
+    if any(keeper == member_id for kept in state.sets.values() for keeper in kept.values()):
+        raise WrongRole("that accountant keeps agency sets; hand them over first")
     return [RoleChanged(agency_id=agency_id, member_id=member_id, role=role, at=at)]
 
 
