@@ -11,6 +11,10 @@ event it appends. So:
 - a repeat (a retry after a lost reply, or an attacker replaying an id) finds the events
   the command appended and answers from them, deciding nothing again: no second guess of
   a password is checked, no second reservation made, no second download unaudited;
+- a run that appended nothing leaves its outcome in the record (nothing to do, or the
+  refusal's code and message), and a repeat answers that: a hand-over that found the set
+  with its keeper already, or one refused, is not carried out later by its replay, after
+  other commands changed the state it was decided on;
 - nothing acts on an append it has not verified as its own: an append that meets its own
   message id already stored is read back, not trusted.
 """
@@ -23,13 +27,21 @@ import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import msgspec
 
 from contracts.base import HDR_PART, Event, Request
-from contracts.errors import CommandInProgress, CommandReused
+from contracts.errors import (
+    BadRequest,
+    CommandInProgress,
+    CommandReused,
+    Conflict,
+    Forbidden,
+    LedgerError,
+    NotFound,
+)
 from runtime.eventstore import EventStore, Meta, Outgoing, StoredEvent, with_retry
 from runtime.journal import Entry, Journal, Record, journal_subject
 
@@ -63,17 +75,33 @@ def content_digest(request: Request, also: str = "") -> str:
     return hashlib.sha256(msgspec.json.encode(fields)).hexdigest()
 
 
+NOTHING = "none"  # a run's outcome: it decided there was nothing to do
+# Refusals a repeat answers again: what the command asked, judged on the state then. Not
+# a credential's (a retry may bring a fresh token) and not an outage's (it may pass).
+SETTLED = (BadRequest, Forbidden, NotFound, Conflict)
+
+
 @dataclass(frozen=True)
 class Command:
-    """One run of one command: its key, and whether the id was never seen before."""
+    """One run of one command: its key, whether the id was never seen before, how an
+    earlier run that appended nothing ended (``earlier``), and what this run's steps
+    appended (``steps``: one flag per step)."""
 
     key: str
     fresh: bool
     meta: Meta
+    earlier: str = ""
+    steps: list[bool] = field(default_factory=list)
 
     def part(self, name: str) -> Command:
         """The same command, for one of several steps it takes in one aggregate."""
-        return Command(key=f"{self.key}.{name}", fresh=self.fresh, meta=self.meta)
+        return Command(key=f"{self.key}.{name}", fresh=self.fresh, meta=self.meta,
+                       earlier=self.earlier, steps=self.steps)
+
+    @property
+    def outcome(self) -> str:
+        """``NOTHING`` when every step of this run decided nothing, else ""."""
+        return NOTHING if self.steps and not any(self.steps) else ""
 
     def msg_id(self, subject_filter: str) -> str:
         """The message id prefix of this command's events in one aggregate."""
@@ -122,20 +150,29 @@ class Pipeline:
         key = command_key(self.context, operation, caller, request.command_id)
         subject = journal_subject(self.context, key)
         digest = content_digest(request, also)
-        fresh, held = await self._hold(subject, digest)
+        fresh, held, earlier = await self._hold(subject, digest)
         meta = Meta(correlation_id=correlation_id, causation_id=key, actor=caller,
                     client_address=client_address)
+        command = Command(key=key, fresh=fresh, meta=meta, earlier=earlier)
+        outcome = ""
         try:
-            return await body(Command(key=key, fresh=fresh, meta=meta))
+            _refused_before(earlier)
+            result = await body(command)
+            outcome = command.outcome
+            return result
+        except SETTLED as err:
+            outcome = f"{err.code}\x1f{err.message}"
+            raise
         finally:
-            await self._release(subject, digest, held)
+            await self._release(subject, digest, held, outcome or earlier)
 
-    async def _hold(self, subject: str, digest: str) -> tuple[bool, int]:
-        """Take the command's record: (never seen before, the record's sequence)."""
+    async def _hold(self, subject: str, digest: str) -> tuple[bool, int, str]:
+        """Take the command's record: (never seen before, the record's sequence, how an
+        earlier run ended if it appended nothing)."""
         mine = Record(digest=digest, running=True, since=time.time())
         held = await self.journal.put(subject, mine, last=0)
         if held is not None:
-            return True, held
+            return True, held, ""
         deadline = time.monotonic() + self.wait_s
         while True:
             entry = await self.journal.get(subject)
@@ -145,7 +182,7 @@ class Pipeline:
                                         "request; use a new command id for a new request")
                 held = await self._take_over(subject, entry, mine)
                 if held is not None:
-                    return False, held
+                    return False, held, entry.record.outcome
             if time.monotonic() >= deadline:
                 raise CommandInProgress("the same command is still being carried out; "
                                         "ask again in a moment")
@@ -158,9 +195,10 @@ class Pipeline:
             return None
         return await self.journal.put(subject, mine, last=entry.seq)
 
-    async def _release(self, subject: str, digest: str, held: int) -> None:
-        # Not awaited by the server: a lost "done" only makes a repeat wait out the lease.
-        done = Record(digest=digest, running=False, since=time.time())
+    async def _release(self, subject: str, digest: str, held: int, outcome: str) -> None:
+        # Not awaited by the server: a lost "done" only makes a repeat wait out the lease
+        # (and decide again, when the run appended nothing).
+        done = Record(digest=digest, running=False, since=time.time(), outcome=outcome)
         try:
             await self.journal.put_later(subject, done, last=held)
         except Exception:
@@ -192,8 +230,12 @@ class Pipeline:
                 if stored and _complete(stored[-1]):
                     return Step(events=[fold.decoder.decode(e.data) for e in stored],
                                 seq=stored[-1].seq, state=state, repeated=True)
+            if not stored and command.earlier == NOTHING:
+                command.steps.append(False)
+                return Step(events=[], seq=seq, state=state, repeated=True)
             decided = decide(state)
             outs = await decided if inspect.isawaitable(decided) else decided
+            command.steps.append(bool(outs))
             if not outs:
                 return Step(events=[], seq=seq, state=state, repeated=False)
             # A run that died half-way left a prefix of its events: deciding again completes
@@ -209,6 +251,27 @@ class Pipeline:
 
     async def _load(self, subject_filter: str, fold: Fold[S, E]) -> tuple[S, int]:
         return await self.events.state(subject_filter, fold.decoder, fold.evolve, fold.initial)
+
+
+def _refused_before(earlier: str) -> None:
+    """Answer a repeat of a refused command with the same refusal."""
+    if not earlier or earlier == NOTHING:
+        return
+    code, _, message = earlier.partition("\x1f")
+    err = _error_class(code, LedgerError)(message)
+    err.code = code  # type: ignore[misc]
+    raise err
+
+
+def _error_class(code: str, root: type[LedgerError]) -> type[LedgerError]:
+    """The error class with this code (codes are unique), else the root."""
+    for cls in root.__subclasses__():
+        if cls.code == code:
+            return cls
+        found = _error_class(code, cls)
+        if found is not cls:
+            return found
+    return root
 
 
 def _complete(last: StoredEvent) -> bool:

@@ -31,6 +31,10 @@ class Record(msgspec.Struct, frozen=True, kw_only=True):
     digest: str
     running: bool
     since: float  # when the current holder took it (epoch seconds)
+    # How a finished run ended when it appended nothing: "none" (it decided nothing to
+    # do) or "<code>\x1f<message>" (refused); "" when it appended events (they are its
+    # outcome) or is not known (a record from before, or a run that died).
+    outcome: str = ""
 
 
 class Entry(msgspec.Struct, frozen=True, kw_only=True):

@@ -9,7 +9,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Awaitable, Coroutine
+from collections.abc import Awaitable, Coroutine, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -19,6 +19,7 @@ import aiohttp
 import asyncpg
 from nats.aio.client import Client as NATS
 
+from contracts.agency import agency_subjects
 from contracts.base import Reply
 from contracts.errors import LedgerError
 from contracts.identity import (
@@ -154,12 +155,13 @@ async def fetch(http: aiohttp.ClientSession, url: str) -> bytes:
 
 # ---- the log --------------------------------------------------------------------------------
 
-def subject_filters(members: list[Member]) -> list[str]:
-    """Every aggregate this example's members can have touched."""
+def subject_filters(members: list[Member], agencies: Sequence[str] = ()) -> list[str]:
+    """Every aggregate this example's members can have touched (and its agencies)."""
     ids = [m.member_id for m in members]
     found = [member_subjects(i) for i in ids] + [CLAIMS]
     found += [friendship_subjects(pair_id(a, b)) for a, b in combinations(ids, 2)]
     found += [share_subjects(share_id(o, s)) for o in ids for s in SETS]
+    found += [agency_subjects(a) for a in agencies]
     return found + [drive_subjects(o) for o in ids] + [audit_subjects(o) for o in ids]
 
 
@@ -175,9 +177,10 @@ def kind(event: StoredEvent) -> str:
     return f"ShareRevoked/{json.loads(event.data).get('reason', 'owner')}"
 
 
-async def logged(events: EventStore, members: list[Member]) -> Counter[str]:
-    """How many events of each kind the log holds for these members."""
-    filters = subject_filters(members)
+async def logged(events: EventStore, members: list[Member],
+                 agencies: Sequence[str] = ()) -> Counter[str]:
+    """How many events of each kind the log holds for these members and agencies."""
+    filters = subject_filters(members, agencies)
     loaded = await asyncio.gather(*(events.load(s) for s in filters))
     ids = {m.member_id.encode() for m in members}
     return Counter(kind(e) for where, found in zip(filters, loaded, strict=True) for e in found

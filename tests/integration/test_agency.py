@@ -385,3 +385,28 @@ async def test_an_erased_member_leaves_every_agency_and_an_erased_administrator_
 
     assert await until(closed)
     assert await may(a1, a1) == (True, "owner")
+
+
+async def test_a_replay_answers_as_the_first_run_even_when_it_appended_nothing(
+        nc_all: NATS, tmp_path: Path, events: EventStore) -> None:
+    agency, (admin, _, a1, a2) = await staffed(nc_all, tmp_path, "noop")
+    to_a1 = HandOver(command_id=cid(), session=admin.session, agency_id=agency.id,
+                     owner=a1.account, set_id=BOOKS, to=a1.account)
+    nothing = await admin.social.hand_over(to_a1)  # a1 keeps it already: nothing to do
+    await agency.hand_over(a1, a2)
+    # The attacker (or a late network duplicate) replays the no-op: it hands nothing back.
+    again = await admin.social.hand_over(to_a1)
+    assert (again.agency_id, again.seq >= nothing.seq) == (agency.id, True)
+    assert await may(a2, a1, "write") == (True, "keeper")
+    # A refused command stays refused, though it would pass now.
+    (late,) = await people(nc_all, "noop", "late")
+    admin.seq = max(admin.seq, late.seq)
+    accept = AgencyCommand(command_id=cid(), session=late.session, agency_id=agency.id)
+    with pytest.raises(NotInvited):
+        await late.social.accept_invitation(accept)
+    await agency.invite(late)
+    with pytest.raises(NotInvited):
+        await late.social.accept_invitation(accept)
+    joined = await events.load(agency_subjects(agency.id))
+    assert not any(e.type == "MemberJoined" and late.member_id in e.data.decode()
+                   for e in joined)
