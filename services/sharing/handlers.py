@@ -110,7 +110,7 @@ class Sharing:
         whatever token the caller sends."""
         await self.access.wait_until(await self._log_end())
 
-    async def _checked(self, req: Check) -> None:
+    async def _checked(self, req: Check) -> bool:
         """Wait until the projection holds the last event of the share, the friendship
         and each agency a check rests on, and the caller's token (capped at the log's end).
 
@@ -118,18 +118,20 @@ class Sharing:
         concurrent checks tells; only when the log has moved past it are those
         aggregates' last events asked for (direct gets, at once). An owner's check waits
         for the log's end: a handover that took their set may rest on a marking the
-        projection has not seen, so no aggregate to wait for is known."""
+        projection has not seen, so no aggregate to wait for is known. Says whether the
+        projection held the whole log (False: only what the check rests on)."""
         if await self.access.caught_up():
-            return
+            return True
         if req.member_id == req.owner_id:
             await self._listed()
-            return
+            return True
         agencies = await self._agencies_of(req.owner_id, req.set_id)
         lasts = await asyncio.gather(
             self.events.last_on(share_subjects(share_id(req.owner_id, req.set_id))),
             self.events.last_on(friendship_subjects(pair_id(req.owner_id, req.member_id))),
             *(self.events.last_on(agency_subjects(a)) for a in agencies))
         await self.access.wait_until(max(*map(_seq, lasts), await self._capped(req.seq)))
+        return False
 
     async def _agencies_of(self, owner: str, set_id: str) -> list[str]:
         if (index := self._leading_index()) is not None:
@@ -246,7 +248,7 @@ class Sharing:
     # ---- queries ------------------------------------------------------------------------
 
     async def check(self, req: Check, call: Call) -> Verdict:
-        await self._checked(req)
+        whole = await self._checked(req)
         through = await self._through(req.member_id, req.owner_id, req.set_id)
         if req.member_id == req.owner_id:
             allowed, reason = domain.owner_allows(through)
@@ -256,7 +258,11 @@ class Sharing:
             permission=terms.permission, years=terms.years, expires_at=terms.expires_at,
             year=req.year, access=req.access, now=call.received_at)
         if shared:
-            # An owner's shares go with the set when an agency hands it over.
+            # An owner's shares go with the set when an agency hands it over; that the
+            # owner still holds it rests on the whole log (the handover's agency may be
+            # one the projection has not seen marking the set yet).
+            if not whole:
+                await self._listed()
             held, why = domain.owner_allows(
                 await self._through(req.owner_id, req.owner_id, req.set_id))
             shared, reason = (True, reason) if held else (False, why)
