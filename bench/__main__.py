@@ -1,6 +1,7 @@
 """`make bench`: ledgershare's paths against raw baselines on the same servers, same run.
 
-Prints each figure and writes bench/results.md. `--quick` runs a smaller subset.
+Prints each figure and writes bench/results.md. `--quick` runs a smaller subset; `--checks`
+only the access-check rows (printed, not written).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from rich.console import Console
 
 from bench import gateway, grant, lag, replay, transfer
 from bench import sync as sync_bench
-from bench.check import bench_check, bench_scale, timed
+from bench.check import Scale, bench_check, bench_scale, timed
 from cli.run import start_services, stop_services
 from contracts.base import Event
 from contracts.subjects import aggregate_subjects, context_subjects, event_subject
@@ -132,13 +133,16 @@ def _rate(value: float, unit: str = "/s") -> str:
     return f"{value:,.0f}{unit}"
 
 
-async def measure_bus(settings: Settings, size: Size,
-                      say: Callable[[str], None]) -> list[Row]:
-    """Every row that needs only NATS and PostgreSQL, in one process."""
+async def measure_bus(settings: Settings, size: Size, say: Callable[[str], None],
+                      *, only_checks: bool = False) -> list[Row]:
+    """Every row that needs only NATS and PostgreSQL (or only the access checks'), in one
+    process."""
     nc = await nats.connect(settings.nats_url)
     await EventStore(nc).ensure_stream()
     pool = await create_pool(settings.pg_dsn, size=10)
     try:
+        if only_checks:
+            return await _access_rows(nc, pool, size, say)
         return await _bus_rows(nc, pool, settings, size, say)
     finally:
         await pool.close()
@@ -222,17 +226,29 @@ async def _access_rows(nc: NATS, pool: asyncpg.Pool, size: Size,
                 f"{check.rate / echo.rate:.2f}x; p50 {check.p50_us / echo.p50_us:.2f}x",
                 "≥ 0.5x; p50 ≤ 1.5x",
                 check.rate >= 0.5 * echo.rate and check.p50_us <= 1.5 * echo.p50_us)]
-    say("sharing.check over 1,000 grants")
+    say("sharing.check over 1,000 grants and 100 agency memberships")
     small = await bench_scale(nc, pool, 100, 10, size.ops, say)
     big = size.scale_members
-    say(f"sharing.check over {big:,} members and {big * 10:,} grants")
+    say(f"sharing.check over {big:,} members, {big * 10:,} grants and "
+        f"{big // 10:,} agencies of ten")
     large = await bench_scale(nc, pool, big, 10, size.ops, say)
-    rows.append(Row(f"`sharing.check` with {big:,} members, {big * 10:,} grants "
-                    f"(p50 {large.p50_us:,.0f} µs)", f"p99 {large.p99_us:,.0f} µs",
-                    f"the same check with 1,000 grants (p50 {small.p50_us:,.0f} µs)",
-                    f"p99 {small.p99_us:,.0f} µs", f"{large.p99_us / small.p99_us:.2f}x",
-                    "p99 ≤ 1.5x", large.p99_us <= 1.5 * small.p99_us))
+    rows.append(_scale_row(large, small))
     return rows
+
+
+def _scale_row(large: Scale, small: Scale) -> Row:
+    mix = "friends' grants, agency supervisors and administrators, owners: a third each"
+
+    def case(s: Scale) -> str:
+        return (f"{s.grants:,} grants, {s.memberships:,} agency memberships "
+                f"({s.agencies:,} agencies, {s.access_rows:,} access rows; index loaded in "
+                f"{s.loaded_s:.1f} s; p50 {s.figures.p50_us:,.0f} µs)")
+
+    return Row(f"`sharing.check` with {large.members:,} members, {case(large)}; {mix}",
+               f"p99 {large.figures.p99_us:,.0f} µs", f"the same mix with {case(small)}",
+               f"p99 {small.figures.p99_us:,.0f} µs",
+               f"{large.figures.p99_us / small.figures.p99_us:.2f}x", "p99 ≤ 1.5x",
+               large.figures.p99_us <= 1.5 * small.figures.p99_us)
 
 
 def measure_files(stack: Stack, size: Size, say: Callable[[str], None]) -> list[Row]:
@@ -303,7 +319,10 @@ def _machine() -> str:
 def main() -> None:
     args = argparse.ArgumentParser(prog="bench")
     args.add_argument("--quick", action="store_true")
-    quick = args.parse_args().quick
+    args.add_argument("--checks", action="store_true",
+                      help="only the access-check rows; print them, write nothing")
+    given = args.parse_args()
+    quick = given.quick
     size = QUICK if quick else FULL
     started = time.perf_counter()
 
@@ -312,6 +331,9 @@ def main() -> None:
 
     # Two stacks, one after the other: what the transfer rows leave behind (services'
     # consumers, SeaweedFS's background work) stays out of the bus rows.
+    if given.checks:
+        print(report(_checks_alone(size, say), size, quick, time.perf_counter() - started))
+        return
     with tempfile.TemporaryDirectory() as home:
         files = Stack.local(Settings(home=f"{home}/files"), free_stack_ports(), fast=True)
         files.up(detach=False, progress=say)
@@ -331,6 +353,18 @@ def main() -> None:
     text = report(rows, size, quick, time.perf_counter() - started)
     print(text)
     Path(__file__).with_name("results.md").write_text(text)
+
+
+def _checks_alone(size: Size, say: Callable[[str], None]) -> list[Row]:
+    with tempfile.TemporaryDirectory() as home:
+        bus = Stack.local(Settings(home=home), free_stack_ports(), fast=True,
+                          only=("nats", "postgres"))
+        bus.up(detach=False, progress=say)
+        try:
+            settings = load_settings({**os.environ, "LEDGERSHARE_HOME": home}, user="admin")
+            return asyncio.run(measure_bus(settings, size, say, only_checks=True))
+        finally:
+            bus.down(progress=say)
 
 
 if __name__ == "__main__":
