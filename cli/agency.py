@@ -144,12 +144,19 @@ async def agency_show(c: Client, a: argparse.Namespace) -> None:
     _show_all(c, view, [members, sets])
 
 
-async def agency_sets(c: Client, a: argparse.Namespace) -> None:
-    """What the caller may see through the agency: keeper → set → year → versions."""
-    found = await agency_of(c, a.agency)
+async def _visible(c: Client, text: str) -> tuple[Agency, shc.AgencySets]:
+    """The agency, and the sets the caller may see through it (the drive token asked for
+    as Cloud Share asks it)."""
+    found = await agency_of(c, text)
     reply = await c.sharing.agency_sets(shc.AgencySetsRequest(
         session=c.me().session, agency_id=found.agency_id, drive_token=await drive_token(c),
         seq=c.saved.seq))
+    return found, reply
+
+
+async def agency_sets(c: Client, a: argparse.Namespace) -> None:
+    """What the caller may see through the agency: keeper → set → year → versions."""
+    found, reply = await _visible(c, a.agency)
     rows: list[list[Any]] = []
     for w in reply.sets:
         head = [w.keeper or "nobody", w.owner, _e(w.set_name), w.set_id, w.reason,
@@ -166,10 +173,7 @@ async def agency_sets(c: Client, a: argparse.Namespace) -> None:
 
 async def _work(c: Client, a: argparse.Namespace) -> shc.AgencyWork:
     """The agency set OWNER's SET among those the caller may see through the agency."""
-    found = await agency_of(c, a.agency)
-    reply = await c.sharing.agency_sets(shc.AgencySetsRequest(
-        session=c.me().session, agency_id=found.agency_id, drive_token=await drive_token(c),
-        seq=c.saved.seq))
+    found, reply = await _visible(c, a.agency)
     for w in reply.sets:
         if w.owner.casefold() == a.owner.casefold() and w.set_id == a.set:
             return w
