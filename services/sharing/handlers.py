@@ -309,14 +309,19 @@ class Sharing:
         return CloudShares(sharers=list(sharers.values()))
 
     async def _share_set(self, grant: asyncpg.Record) -> ShareSet:
-        years: dict[int, list[VersionInfo]] = {}
-        for b in await tables.backups_of(self.pool, self.schema, grant["owner_id"],
-                                        grant["set_id"]):
-            if grant["years"] is None or b["year"] in grant["years"]:
-                years.setdefault(b["year"], []).append(_version(b))
         return ShareSet(set_id=grant["set_id"], set_name=grant["set_name"],
                         permission=grant["permission"],
-                        years=[ShareYear(year=y, versions=v) for y, v in sorted(years.items())])
+                        years=await self._years(grant["owner_id"], grant["set_id"],
+                                                grant["years"]))
+
+    async def _years(self, owner: str, set_id: str,
+                     only: list[int] | None = None) -> list[ShareYear]:
+        """A set's years (those in ``only``, when given), each with its versions."""
+        years: dict[int, list[VersionInfo]] = {}
+        for b in await tables.backups_of(self.pool, self.schema, owner, set_id):
+            if only is None or b["year"] in only:
+                years.setdefault(b["year"], []).append(_version(b))
+        return [ShareYear(year=y, versions=v) for y, v in sorted(years.items())]
 
     async def history(self, req: HistoryRequest, call: Call) -> History:
         owner = await self._member(req.session, call)
@@ -345,15 +350,10 @@ class Sharing:
                                 if r["set_name"] is not None])
 
     async def _agency_work(self, row: asyncpg.Record) -> AgencyWork:
-        years: dict[int, list[VersionInfo]] = {}
-        for b in await tables.backups_of(self.pool, self.schema, row["owner_id"],
-                                        row["set_id"]):
-            years.setdefault(b["year"], []).append(_version(b))
         return AgencyWork(owner_id=row["owner_id"], owner=row["owner"], keeper=row["keeper"],
                           set_id=row["set_id"], set_name=row["set_name"],
                           reason=row["reason"], permission=_permission(row["permission"]),
-                          years=[ShareYear(year=y, versions=v)
-                                 for y, v in sorted(years.items())])
+                          years=await self._years(row["owner_id"], row["set_id"]))
 
 
 def _seq(event: StoredEvent | None) -> int:
