@@ -5,11 +5,12 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 CHROMIUM_STAMP := $(VENV)/.chromium-stamp
 PYTEST_ARGS ?=
-# pytest-xdist workers for `make test`: each has its own servers, and most of a test's
-# time is spent waiting on them, so three keep a 2-core machine busy (2,106 tests from a
-# fresh clone: 14m25s on two workers, 11m21s on three). Work stealing: the slowest tests
-# (the model, the 100k replay, the README runs) otherwise queue on one worker at the end.
-TEST_WORKERS ?= 3
+# pytest-xdist workers for `make test`: each has its own servers; two keep a 2-core
+# machine busy while the other waits on a server (2,106 tests from a fresh clone: 14m25s).
+# Three ran 11m21s twice, then failed two load-sensitive tests (a SIGKILL's children, a
+# directory read before its seq): not yet. Work stealing: the slowest tests (the model,
+# the 100k replay, the README runs) otherwise queue on one worker at the end.
+TEST_WORKERS ?= 2
 
 .PHONY: run test test-reliability lint bench down status clean
 
