@@ -139,17 +139,18 @@ async def _wait_live(pool: asyncpg.Pool, schema: str, name: str, seq: int) -> No
 
 async def _some_history(nc: NATS, wechat: WeChat) -> None:
     identity, social = IdentityClient(nc, timeout=10), SocialClient(nc, timeout=10)
-    sessions = []
+    sessions, registered = [], 0
     for i in range(6):
-        await identity.register(Register(command_id=uuid.uuid4().hex, account=f"mem{i}",
-                                         password="secret-1", nickname=f"成员{i}"))
+        registered = (await identity.register(Register(
+            command_id=uuid.uuid4().hex, account=f"mem{i}", password="secret-1",
+            nickname=f"成员{i}"))).seq
         sessions.append((await identity.login(Login(account=f"mem{i}", password="secret-1")))
                         .session)
-    last = 0
+    last = registered  # social's directory must hold the friends before they are named
     for i in range(1, 6):
         last = (await social.add_friend(AddFriend(command_id=uuid.uuid4().hex,
                                                   session=sessions[0], account=f"mem{i}",
-                                                  nickname=f"成员{i}"))).seq
+                                                  nickname=f"成员{i}", seq=last))).seq
     await social.remove_friend(RemoveFriend(command_id=uuid.uuid4().hex, session=sessions[3],
                                             account="mem0", seq=last))
     await identity.change_nickname(ChangeNickname(command_id=uuid.uuid4().hex,
